@@ -1,0 +1,41 @@
+# densitybench: `make run` runs the default benchmark, `make test` the test suite.
+# Both create .venv when it is missing and install the project into it.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# pip constraint: torch is pinned to 2.13.0 (any other spelling pulls a multi-GB CUDA build)
+PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: run test test-all bench gpu-check list clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(PY)
+	$(PIP_INSTALL) -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP_INSTALL) -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(PIP_INSTALL) -e '.[bench]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) -m harness run
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -m "not slow and not gpu" -q
+
+test-all: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+list: $(VENV)/.installed
+	$(PY) -m harness list
+
+clean:
+	rm -rf $(VENV) .pytest_cache reports/default

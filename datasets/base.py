@@ -1,0 +1,83 @@
+"""The Dataset contract: what the harness fits and evaluates on.
+
+Example::
+
+    ds = datasets.get("8gaussians")
+    splits = ds.load(seed=0)          # Splits(train (20000, 2), val, test)
+    ds.log_prob(splits.test)          # true log density, when has_density
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+
+class DataUnavailable(FileNotFoundError):
+    """The dataset's files are absent; the message says how to get them."""
+
+
+@dataclass
+class Splits:
+    """Train / validation / test arrays, each (n_split, d) float64."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return int(self.train.shape[1])
+
+    def sizes(self) -> tuple[int, int, int]:
+        return (len(self.train), len(self.val), len(self.test))
+
+
+def default_data_root() -> Path:
+    """``$DENSITYBENCH_DATA`` if set, else ``~/.cache/densitybench``."""
+    env = os.environ.get("DENSITYBENCH_DATA")
+    return Path(env).expanduser() if env else Path("~/.cache/densitybench").expanduser()
+
+
+def resolve_root(root: Path | str | None) -> Path:
+    """The data root: the argument, else the environment, else the cache folder."""
+    return Path(root).expanduser() if root is not None else default_data_root()
+
+
+class Dataset(ABC):
+    """A dataset with train/val/test splits.
+
+    ``dim`` is the dimension after preprocessing. ``has_density`` is True when
+    the true log density is known (``log_prob``); synthetic sets also ``sample``.
+    """
+
+    name: ClassVar[str]
+    dim: int
+    has_density: bool = False
+    synthetic: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def load(self, seed: int = 0, root: Path | None = None) -> Splits:
+        """The splits for ``seed`` (real sets use ``root``, see ``resolve_root``)."""
+
+    def log_prob(self, x: np.ndarray) -> np.ndarray:
+        """True log density of each row of ``x`` (n, d); shape (n,)."""
+        raise NotImplementedError(f"dataset '{self.name}' has no known density")
+
+    def sample(self, n: int, seed: int) -> np.ndarray:
+        """Fresh samples (n, d); synthetic sets only."""
+        raise NotImplementedError(f"dataset '{self.name}' cannot be sampled (not synthetic)")
+
+    def available(self, root: Path | None = None) -> tuple[bool, str]:
+        """(True, "") when ``load`` can run; else (False, how to get the data)."""
+        return True, ""
+
+    def sizes(self) -> tuple[int, int, int] | None:
+        """Expected (train, val, test) sizes when known without loading."""
+        return None

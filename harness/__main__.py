@@ -1,0 +1,154 @@
+"""Command line: ``python -m harness {run,report,list,data}``.
+
+Bad input exits with status 2 and one line on stderr; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness import PROJECT_ROOT, check_datasets_package
+from harness.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, status 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m harness", description="densitybench: benchmark generative models as density estimators.")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a benchmark grid and write its report")
+    run.add_argument("--config", metavar="FILE.toml", help="TOML config file (see harness/config.py)")
+    run.add_argument("--methods", help="comma list of methods, or 'all' (default: every available method)")
+    run.add_argument("--datasets", help="comma list of datasets, '2d' (default) or 'all'; file:PATH for your own table")
+    run.add_argument("--seeds", help="N for seeds 0..N-1, or a comma list such as 0,3,7")
+    run.add_argument("--profile", help="smoke | quick | paper (default quick)")
+    run.add_argument("--device", help="auto | cpu | cuda (default auto)")
+    run.add_argument("--out", metavar="DIR", help="run directory (default reports/<config name or 'default'>); reusing it resumes")
+    run.add_argument("--data-root", help="data root (default $DENSITYBENCH_DATA or ~/.cache/densitybench)")
+    run.add_argument("--time-limit", type=float, help="seconds per cell before it is recorded as failed")
+    run.add_argument("--sample-size", type=int, help="samples per cell for the sample-quality metrics (default 5000)")
+    run.add_argument("--executor", help="local (default) | ray")
+    run.add_argument("--address", help="Ray cluster address (with --executor ray)")
+    run.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    rep = sub.add_parser("report", help="regenerate a run directory's report from its results database")
+    rep.add_argument("run_dir")
+    rep.add_argument("--format", default="md,csv", help="comma list of md, html, latex, csv (default md,csv)")
+
+    sub.add_parser("list", help="list methods, datasets and profiles")
+
+    data = sub.add_parser("data", help="manage the data root")
+    dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    fetch = dsub.add_parser("fetch", help="download a dataset bundle into the data root")
+    fetch.add_argument("bundle", choices=["maf", "uci"])
+    fetch.add_argument("--data-root", help="data root (default $DENSITYBENCH_DATA or ~/.cache/densitybench)")
+    return p
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness import config as config_mod
+    from harness.report import write_report
+    from harness.runner import run_grid
+
+    overrides = {"methods": args.methods, "datasets": args.datasets, "seeds": args.seeds, "profile": args.profile,
+                 "device": args.device, "data_root": args.data_root, "time_limit": args.time_limit,
+                 "sample_size": args.sample_size, "executor": args.executor, "address": args.address}
+    cfg = config_mod.build(args.config, overrides)
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was requested but no CUDA GPU is available (use --device auto or cpu)")
+    if cfg.executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise UserError("--executor ray needs Ray: pip install -e '.[distributed]'")
+    run_dir = Path(args.out) if args.out else PROJECT_ROOT / "reports" / cfg.name
+    summary = run_grid(cfg, run_dir, progress=not args.no_progress, retry_failed=args.retry_failed)
+    for m, why in summary.method_skips.items():
+        print(f"skipped method {m}: {why}", file=sys.stderr)
+    paths = write_report(run_dir)
+    state = "interrupted" if summary.interrupted else "done"
+    print(f"{state}: {summary.ok} ok, {summary.failed} failed, {summary.skipped_done} already done "
+          f"of {summary.total} cells in {summary.seconds:.0f} s; report: {paths[-1] if paths else run_dir}")
+    return 130 if summary.interrupted else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import write_report
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    valid = ("md", "html", "latex", "csv")
+    for f in formats:
+        if f not in valid:
+            raise UserError(f"unknown report format '{f}'; valid: {', '.join(valid)}")
+    for path in write_report(args.run_dir, formats=formats):
+        print(path)
+    return 0
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    import datasets
+    import methods
+
+    unavailable = methods.unavailable()
+    rows = []
+    for name in methods.names():
+        cls = methods.get(name)
+        rows.append([name, cls.log_prob_kind or "none", ", ".join(cls.profiles),
+                     "yes" if name not in unavailable else f"no: {unavailable[name]}"])
+    for name, why in unavailable.items():
+        if name not in methods.names():
+            rows.append([name, "?", "", f"no: {why}"])
+    print("Methods\n" + tabulate(rows, headers=["method", "likelihood", "profiles", "available"], tablefmt="simple"))
+    drows = []
+    for name in datasets.names():
+        ds = datasets.get(name)
+        ok, why = ds.available()
+        sizes = ds.sizes()
+        drows.append([name, getattr(ds, "dim", "?"), "/".join(f"{s:,}" for s in sizes) if sizes else "?",
+                      "yes" if ds.has_density else "no", "yes" if ok else f"no: {why}"])
+    print("\nDatasets\n" + tabulate(drows, headers=["dataset", "dim", "train/val/test", "true density", "available"], tablefmt="simple"))
+    print("\nProfiles: smoke (seconds, for tests), quick (minutes, CPU; the default), paper (the published settings)")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from datasets.base import resolve_root
+    from harness.download import fetch
+
+    root = resolve_root(args.data_root)
+    for path in fetch(args.bundle, root):
+        print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check_datasets_package()
+    handlers = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "data": cmd_data}
+    try:
+        return handlers[args.command](args)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Run configuration: the embedded default, TOML files, and command-line overrides.
+
+A config file is TOML with these top-level keys (all optional)::
+
+    name = "my-run"                 # run directory reports/<name> unless --out
+    methods = ["gaussian", "kde"]   # or "all" (every available method)
+    datasets = ["8gaussians"]       # or "2d" (every 2-D toy set)
+    seeds = 3                       # seeds 0..2; or a list [0, 3, 7]
+    profile = "quick"               # smoke | quick | paper
+    device = "auto"                 # auto | cpu | cuda
+    time_limit = 900                # seconds per cell (default by profile)
+    sample_size = 5000              # samples per cell for sample metrics
+    data_root = "~/data"            # else $DENSITYBENCH_DATA, else ~/.cache/densitybench
+    executor = "local"              # local | ray
+    [params.supervised_diffusion]   # per-method parameter overrides
+    steps = 200
+
+The command line overrides the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError, suggest
+
+TOY_2D = ["8gaussians", "checkerboard", "rings", "circles", "moons", "swissroll", "pinwheel", "2spirals"]
+PROFILES = ("smoke", "quick", "paper")
+DEVICES = ("auto", "cpu", "cuda")
+EXECUTORS = ("local", "ray")
+#: Per-cell time limits (seconds) by profile when the config sets none.
+DEFAULT_TIME_LIMIT = {"smoke": 300, "quick": 900, "paper": 48 * 3600}
+
+
+@dataclass
+class Config:
+    """Everything that defines a run; see the module docstring for the TOML form."""
+
+    name: str = "default"
+    methods: list[str] | str = "all"
+    datasets: list[str] | str = "2d"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    profile: str = "quick"
+    device: str = "auto"
+    time_limit: float | None = None
+    sample_size: int = 5000
+    data_root: str | None = None
+    executor: str = "local"
+    address: str | None = None
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def cell_time_limit(self) -> float:
+        return float(self.time_limit if self.time_limit is not None else DEFAULT_TIME_LIMIT[self.profile])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def hash(self) -> str:
+        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+KEYS = tuple(f.name for f in fields(Config))
+
+
+def parse_seeds(value: Any, where: str = "seeds") -> list[int]:
+    """``3`` -> [0, 1, 2]; ``"0,3,7"`` or ``[0, 3, 7]`` -> [0, 3, 7]."""
+    if isinstance(value, bool):
+        raise UserError(f"{where} must be a positive integer or a list of integers, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise UserError(f"{where} must be at least 1, got {value}")
+        return list(range(value))
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        try:
+            nums = [int(p) for p in parts]
+        except ValueError:
+            raise UserError(f"{where} must be a count (e.g. 3) or a comma list of integers (e.g. 0,3,7), got '{value}'") from None
+        if len(nums) == 1 and "," not in value:
+            return parse_seeds(nums[0], where)
+        value = nums
+    if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if any(v < 0 for v in value):
+            raise UserError(f"{where} must be non-negative integers, got {value}")
+        return sorted(dict.fromkeys(value))
+    raise UserError(f"{where} must be a positive integer or a non-empty list of integers, got {value!r}")
+
+
+def _name_list(value: Any, key: str) -> list[str] | str:
+    if isinstance(value, str):
+        if value in ("all", "2d"):
+            return value
+        items = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        items = value
+    else:
+        raise UserError(f"{key} must be a list of names or a comma-separated string, got {value!r}")
+    if not items:
+        raise UserError(f"{key} is empty")
+    return items
+
+
+def _check_choice(value: Any, key: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise UserError(f"unknown {key} '{value}'{suggest(str(value), choices)}; valid: {', '.join(choices)}")
+    return value
+
+
+def _positive(value: Any, key: str, kind: type = int) -> Any:
+    ok_type = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
+    if isinstance(value, bool) or not ok_type:
+        raise UserError(f"{key} must be a {'number' if kind is float else 'whole number'}, got {value!r}")
+    if value <= 0:
+        raise UserError(f"{key} must be positive, got {value}")
+    return value
+
+
+def validate(raw: dict[str, Any], source: str = "config") -> Config:
+    """Build a Config from a plain dict, with one-line errors for any bad key or value."""
+    for key in raw:
+        if key not in KEYS:
+            raise UserError(f"unknown {source} key '{key}'{suggest(key, KEYS)}; valid keys: {', '.join(KEYS)}")
+    cfg = Config()
+    if "name" in raw:
+        if not isinstance(raw["name"], str) or not raw["name"].strip() or "/" in raw["name"]:
+            raise UserError(f"name must be a non-empty string without '/', got {raw['name']!r}")
+        cfg.name = raw["name"]
+    if "methods" in raw:
+        cfg.methods = _name_list(raw["methods"], "methods")
+    if "datasets" in raw:
+        cfg.datasets = _name_list(raw["datasets"], "datasets")
+    if "seeds" in raw:
+        cfg.seeds = parse_seeds(raw["seeds"])
+    if "profile" in raw:
+        cfg.profile = _check_choice(raw["profile"], "profile", PROFILES)
+    if "device" in raw:
+        cfg.device = _check_choice(raw["device"], "device", DEVICES)
+    if "executor" in raw:
+        cfg.executor = _check_choice(raw["executor"], "executor", EXECUTORS)
+    if raw.get("time_limit") is not None:
+        cfg.time_limit = float(_positive(raw["time_limit"], "time_limit", float))
+    if "sample_size" in raw:
+        cfg.sample_size = _positive(raw["sample_size"], "sample_size")
+    for key in ("data_root", "address"):
+        if raw.get(key) is not None:
+            if not isinstance(raw[key], str):
+                raise UserError(f"{key} must be a string, got {raw[key]!r}")
+            setattr(cfg, key, raw[key])
+    if "params" in raw:
+        params = raw["params"]
+        if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+            raise UserError("params must be a table of per-method tables, e.g. [params.kde]")
+        cfg.params = {k: dict(v) for k, v in params.items()}
+    return cfg
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file; unreadable or malformed files give one-line errors."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise UserError(f"config file {p} not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"config file {p} is unreadable: {e}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"config file {p} is not valid TOML: {e}") from None
+    raw.setdefault("name", p.stem)
+    return raw
+
+
+def build(config_file: str | None, overrides: dict[str, Any]) -> Config:
+    """File values (if any), then command-line ``overrides`` (None values ignored)."""
+    raw = load_toml(config_file) if config_file else {}
+    cfg = validate(raw, source=f"config file {config_file}" if config_file else "config")
+    merged = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
+    return validate(merged, source="config") if overrides else cfg
+
+
+def resolve_names(cfg: Config) -> tuple[list[str], list[str], dict[str, str]]:
+    """Expand "all"/"2d", check every name, and return (methods, datasets, skipped-method reasons)."""
+    import datasets
+    import methods
+
+    unavailable = methods.unavailable()
+    if cfg.methods == "all":
+        meths = [m for m in methods.names() if m not in unavailable]
+        skipped = {m: r for m, r in unavailable.items() if m in methods.names()}
+    else:
+        meths = list(dict.fromkeys(cfg.methods))
+        for m in meths:
+            methods.get(m)  # raises a UserError with a suggestion
+        skipped = {m: unavailable[m] for m in meths if m in unavailable}
+    dsets = TOY_2D if cfg.datasets == "2d" else list(dict.fromkeys(cfg.datasets))
+    if cfg.datasets == "all":
+        dsets = datasets.names()
+    for d in dsets:
+        if not d.startswith("file:"):
+            datasets.get_class(d)
+    for m, overrides in cfg.params.items():
+        if m not in meths:
+            raise UserError(f"params given for method '{m}' which is not in this run{suggest(m, meths)}")
+        methods.create(m, cfg.profile, **overrides)  # validates keys only (constructor stores)
+    return meths, dsets, skipped
