@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(PY)
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP_INSTALL) -e '.[test]'
+	$(PIP_INSTALL) -e '.[test,distributed]'
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed

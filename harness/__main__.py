@@ -62,6 +62,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                  "device": args.device, "data_root": args.data_root, "time_limit": args.time_limit,
                  "sample_size": args.sample_size, "executor": args.executor, "address": args.address}
     cfg = config_mod.build(args.config, overrides)
+    if cfg.data_root is not None and not Path(cfg.data_root).expanduser().is_dir():
+        raise UserError(f"data root {cfg.data_root} does not exist or is not a directory")
     if cfg.device == "cuda":
         import torch
 

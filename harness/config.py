@@ -202,7 +202,9 @@ def resolve_names(cfg: Config) -> tuple[list[str], list[str], dict[str, str]]:
     if cfg.datasets == "all":
         dsets = datasets.names()
     for d in dsets:
-        if not d.startswith("file:"):
+        if d.startswith("file:"):
+            datasets.get(d).dim  # reads and checks the file now: a malformed table is a config error
+        else:
             datasets.get_class(d)
     for m, overrides in cfg.params.items():
         if m not in meths:

@@ -8,6 +8,7 @@ the reason instead of crashing the harness.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import traceback
 from typing import Callable, Generic, TypeVar
@@ -15,6 +16,10 @@ from typing import Callable, Generic, TypeVar
 from harness.errors import unknown
 
 T = TypeVar("T", bound=type)
+
+#: Extra plugin modules (comma-separated import paths) imported after the package's own,
+#: e.g. ``DENSITYBENCH_PLUGINS=my_project.my_methods`` to add methods from outside the tree.
+PLUGINS_ENV = "DENSITYBENCH_PLUGINS"
 
 
 class Registry(Generic[T]):
@@ -62,6 +67,11 @@ class Registry(Generic[T]):
             except Exception as e:  # noqa: BLE001 - a broken plugin must not kill the harness
                 last = traceback.format_exception_only(type(e), e)[-1].strip()
                 self._broken[info.name] = last
+        for modname in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+            try:
+                importlib.import_module(modname)
+            except Exception as e:  # noqa: BLE001
+                self._broken[modname] = f"{type(e).__name__}: {e}"
 
     def names(self) -> list[str]:
         """Registered names, sorted."""

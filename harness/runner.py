@@ -110,7 +110,9 @@ def run_cell(cell: Cell, splits_cache: dict, run_dir: Path | None) -> dict[str, 
 
     try:
         ds = datasets.get(cell.dataset)
-        splits = splits_cache.get((cell.dataset, cell.seed)) or ds.load(seed=cell.seed, root=cell.data_root)
+        if (cell.dataset, cell.seed) not in splits_cache:
+            splits_cache[(cell.dataset, cell.seed)] = ds.load(seed=cell.seed, root=cell.data_root)
+        splits = splits_cache[(cell.dataset, cell.seed)]
         model = methods.create(cell.method, cell.profile, device=cell.device, seed=cell.seed, **dict(cell.overrides))
         art = run_dir / ARTIFACT_DIR / f"{cell.key}.npz" if run_dir is not None else None
         out = evaluate_cell(model, ds, splits, seed=cell.seed, sample_size=cell.sample_size, artifact_path=art)

@@ -1,0 +1,233 @@
+"""Fault injection: exceptions, NaNs, time limits, OOM, dead workers, SIGKILL and
+resume, concurrent runs, determinism, and a table of bad inputs."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import methods
+from harness.__main__ import main
+from harness.store import ResultsStore
+from methods.base import DivergenceError, Method
+
+PROFILES = ("smoke", "quick", "paper")
+
+
+def _faulty(name: str, fit):
+    """A throw-away method whose fit runs ``fit(self, train)``."""
+
+    class Faulty(Method):
+        log_prob_kind = "exact"
+        profiles = {p: {} for p in PROFILES}
+
+        def _fit(self, train, val):
+            with self.phase("training"):
+                self.mean_ = train.mean(0)
+                fit(self, train)
+
+        def _sample(self, n, seed):
+            return np.random.default_rng(seed).standard_normal((n, self.dim_)) + self.mean_
+
+        def _log_prob(self, x):
+            return -0.5 * ((x - self.mean_) ** 2).sum(1) - np.log(2 * np.pi)
+
+    Faulty.name = name
+    Faulty.__qualname__ = f"Faulty_{name}"
+    return Faulty
+
+
+def _raise(exc):
+    def fit(self, train):
+        raise exc
+    return fit
+
+
+def _oom(self, train):
+    import torch
+
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+
+def _sleep(self, train):
+    time.sleep(60)
+
+
+def _die(self, train):
+    os._exit(3)
+
+
+FAULTS = {
+    "fault_exception": (_raise(ValueError("injected failure")), "injected failure"),
+    "fault_nan": (_raise(DivergenceError("training diverged (loss nan at step 3)")), "diverged"),
+    "fault_oom": (_oom, "OutOfMemoryError"),
+    "fault_timeout": (_sleep, "time limit"),
+    "fault_dies": (_die, "WorkerDied"),
+}
+
+
+@pytest.fixture
+def faulty_methods():
+    for name, (fit, _) in FAULTS.items():
+        methods.register(_faulty(name, fit))
+    yield
+    for name in FAULTS:
+        methods.unregister(name)
+
+
+def test_every_fault_gives_a_failed_row_and_the_grid_goes_on(tmp_path, faulty_methods):
+    names = ",".join([*FAULTS, "gaussian"])
+    code = main(["run", "--methods", names, "--datasets", "8gaussians", "--profile", "smoke", "--time-limit", "25",
+                 "--sample-size", "200", "--no-progress", "--out", str(tmp_path)])
+    assert code == 0
+    rows = {r["method"]: r for r in ResultsStore(tmp_path, create=False).rows()}
+    assert rows["gaussian"]["status"] == "ok"
+    for name, (_, needle) in FAULTS.items():
+        assert rows[name]["status"] == "failed", name
+        assert needle in rows[name]["error"], (name, rows[name]["error"])
+    report = (tmp_path / "report.md").read_text()
+    assert report.count("failed [") >= len(FAULTS)
+
+
+def test_nan_metric_is_a_failure(tmp_path):
+    class NaNSampler(_faulty("nan_sampler", lambda self, train: None)):
+        def _sample(self, n, seed):
+            return np.full((n, self.dim_), np.nan)
+
+    NaNSampler.name = "nan_sampler"
+    methods.register(NaNSampler)
+    try:
+        assert main(["run", "--methods", "nan_sampler", "--datasets", "rings", "--profile", "smoke",
+                     "--sample-size", "100", "--no-progress", "--out", str(tmp_path)]) == 0
+    finally:
+        methods.unregister("nan_sampler")
+    (row,) = ResultsStore(tmp_path, create=False).rows()
+    assert row["status"] == "failed" and "not finite" in row["error"]
+
+
+GRID = ["--methods", "gaussian,kde", "--datasets", "8gaussians,rings,moons", "--seeds", "2", "--profile", "smoke",
+        "--sample-size", "200", "--no-progress"]
+
+
+def _table(run_dir: Path) -> dict:
+    rows = ResultsStore(run_dir, create=False).rows()
+    return {(r["method"], r["dataset"], r["seed"]): (r["status"], r["metrics"].get("test_loglik"),
+                                                     r["metrics"].get("kl"), r["metrics"].get("mmd2")) for r in rows}
+
+
+def test_same_command_same_seeds_gives_identical_metrics(tmp_path):
+    assert main(["run", *GRID, "--out", str(tmp_path / "a")]) == 0
+    assert main(["run", *GRID, "--out", str(tmp_path / "b")]) == 0
+    assert _table(tmp_path / "a") == _table(tmp_path / "b")
+
+
+@pytest.mark.slow
+def test_repeated_sigkill_then_resume_completes_exactly_once(tmp_path):
+    reference = tmp_path / "reference"
+    assert main(["run", *GRID, "--out", str(reference)]) == 0
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "harness", "run", *GRID, "--out", str(out)]
+    rng = random.Random(0)
+    kills = 0
+    for _ in range(6):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(rng.uniform(2.0, 7.0))
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 3
+    final = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr
+    rows = ResultsStore(out, create=False).rows()
+    assert len(rows) == len({r["cell_key"] for r in rows}) == 12
+    assert _table(out) == _table(reference)
+
+
+def test_second_run_on_same_directory_refuses(tmp_path, capsys):
+    store = ResultsStore(tmp_path)
+    store.acquire_run_lock()
+    try:
+        code = main(["run", *GRID, "--out", str(tmp_path)])
+    finally:
+        store.close()
+    err = capsys.readouterr().err
+    assert code == 2 and "another run is using" in err
+
+
+def _file(tmp_path: Path, name: str, text: str) -> str:
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def _table_text(rows: int = 20, cols: int = 3) -> str:
+    rng = np.random.default_rng(0)
+    return "\n".join(",".join(f"{v:.4f}" for v in rng.standard_normal(cols)) for _ in range(rows)) + "\n"
+
+
+BAD_INPUTS = [
+    ("unknown method", lambda t: ["--methods", "mafff"], "did you mean 'maf'"),
+    ("unknown dataset", lambda t: ["--datasets", "ringz"], "did you mean 'rings'"),
+    ("unknown profile", lambda t: ["--profile", "papr"], "did you mean 'paper'"),
+    ("unknown device", lambda t: ["--device", "gpu"], "unknown device"),
+    ("unknown executor", lambda t: ["--executor", "slurm"], "unknown executor"),
+    ("seeds not integers", lambda t: ["--seeds", "1.5"], "seeds"),
+    ("seeds zero", lambda t: ["--seeds", "0"], "at least 1"),
+    ("negative seeds", lambda t: ["--seeds", "0,-2"], "non-negative"),
+    ("zero sample size", lambda t: ["--sample-size", "0"], "sample_size must be positive"),
+    ("negative time limit", lambda t: ["--time-limit", "-1"], "time_limit must be positive"),
+    ("unknown config key", lambda t: ["--config", _file(t, "a.toml", 'profle = "smoke"\n')], "did you mean 'profile'"),
+    ("wrong type in config", lambda t: ["--config", _file(t, "b.toml", 'sample_size = "many"\n')], "whole number"),
+    ("seeds wrong type in config", lambda t: ["--config", _file(t, "c.toml", "seeds = [1.5]\n")], "seeds"),
+    ("methods wrong type", lambda t: ["--config", _file(t, "d.toml", "methods = 3\n")], "methods must be"),
+    ("missing config file", lambda t: ["--config", str(t / "nope.toml")], "not found"),
+    ("malformed TOML", lambda t: ["--config", _file(t, "e.toml", "methods = [\n")], "not valid TOML"),
+    ("unknown method parameter", lambda t: ["--methods", "kde", "--config", _file(t, "f.toml", "[params.kde]\nbandwith = 1\n")], "unknown parameter 'bandwith'"),
+    ("params for absent method", lambda t: ["--methods", "kde", "--config", _file(t, "g.toml", "[params.gaussain]\nridge = 1\n")], "not in this run"),
+    ("data file with NaN", lambda t: ["--datasets", "file:" + _file(t, "nan.csv", _table_text() + "1.0,nan,2.0\n")], "NaN"),
+    ("data file with text", lambda t: ["--datasets", "file:" + _file(t, "txt.csv", _table_text() + "1.0,abc,2.0\n")], "'abc'"),
+    ("ragged rows", lambda t: ["--datasets", "file:" + _file(t, "rag.csv", _table_text() + "1.0,2.0\n")], "column"),
+    ("one column", lambda t: ["--datasets", "file:" + _file(t, "one.csv", _table_text(cols=1))], "column"),
+    ("too few rows", lambda t: ["--datasets", "file:" + _file(t, "few.csv", _table_text(rows=4))], "rows"),
+    ("empty data file", lambda t: ["--datasets", "file:" + _file(t, "empty.csv", "")], "empty"),
+    ("missing data file", lambda t: ["--datasets", "file:" + str(t / "absent.csv")], "no such file"),
+    ("missing data root", lambda t: ["--data-root", str(t / "no-root")], "does not exist"),
+    ("output not writable", lambda t: ["--out", _file(t, "plainfile", "x") + "/sub"], "cannot create output directory"),
+]
+
+
+@pytest.mark.parametrize("label, args, needle", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_table(label, args, needle, tmp_path, capsys):
+    argv = args(tmp_path)
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    code = main(["run", "--profile", "smoke", "--methods", "gaussian", *argv] if "--methods" not in argv and "--profile" not in argv
+                else ["run", *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, (label, err)
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert needle in err, (label, err)
+
+
+def test_cuda_without_gpu_is_a_clear_error(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    code = main(["run", "--device", "cuda", "--methods", "gaussian", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "no CUDA GPU" in err
+
+
+def test_debug_flag_shows_traceback(tmp_path):
+    with pytest.raises(Exception, match="did you mean"):
+        main(["--debug", "run", "--methods", "gausian", "--out", str(tmp_path)])
