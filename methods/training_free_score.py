@@ -1,0 +1,380 @@
+"""Training-free score of the data-smoothed density and probability-flow labels.
+
+The flagship method (Liu, Yang, Zhang, Bao, Cao and Zhang, "Diffusion-Model-
+Assisted Supervised Learning of Generative Models for Density Estimation",
+arXiv 2310.14458) replaces a learned score network by the exact score of the
+forward-process marginal of the empirical data,
+
+    p_t(z) = mean_j N(z; alpha_t x_j, beta_t^2 I),
+    S(z, t) = (sum_j w_j alpha_t x_j - z) / beta_t^2,
+    w_j = softmax_j(-|z - alpha_t x_j|^2 / (2 beta_t^2)),
+
+and integrates the probability-flow ODE from t = 1 back to t = 0 to turn
+Gaussian noise into labelled (noise, data) pairs.
+
+The weights are softmax attention: queries z, keys = values = alpha_t x_j,
+scale 1/beta_t^2 and a per-key bias -|alpha_t x_j|^2 / (2 beta_t^2) (the
+-|z|^2 term is constant per query and cancels). ``score`` evaluates it with a
+fused attention kernel that also returns each block's log-sum-exp, so that
+blocks of data merge exactly in the log domain and memory stays bounded for
+any number of rows: on CPU ``aten._scaled_dot_product_flash_attention_for_cpu``
+(float32 and float64), on CUDA ``aten._scaled_dot_product_efficient_attention``
+(float32/16; checked once against the plain path before use). Any
+configuration the fused kernel rejects falls back to a log-domain
+matmul + logsumexp implementation.
+
+Example::
+
+    data = torch.randn(20_000, 2)
+    z = torch.randn(5_000, 2, generator=torch.Generator().manual_seed(0))
+    x0 = flow_to_data(z, data, steps=100, generator=torch.Generator().manual_seed(1))
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from methods._torch import progress as _progress
+
+__all__ = ["Schedule", "score", "score_reference", "probability_flow", "flow_to_data", "fused_backend"]
+
+SOLVERS = ("euler", "heun")
+MODES = ("exact", "minibatch", "minibatch_refresh")
+_EXP_FLOOR = -80.0  # exp below this is ~0 and (without denormal flushing) slow
+_PLAIN_BLOCK = 1 << 22  # logits held at once by the plain path (elements)
+_QUERY_CHUNK, _DATA_CHUNK = 4096, 16384  # score blocks used by flow_to_data
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Forward process Z_t | x ~ N(alpha_t x, beta_t^2 I) on t in [0, 1] (the authors' linear schedule).
+
+    alpha_t = 1 - (1 - eps) t, beta_t^2 = eps + (1 - eps) t, so Z_0 = x + sqrt(eps) noise and
+    Z_1 = eps x + noise. Methods accept a float or a tensor ``t``.
+    """
+
+    eps: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.eps < 1.0:
+            raise ValueError(f"Schedule.eps must lie in (0, 1), got {self.eps}")
+
+    def alpha(self, t):
+        return 1.0 - (1.0 - self.eps) * t
+
+    def beta2(self, t):
+        return self.eps + (1.0 - self.eps) * t
+
+    def drift(self, t):
+        """f(t) = d log alpha_t / dt = -(1 - eps) / alpha_t."""
+        return -(1.0 - self.eps) / self.alpha(t)
+
+    def g2(self, t):
+        """g^2(t) = d beta_t^2 / dt - 2 f(t) beta_t^2."""
+        return (1.0 - self.eps) - 2.0 * self.drift(t) * self.beta2(t)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_pair(z: Tensor, data: Tensor) -> None:
+    for name, x in (("z", z), ("data", data)):
+        if not isinstance(x, Tensor) or x.ndim != 2:
+            raise ValueError(f"{name} must be a 2-D tensor (rows, d), got {type(x).__name__} of shape {getattr(x, 'shape', None)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be floating point, got {x.dtype}")
+    if z.shape[1] != data.shape[1]:
+        raise ValueError(f"z has d={z.shape[1]} but data has d={data.shape[1]}")
+    if z.dtype != data.dtype or z.device != data.device:
+        raise ValueError(f"z ({z.dtype}, {z.device}) and data ({data.dtype}, {data.device}) must share dtype and device")
+    if len(data) == 0:
+        raise ValueError("data must have at least one row")
+
+
+def _check_time(t: float) -> float:
+    t = float(t)
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"t must lie in [0, 1], got {t}")
+    return t
+
+
+def _check_positive(**values: int) -> None:
+    for name, v in values.items():
+        if int(v) != v or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v}")
+
+
+# ----------------------------------------------------------------------------- attention blocks
+# Each block function takes q (M, d), k (N, d), bias (N,), scale and returns
+# (out (M, d), lse (M,)) with out = softmax(scale q k^T + bias) k and lse the row log-sum-exp.
+
+Block = Callable[[Tensor, Tensor, Tensor, float], "tuple[Tensor, Tensor]"]
+
+
+def _block_plain(q: Tensor, k: Tensor, bias: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """Log-domain matmul + logsumexp, in row blocks of bounded size."""
+    rows = max(1, _PLAIN_BLOCK // max(1, len(k)))
+    outs, lses = [], []
+    for i in range(0, len(q), rows):
+        logits = torch.addmm(bias.unsqueeze(0), q[i : i + rows], k.T, alpha=scale)
+        lse = torch.logsumexp(logits, dim=1)
+        w = (logits - lse.unsqueeze(1)).clamp_(min=_EXP_FLOOR).exp_()
+        outs.append(w @ k)
+        lses.append(lse)
+    return torch.cat(outs), torch.cat(lses)
+
+
+def _block_cpu_flash(q: Tensor, k: Tensor, bias: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    m, n, d = len(q), len(k), q.shape[1]
+    q4, k4 = q.reshape(1, 1, m, d), k.reshape(1, 1, n, d)  # 4-D: 3-D inputs take a slow path
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q4, k4, k4, attn_mask=bias.reshape(1, 1, 1, n), scale=scale
+    )
+    return out.reshape(m, d), lse.reshape(m)
+
+
+def _block_cuda_efficient(q: Tensor, k: Tensor, bias: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    m, n, d = len(q), len(k), q.shape[1]
+    pad = (-d) % 8  # zero columns change neither dot products nor (dropped) outputs; keeps alignment
+    if pad:
+        q, k = torch.nn.functional.pad(q, (0, pad)), torch.nn.functional.pad(k, (0, pad))
+    extra = (-n) % 16  # keep the bias rows 16-aligned: padded keys get a weight of exp(-huge) = 0
+    if extra:
+        k = torch.nn.functional.pad(k, (0, 0, 0, extra))
+        bias = torch.nn.functional.pad(bias, (0, extra), value=torch.finfo(bias.dtype).min / 4)
+    dp, n = d + pad, n + extra
+    q4, k4 = q.reshape(1, 1, m, dp), k.reshape(1, 1, n, dp)
+    mask = bias.reshape(1, 1, 1, n).expand(1, 1, m, n)
+    out, lse, *_ = torch.ops.aten._scaled_dot_product_efficient_attention(q4, k4, k4, mask, True, scale=scale)
+    return out.reshape(m, dp)[:, :d], lse.reshape(-1)[:m]
+
+
+_FUSED: dict[str, Block] = {"cpu": _block_cpu_flash, "cuda": _block_cuda_efficient}
+_verdicts: dict[tuple, bool] = {}  # (device type, dtype, d) -> fused kernel usable
+
+
+def _self_check(block: Block, dtype: torch.dtype, d: int, device: torch.device) -> bool:
+    """Does ``block`` agree with the plain path on a small random problem (with several blocks' worth of bias)?"""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    q = torch.randn(70, d, generator=g, dtype=torch.float64).to(device, dtype)
+    k = torch.randn(300, d, generator=g, dtype=torch.float64).to(device, dtype)
+    bias = -0.5 * (k * k).sum(1) / 0.3
+    out, lse = block(q, k, bias, 1 / 0.3)
+    ref_out, ref_lse = _block_plain(q, k, bias, 1 / 0.3)
+    tol = 2e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-4
+    return out.shape == ref_out.shape and bool(
+        torch.allclose(out, ref_out, atol=tol, rtol=tol) and torch.allclose(lse, ref_lse, atol=tol, rtol=tol)
+    )
+
+
+def fused_backend(device: torch.device | str, dtype: torch.dtype, d: int) -> str:
+    """Name of the kernel ``score`` uses for this device type, dtype and dimension ("plain" when none)."""
+    dev = torch.device(device)
+    block = _FUSED.get(dev.type)
+    if block is None:
+        return "plain"
+    key = (dev.type, dtype, d)
+    if key not in _verdicts:
+        try:
+            ok = _self_check(block, dtype, d, dev)
+        except (RuntimeError, NotImplementedError, TypeError):
+            ok = False
+        if not ok:
+            warnings.warn(f"fused attention unavailable for {dev.type}/{dtype}/d={d}; using the plain score path", stacklevel=3)
+        _verdicts[key] = ok
+    return block.__name__.removeprefix("_block_") if _verdicts[key] else "plain"
+
+
+def _block_for(device: torch.device, dtype: torch.dtype, d: int) -> Block:
+    if fused_backend(device, dtype, d) == "plain":
+        return _block_plain
+    fused = _FUSED[device.type]
+
+    def block(q: Tensor, k: Tensor, bias: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+        try:
+            return fused(q, k, bias, scale)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as e:  # a shape the kernel rejects: this block goes the plain way
+            warnings.warn(f"fused attention rejected a ({len(q)} x {len(k)}) block ({e}); using the plain path", stacklevel=2)
+            return _block_plain(q, k, bias, scale)
+
+    return block
+
+
+def _merge(out: Tensor, lse: Tensor, out_b: Tensor, lse_b: Tensor) -> tuple[Tensor, Tensor]:
+    """Combine two softmax averages over disjoint key sets given their log-sum-exps."""
+    total = torch.logaddexp(lse, lse_b)
+    w_old = (lse - total).clamp_(min=_EXP_FLOOR).exp_().unsqueeze(1)
+    w_new = (lse_b - total).clamp_(min=_EXP_FLOOR).exp_().unsqueeze(1)
+    return out * w_old + out_b * w_new, total
+
+
+# ----------------------------------------------------------------------------- score
+
+
+def score(
+    z: Tensor,
+    t: float,
+    data: Tensor,
+    schedule: Schedule = Schedule(),
+    *,
+    query_chunk: int = 4096,
+    data_chunk: int = 16384,
+) -> Tensor:
+    """Exact score of p_t = mean_j N(alpha_t x_j, beta_t^2 I) at z (M, d), data (N, d) -> (M, d).
+
+    Runs on the device and dtype of ``z`` (``data`` must match), in blocks of
+    ``query_chunk`` queries x ``data_chunk`` rows merged in the log domain.
+    Sets ``torch.set_flush_denormal(True)``: tiny softmax weights are otherwise
+    denormal and slow every later product on CPU.
+    """
+    _check_pair(z, data)
+    t = _check_time(t)
+    _check_positive(query_chunk=query_chunk, data_chunk=data_chunk)
+    torch.set_flush_denormal(True)
+    block = _block_for(z.device, z.dtype, z.shape[1])
+    return _score_blocks(z, t, data, schedule, block, query_chunk, data_chunk)
+
+
+@torch.no_grad()
+def _score_blocks(z: Tensor, t: float, data: Tensor, schedule: Schedule, block: Block, query_chunk: int, data_chunk: int) -> Tensor:
+    alpha, beta2 = schedule.alpha(t), schedule.beta2(t)
+    # Translating queries and keys by the same vector leaves the weights unchanged; centring on
+    # alpha * mean(data) keeps z.k and |k|^2/2 small, so less float32 cancellation in the logits.
+    shift = alpha * data.mean(dim=0)
+    keys = alpha * data - shift
+    bias = -0.5 * (keys * keys).sum(dim=1) / beta2
+    queries = z - shift
+    out = torch.empty_like(z)
+    for i in range(0, len(z), query_chunk):
+        q = queries[i : i + query_chunk].contiguous()
+        mean_key, lse = None, None
+        for j in range(0, len(keys), data_chunk):
+            o, l = block(q, keys[j : j + data_chunk], bias[j : j + data_chunk], 1.0 / beta2)
+            mean_key, lse = (o, l) if mean_key is None else _merge(mean_key, lse, o, l)
+        out[i : i + query_chunk] = (mean_key - q) / beta2
+    return out
+
+
+def score_reference(z: Tensor, t: float, data: Tensor, schedule: Schedule = Schedule()) -> Tensor:
+    """Plain reference: log-domain weights over all rows at once (memory M x N), no fused kernel."""
+    _check_pair(z, data)
+    t = _check_time(t)
+    alpha, beta2 = schedule.alpha(t), schedule.beta2(t)
+    sq_dist = torch.cdist(z, alpha * data, compute_mode="donot_use_mm_for_euclid_dist").square()
+    w = torch.softmax(-0.5 * sq_dist / beta2, dim=1)
+    return (w @ (alpha * data) - z) / beta2
+
+
+# ----------------------------------------------------------------------------- probability flow
+
+ScoreFn = Callable[[Tensor, float], Tensor]
+
+
+def time_grid(steps: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Uniform grid t_0 = 1 > t_1 > ... > t_steps = 0 (steps + 1 points)."""
+    return torch.linspace(1.0, 0.0, steps + 1, dtype=dtype)
+
+
+def _velocity(z: Tensor, t: float, score_fn: ScoreFn, schedule: Schedule) -> Tensor:
+    """Probability-flow velocity f(t) z - 0.5 g^2(t) S(z, t)."""
+    return schedule.drift(t) * z - 0.5 * schedule.g2(t) * score_fn(z, t)
+
+
+@torch.no_grad()
+def probability_flow(
+    z: Tensor, score_fn: ScoreFn, schedule: Schedule = Schedule(), *, steps: int = 500, solver: str = "euler",
+    on_step: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Integrate dZ/dt = f(t) Z - 0.5 g^2(t) score_fn(Z, t) from t = 1 (Z = z) to t = 0 on a uniform grid.
+
+    ``score_fn(z (M, d), t: float) -> (M, d)``; ``solver`` "euler" (explicit, one score call per
+    step) or "heun" (second order, two calls per step). ``on_step(k)`` is called after step k.
+    Returns Z_0 (M, d).
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver '{solver}'; valid: {', '.join(SOLVERS)}")
+    _check_positive(steps=steps)
+    grid = time_grid(steps).tolist()
+    for k in range(steps):
+        t0, t1 = grid[k], grid[k + 1]
+        h = t1 - t0
+        v0 = _velocity(z, t0, score_fn, schedule)
+        if solver == "euler":
+            z = z + h * v0
+        else:
+            z_pred = z + h * v0
+            z = z + 0.5 * h * (v0 + _velocity(z_pred, t1, score_fn, schedule))
+        if on_step is not None:
+            on_step(k)
+    return z
+
+
+def _mc_rows(data: Tensor, size: int, generator: torch.Generator | None) -> Tensor:
+    """``size`` rows of ``data`` drawn without replacement (all rows when size >= N)."""
+    n = len(data)
+    if size >= n:
+        return data
+    dev = generator.device if generator is not None else torch.device("cpu")
+    idx = torch.randperm(n, generator=generator, device=dev)[:size]
+    return data[idx.to(data.device)]
+
+
+def flow_to_data(
+    z: Tensor,
+    data: Tensor,
+    schedule: Schedule = Schedule(),
+    *,
+    steps: int = 500,
+    solver: str = "euler",
+    mode: str = "minibatch",
+    mc_batch: int = 1000,
+    chunk: int = 5000,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Integrate dZ/dt = f(t) Z - 0.5 g^2(t) S(Z, t) from t = 1 (Z = z) back to t = 0; returns Z_0 (M, d).
+
+    Trajectories are processed in chunks of ``chunk``; in "minibatch" mode a Monte-Carlo batch of
+    ``mc_batch`` data rows is drawn (with ``generator``) once per chunk and kept for all steps (the
+    paper's scheme); "minibatch_refresh" redraws it at every step; "exact" uses all rows. Each
+    (z, Z_0) is a labelled pair for the supervised generator (Liu et al. 2024, Sec. 3).
+    Deterministic for a given ``generator`` state.
+    """
+    _check_pair(z, data)
+    if mode not in MODES:
+        raise ValueError(f"unknown mode '{mode}'; valid: {', '.join(MODES)}")
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver '{solver}'; valid: {', '.join(SOLVERS)}")
+    _check_positive(steps=steps, mc_batch=mc_batch, chunk=chunk)
+    torch.set_flush_denormal(True)
+    block = _block_for(z.device, z.dtype, z.shape[1])
+    n_chunks = math.ceil(len(z) / chunk)
+    bar = _progress_bar(n_chunks * steps, progress)
+    out = torch.empty_like(z)
+    for i in range(0, len(z), chunk):
+        rows = data if mode == "exact" else _mc_rows(data, mc_batch, generator)
+        current = {"rows": rows}
+
+        def score_fn(x: Tensor, t: float) -> Tensor:
+            return _score_blocks(x, t, current["rows"], schedule, block, _QUERY_CHUNK, _DATA_CHUNK)
+
+        def on_step(k: int) -> None:
+            bar.update(1)
+            if mode == "minibatch_refresh" and k + 1 < steps:
+                current["rows"] = _mc_rows(data, mc_batch, generator)
+
+        out[i : i + chunk] = probability_flow(z[i : i + chunk], score_fn, schedule, steps=steps, solver=solver, on_step=on_step)
+    bar.close()
+    return out
+
+
+def _progress_bar(total: int, enabled: bool):
+    return _progress(None, total=total, desc="probability flow", enabled=enabled)
