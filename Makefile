@@ -34,6 +34,14 @@ test: $(VENV)/.installed-test
 test-all: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
+bench: $(VENV)/.installed-bench
+	$(PY) -m asv machine --yes --machine local >/dev/null
+	$(PY) -m asv run --python=same --quick --show-stderr --machine local --set-commit-hash $$(git rev-parse HEAD)
+	$(PY) benchmarks/print_ratios.py
+
+gpu-check: $(VENV)/.installed-test
+	scripts/gpu_check.sh
+
 list: $(VENV)/.installed
 	$(PY) -m harness list
 

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="regenerate a run directory's report from its results database")
     rep.add_argument("run_dir")
-    rep.add_argument("--format", default="md,csv", help="comma list of md, html, latex, csv (default md,csv)")
+    rep.add_argument("--format", default="md,csv,html", help="comma list of md, html, latex, csv (default md,csv,html)")
 
     sub.add_parser("list", help="list methods, datasets and profiles")
 

@@ -1,21 +1,42 @@
 """Report writer: tables of every metric (methods x datasets, mean ± std over
-seeds), built from the results store alone.
+seeds), figures, and published reference numbers, built from the results store
+and the per-cell artefacts alone.
 
-``write_report(run_dir)`` writes ``report.md`` and ``results.csv``.
+``write_report(run_dir, formats)`` writes, by format:
+
+* ``md``: ``report.md`` (tables, figure links, failed cells);
+* ``html``: ``report.html``, one self-contained page (figures embedded);
+* ``latex``: ``report.tex``, one booktabs tabular per metric;
+* ``csv``: ``results.csv``, one flat record per cell.
+
+``md`` and ``html`` also draw the figures into ``<run_dir>/figures/``
+(``harness.figures``). Tables are a pure function of the store: regenerating
+gives identical ``report.md`` and ``report.tex``.
+
+Example::
+
+    write_report("reports/default", formats=("md", "html", "latex"))
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from harness import published as pub
+from harness.errors import UserError
 from harness.store import ResultsStore
+
+FORMATS = ("md", "html", "latex", "csv")
+DEFAULT_FORMATS = ("md", "csv", "html")
+FIGURE_DIR = "figures"
 
 
 @dataclass(frozen=True)
@@ -43,6 +64,71 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("samples_per_s", "Sampling throughput (samples/s, higher is better)", "higher", source="timings", fmt="{:.3g}"),
     TableSpec("log_prob_per_s", "log_prob throughput (points/s, higher is better)", "higher", source="timings", fmt="{:.3g}", needs_likelihood=True),
 )
+
+
+# ------------------------------------------------------------------ the data behind every format
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One table cell: a value over seeds, a failure (with footnote number), missing, or n/a."""
+
+    state: str  # "value" | "failed" | "missing" | "na"
+    mean: float = math.nan
+    std: float = math.nan
+    n: int = 0
+    best: bool = False
+    note: int | None = None
+
+    def text(self, fmt: str, sep: str = " ± ") -> str:
+        """Plain text of a value entry: ``mean ± std`` (just ``mean`` for one seed)."""
+        if self.n > 1:
+            return f"{fmt.format(self.mean)}{sep}{fmt.format(self.std)}"
+        return fmt.format(self.mean)
+
+
+@dataclass
+class MetricTable:
+    """One metric for every (method, dataset); ``entries[(method, dataset)]``."""
+
+    spec: TableSpec
+    methods: list[str]
+    datasets: list[str]
+    kinds: dict[str, str | None]
+    entries: dict[tuple[str, str], Entry]
+
+    @property
+    def has_kind_column(self) -> bool:
+        return self.spec.needs_likelihood
+
+
+@dataclass
+class PublishedTable:
+    """Published numbers beside measured ones: rows of (entry, {dataset: (published, measured Entry)})."""
+
+    datasets: list[str]
+    rows: list[tuple[pub.PublishedResult, dict[str, tuple[float | None, Entry]]]]
+    notes: dict[str, str]  # dataset -> caveat (stand-ins)
+    fmt: str = "{:.2f}"
+
+
+@dataclass
+class ReportData:
+    """Everything the renderers need, computed once from the store's rows and meta."""
+
+    df: pd.DataFrame
+    meta: dict[str, Any]
+    methods: list[str]
+    datasets: list[str]
+    kinds: dict[str, str | None]
+    seeds: list[int]
+    n_ok: int
+    n_failed: int
+    tables: list[MetricTable]
+    footnotes: dict[str, int]  # error text -> footnote number
+    phases: pd.DataFrame | None
+    published: PublishedTable | None = None
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
 
 def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -81,93 +167,15 @@ def _best(stats: dict[str, tuple[float, float, int]], better: str) -> str | None
     return min(finite, key=key)
 
 
-def metric_table(df: pd.DataFrame, spec: TableSpec, methods: list[str], dsets: list[str],
-                 kinds: dict[str, str | None], footnotes: dict[str, int]) -> str | None:
-    """Markdown table of one metric, or None when no row has it."""
-    col = f"{spec.source}.{spec.key}"
-    if col not in df.columns or df[col].notna().sum() == 0:
-        return None
-    body = []
-    for ds in dsets:
-        stats, failed = {}, {}
-        for m in methods:
-            sub = df[(df.method == m) & (df.dataset == ds)]
-            ok = sub[sub.status == "ok"]
-            vals = pd.to_numeric(ok[col], errors="coerce").dropna().to_numpy(dtype=float) if col in ok else np.array([])
-            if len(vals):
-                stats[m] = (float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, len(vals))
-            bad = sub[sub.status == "failed"]
-            if len(bad):
-                failed[m] = bad.error.iloc[0] or "failed"
-        best = _best(stats, spec.better)
-        body.append((ds, stats, failed, best))
-    header = ["method"] + (["kind"] if spec.needs_likelihood else []) + dsets
-    table = []
-    for m in methods:
-        if spec.needs_likelihood and kinds.get(m) is None:
-            line = [m, "n/a"] + ["n/a"] * len(dsets)
-            table.append(line)
-            continue
-        line = [m] + ([kinds.get(m) or ""] if spec.needs_likelihood else [])
-        for ds, stats, failed, best in body:
-            if m in stats:
-                mean, std, n = stats[m]
-                text = f"{spec.fmt.format(mean)} ± {spec.fmt.format(std)}" if n > 1 else spec.fmt.format(mean)
-                line.append(f"**{text}**" if m == best else text)
-            elif m in failed:
-                note = footnotes.setdefault(failed[m], len(footnotes) + 1)
-                line.append(f"failed [{note}]")
-            else:
-                line.append("–")
-        table.append(line)
-    return f"### {spec.title}\n\n" + tabulate(table, headers=header, tablefmt="github", disable_numparse=True)
+def method_order(df: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
+    """Methods in the config's order, then the rest sorted."""
+    preferred = cfg.get("methods") if isinstance(cfg.get("methods"), list) else []
+    return _order(sorted(df.method.unique()), list(preferred))
 
 
-def markdown(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None, figures: list[str] | None = None) -> str:
-    """The whole Markdown report for ``rows``."""
-    meta = meta or {}
-    if not rows:
-        return "# densitybench report\n\nNo results yet.\n"
-    df = rows_frame(rows)
-    cfg = meta.get("config", {})
-    methods_order = _order(sorted(df.method.unique()), list(cfg.get("methods") or []) if isinstance(cfg.get("methods"), list) else [])
-    dsets = _order(sorted(df.dataset.unique()), _dataset_order(cfg))
-    kinds = {}
-    for m in methods_order:
-        k = df[(df.method == m) & (df.status == "ok")].get("metrics.kind")
-        kinds[m] = next((v for v in (k if k is not None else []) if isinstance(v, str)), None)
-    seeds = sorted(df.seed.unique())
-    n_ok, n_failed = int((df.status == "ok").sum()), int((df.status == "failed").sum())
-    lines = ["# densitybench report", ""]
-    env = meta.get("environment", {})
-    lines.append(f"Profile `{', '.join(sorted(df.profile.unique()))}`, {len(seeds)} seed(s) ({', '.join(map(str, seeds))}), "
-                 f"device `{env.get('device', '?')}`, code `{env.get('code_version', '?')}`. "
-                 f"{n_ok} cell(s) ok, {n_failed} failed. Entries are mean ± std over seeds; "
-                 "the best entry per dataset is in bold. Likelihood kinds: exact, bound (a lower bound), "
-                 "estimate; n/a where a method has no likelihood.")
-    lines.append("")
-    footnotes: dict[str, int] = {}
-    for spec in TABLES:
-        t = metric_table(df, spec, methods_order, dsets, kinds, footnotes)
-        if t:
-            lines += [t, ""]
-    phases = [c for c in df.columns if c.startswith("timings.phase.")]
-    if phases:
-        lines += ["### Fit phases (s, mean over seeds and datasets)", ""]
-        ph = df[df.status == "ok"].groupby("method")[phases].mean()
-        ph.columns = [c.removeprefix("timings.phase.") for c in ph.columns]
-        ph = ph.reindex([m for m in methods_order if m in ph.index])
-        lines += [tabulate(ph.reset_index().fillna("–").values.tolist(), headers=["method", *ph.columns],
-                           tablefmt="github", floatfmt=".2f"), ""]
-    if figures:
-        lines += ["## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures] + [""]
-    if footnotes:
-        lines += ["## Failed cells", ""]
-        lines += [f"[{n}] {err}" for err, n in sorted(footnotes.items(), key=lambda kv: kv[1])] + [""]
-        failed = df[df.status == "failed"]
-        lines += [tabulate(failed[["method", "dataset", "seed", "error"]].values.tolist(),
-                           headers=["method", "dataset", "seed", "error"], tablefmt="github"), ""]
-    return "\n".join(lines)
+def dataset_order(df: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
+    """Datasets in the config's order, then the rest sorted."""
+    return _order(sorted(df.dataset.unique()), _dataset_order(cfg))
 
 
 def _dataset_order(cfg: dict[str, Any]) -> list[str]:
@@ -177,21 +185,380 @@ def _dataset_order(cfg: dict[str, Any]) -> list[str]:
     return TOY_2D if d in ("2d", None) else list(d) if isinstance(d, list) else []
 
 
-def write_report(run_dir: Path | str, formats: tuple[str, ...] = ("md", "csv")) -> list[Path]:
-    """Regenerate the report files of ``run_dir`` from its store alone; returns the paths."""
+def likelihood_kinds(df: pd.DataFrame, methods: list[str]) -> dict[str, str | None]:
+    """Each method's likelihood kind from its ok rows, else from the registry, else None."""
+    kinds: dict[str, str | None] = {}
+    for m in methods:
+        col = df[(df.method == m) & (df.status == "ok")].get("metrics.kind")
+        kinds[m] = next((v for v in (col if col is not None else []) if isinstance(v, str)), None)
+        if kinds[m] is None and not (df[(df.method == m)].status == "ok").any():
+            kinds[m] = _registered_kind(m)
+    return kinds
+
+
+def _registered_kind(method: str) -> str | None:
+    try:
+        import methods
+
+        return methods.get(method).log_prob_kind
+    except Exception:  # noqa: BLE001 - unknown or unavailable method: no likelihood known
+        return None
+
+
+def metric_entries(df: pd.DataFrame, spec: TableSpec, methods: list[str], dsets: list[str],
+                   kinds: dict[str, str | None], footnotes: dict[str, int]) -> MetricTable | None:
+    """The entries of one metric, or None when no row has it; numbers new failure footnotes."""
+    col = f"{spec.source}.{spec.key}"
+    if col not in df.columns or df[col].notna().sum() == 0:
+        return None
+    per_dataset = {}
+    for ds in dsets:
+        stats, failed = {}, {}
+        for m in methods:
+            sub = df[(df.method == m) & (df.dataset == ds)]
+            ok = sub[sub.status == "ok"]
+            vals = pd.to_numeric(ok[col], errors="coerce").dropna().to_numpy(dtype=float)
+            if len(vals):
+                stats[m] = (float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, len(vals))
+            bad = sub[sub.status == "failed"]
+            if len(bad):
+                failed[m] = bad.error.iloc[0] or "failed"
+        per_dataset[ds] = (stats, failed, _best(stats, spec.better))
+    entries: dict[tuple[str, str], Entry] = {}
+    for m in methods:
+        for ds in dsets:
+            stats, failed, best = per_dataset[ds]
+            if spec.needs_likelihood and kinds.get(m) is None:
+                entries[(m, ds)] = Entry("na")
+            elif m in stats:
+                mean, std, n = stats[m]
+                entries[(m, ds)] = Entry("value", mean, std, n, best=(m == best))
+            elif m in failed:
+                entries[(m, ds)] = Entry("failed", note=footnotes.setdefault(failed[m], len(footnotes) + 1))
+            else:
+                entries[(m, ds)] = Entry("missing")
+    return MetricTable(spec, methods, dsets, kinds, entries)
+
+
+def build(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> ReportData | None:
+    """The report's data for ``rows`` (None when there are none)."""
+    meta = meta or {}
+    if not rows:
+        return None
+    df = rows_frame(rows)
+    cfg = meta.get("config", {})
+    methods, dsets = method_order(df, cfg), dataset_order(df, cfg)
+    kinds = likelihood_kinds(df, methods)
+    footnotes: dict[str, int] = {}
+    tables = [t for spec in TABLES if (t := metric_entries(df, spec, methods, dsets, kinds, footnotes)) is not None]
+    phases = None
+    phase_cols = [c for c in df.columns if c.startswith("timings.phase.")]
+    if phase_cols:
+        phases = df[df.status == "ok"].groupby("method")[phase_cols].mean()
+        phases.columns = [c.removeprefix("timings.phase.") for c in phases.columns]
+        phases = phases.reindex([m for m in methods if m in phases.index])
+    failed = df[df.status == "failed"][["method", "dataset", "seed", "error"]].to_dict("records")
+    data = ReportData(df, meta, methods, dsets, kinds, sorted(int(s) for s in df.seed.unique()),
+                      int((df.status == "ok").sum()), int((df.status == "failed").sum()), tables, footnotes,
+                      phases, failed=failed)
+    data.published = published_table(data)
+    return data
+
+
+def published_table(data: ReportData) -> PublishedTable | None:
+    """Published test log-likelihoods beside this run's, for the run's MAF-suite datasets."""
+    dsets = pub.comparable_datasets(data.datasets)
+    if not dsets:
+        return None
+    loglik = next((t for t in data.tables if t.spec.key == "test_loglik"), None)
+    rows = []
+    for entry in pub.PUBLISHED:
+        cells = {}
+        for ds in dsets:
+            measured = loglik.entries.get((entry.method, ds), Entry("missing")) if loglik else Entry("missing")
+            cells[ds] = (pub.published_value(entry, ds), measured)
+        if any(v is not None for v, _ in cells.values()):
+            rows.append((entry, cells))
+    notes = {ds: pub.STAND_INS[ds][1] for ds in dsets if ds in pub.STAND_INS}
+    return PublishedTable(dsets, rows, notes) if rows else None
+
+
+# ------------------------------------------------------------------ Markdown
+
+
+def _md_cell(entry: Entry, fmt: str) -> str:
+    if entry.state == "value":
+        text = entry.text(fmt)
+        return f"**{text}**" if entry.best else text
+    return {"failed": f"failed [{entry.note}]", "na": "n/a", "missing": "–"}[entry.state]
+
+
+def markdown_table(table: MetricTable) -> str:
+    """One metric as a Markdown section: a heading and a GitHub table."""
+    header = ["method"] + (["kind"] if table.has_kind_column else []) + table.datasets
+    lines = []
+    for m in table.methods:
+        kind = [table.kinds.get(m) or "n/a"] if table.has_kind_column else []
+        lines.append([m] + kind + [_md_cell(table.entries[(m, ds)], table.spec.fmt) for ds in table.datasets])
+    return f"### {table.spec.title}\n\n" + tabulate(lines, headers=header, tablefmt="github", disable_numparse=True)
+
+
+def metric_table(df: pd.DataFrame, spec: TableSpec, methods: list[str], dsets: list[str],
+                 kinds: dict[str, str | None], footnotes: dict[str, int]) -> str | None:
+    """Markdown table of one metric, or None when no row has it."""
+    table = metric_entries(df, spec, methods, dsets, kinds, footnotes)
+    return markdown_table(table) if table is not None else None
+
+
+def _published_cells(table: PublishedTable, cell: Callable[[float | None, Entry], tuple[str, str]]
+                     ) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the published table; ``cell`` renders (published, measured)."""
+    header = ["our method", "published model", "source"]
+    for ds in table.datasets:
+        header += [f"{ds} published", f"{ds} measured"]
+    lines = []
+    for entry, cells in table.rows:
+        line = [entry.method, entry.model, entry.source]
+        for ds in table.datasets:
+            line += list(cell(*cells[ds]))
+        lines.append(line)
+    return header, lines
+
+
+PUBLISHED_TITLE = "Published test log-likelihoods (reference numbers from papers, not measured in this run)"
+PUBLISHED_INTRO = ("Nats per example, higher is better; \"measured\" is this run's mean ± std over seeds for our "
+                   "method of the same family (its settings may differ from the paper's).")
+
+
+def _md_published(table: PublishedTable) -> str:
+    def cell(value: float | None, measured: Entry) -> tuple[str, str]:
+        shown = table.fmt.format(value) if value is not None else "–"
+        return shown, (measured.text(table.fmt) if measured.state == "value" else _md_cell(measured, table.fmt))
+
+    header, lines = _published_cells(table, cell)
+    out = [f"### {PUBLISHED_TITLE}", "", PUBLISHED_INTRO, "",
+           tabulate(lines, headers=header, tablefmt="github", disable_numparse=True)]
+    out += [""] + [f"Note on {ds}: {note}." for ds, note in table.notes.items()] if table.notes else []
+    return "\n".join(out)
+
+
+def summary_line(data: ReportData) -> str:
+    """The report's opening paragraph: profile, seeds, device, code, counts, how to read it."""
+    env = data.meta.get("environment", {})
+    return (f"Profile `{', '.join(sorted(data.df.profile.unique()))}`, {len(data.seeds)} seed(s) "
+            f"({', '.join(map(str, data.seeds))}), device `{env.get('device', '?')}`, code "
+            f"`{env.get('code_version', '?')}`. {data.n_ok} cell(s) ok, {data.n_failed} failed. Entries are mean ± "
+            "std over seeds; the best entry per dataset is in bold. Likelihood kinds: exact, bound (a lower bound), "
+            "estimate; n/a where a method has no likelihood.")
+
+
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None, figures: list[str] | None = None) -> str:
+    """The whole Markdown report for ``rows``; ``figures`` are paths relative to the report."""
+    data = build(rows, meta)
+    if data is None:
+        return "# densitybench report\n\nNo results yet.\n"
+    return render_markdown(data, figures)
+
+
+def _dash_nan(value: Any) -> Any:
+    return "–" if isinstance(value, float) and math.isnan(value) else value
+
+
+def render_markdown(data: ReportData, figures: list[str] | None = None) -> str:
+    """Markdown of prepared report data."""
+    lines = ["# densitybench report", "", summary_line(data), ""]
+    for table in data.tables:
+        lines += [markdown_table(table), ""]
+    if data.phases is not None:
+        lines += ["### Fit phases (s, mean over seeds and datasets)", ""]
+        phase_rows = [[_dash_nan(v) for v in r] for r in data.phases.reset_index().values.tolist()]
+        lines += [tabulate(phase_rows,
+                           headers=["method", *data.phases.columns], tablefmt="github", floatfmt=".2f"), ""]
+    if data.published is not None:
+        lines += [_md_published(data.published), ""]
+    if figures:
+        from harness.figures import caption
+
+        lines += ["## Figures", ""]
+        for f in figures:
+            lines += [f"**{Path(f).stem}**: {caption(Path(f).stem)}", "", f"![{Path(f).stem}]({f})", ""]
+    if data.footnotes:
+        lines += ["## Failed cells", ""]
+        lines += [f"[{n}] {err}" for err, n in sorted(data.footnotes.items(), key=lambda kv: kv[1])] + [""]
+        lines += [tabulate([[r["method"], r["dataset"], r["seed"], r["error"]] for r in data.failed],
+                           headers=["method", "dataset", "seed", "error"], tablefmt="github"), ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ LaTeX
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "<": r"\textless{}", ">": r"\textgreater{}", "‖": r"$\|$", "²": r"$^2$", "±": r"$\pm$",
+    "–": "--", "—": "---", "’": "'",
+}
+
+
+def latex_escape(text: str) -> str:
+    """``text`` safe for LaTeX text mode (specials, and the few Unicode signs the titles use)."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def _latex_number(text: str) -> str:
+    """A formatted number for math mode: ``1.2e+04`` -> ``1.2\\times10^{4}``."""
+    m = re.fullmatch(r"(-?[\d.]+)e([+-])0*(\d+)", text)
+    if not m:
+        return text
+    exp = ("-" if m.group(2) == "-" else "") + m.group(3)
+    return rf"{m.group(1)}\times10^{{{exp}}}"
+
+
+def _latex_cell(entry: Entry, fmt: str) -> str:
+    if entry.state == "value":
+        body = _latex_number(fmt.format(entry.mean))
+        if entry.n > 1:
+            body += rf" \pm {_latex_number(fmt.format(entry.std))}"
+        return rf"\textbf{{\boldmath${body}$}}" if entry.best else f"${body}$"
+    if entry.state == "failed":
+        return rf"failed\textsuperscript{{{entry.note}}}"
+    return {"na": "n/a", "missing": "--"}[entry.state]
+
+
+def _latex_tabular(header: list[str], lines: list[list[str]], align: str, caption: str, label: str) -> str:
+    """A booktabs table (header and cells already LaTeX), shrunk to the line width when wide."""
+    body = [rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
+    body += [" & ".join(line) + r" \\" for line in lines]
+    body += [r"\bottomrule", r"\end{tabular}"]
+    if len(header) > 6:
+        body = [r"\resizebox{\linewidth}{!}{%"] + body + ["}"]
+    return "\n".join([r"\begin{table}[htbp]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+                      *body, r"\end{table}"])
+
+
+def latex_table(table: MetricTable) -> str:
+    """One metric as a LaTeX table: methods as rows, datasets as columns, best in bold."""
+    header = ["Method"] + [latex_escape(ds) for ds in table.datasets]
+    lines = []
+    for m in table.methods:
+        kind = table.kinds.get(m)
+        flagged = table.has_kind_column and kind not in (None, "exact")  # bounds and estimates say so
+        name = latex_escape(m) + (f" ({latex_escape(kind)})" if flagged else "")
+        lines.append([name] + [_latex_cell(table.entries[(m, ds)], table.spec.fmt) for ds in table.datasets])
+    return _latex_tabular(header, lines, "l" + "c" * len(table.datasets), latex_escape(table.spec.title),
+                          f"tab:{table.spec.key.replace('_', '-')}")
+
+
+def _latex_published(table: PublishedTable) -> str:
+    def cell(value: float | None, measured: Entry) -> tuple[str, str]:
+        shown = f"${table.fmt.format(value)}$" if value is not None else "--"
+        if measured.state == "value":
+            return shown, _latex_cell(Entry("value", measured.mean, measured.std, measured.n), table.fmt)
+        return shown, _latex_cell(measured, table.fmt)
+
+    header, lines = _published_cells(table, cell)
+    header = [latex_escape(h) for h in header]
+    lines = [[latex_escape(c) for c in line[:3]] + line[3:] for line in lines]
+    caption = latex_escape(f"{PUBLISHED_TITLE}. {PUBLISHED_INTRO}")
+    caption += "".join(latex_escape(f" Note on {ds}: {note}.") for ds, note in table.notes.items())
+    return _latex_tabular(header, lines, "lll" + "c" * (len(header) - 3), caption, "tab:published")
+
+
+def render_latex(data: ReportData) -> str:
+    """A compilable LaTeX document (article, booktabs, graphicx) with one table per metric."""
+    env = data.meta.get("environment", {})
+    parts = [r"% densitybench report: generated from results.sqlite; regenerate with",
+             r"% python -m harness report RUN_DIR --format latex",
+             r"\documentclass{article}", r"\usepackage[T1]{fontenc}", r"\usepackage{booktabs}",
+             r"\usepackage{graphicx}", r"\usepackage[margin=2cm]{geometry}", r"\begin{document}",
+             r"\section*{densitybench report}",
+             latex_escape(f"Profile {', '.join(sorted(data.df.profile.unique()))}; {len(data.seeds)} seed(s) "
+                          f"({', '.join(map(str, data.seeds))}); device {env.get('device', '?')}; code "
+                          f"{env.get('code_version', '?')}; {data.n_ok} cell(s) ok, {data.n_failed} failed. "
+                          "Entries are mean ± std over seeds; the best per dataset is in bold."), ""]
+    for table in data.tables:
+        parts += [latex_table(table), ""]
+    if data.published is not None:
+        parts += [_latex_published(data.published), ""]
+    if data.footnotes:
+        parts += [r"\paragraph{Failed cells.}", r"\begin{enumerate}"]
+        parts += [rf"\item {latex_escape(err)}" for err, _ in sorted(data.footnotes.items(), key=lambda kv: kv[1])]
+        parts += [r"\end{enumerate}", ""]
+    parts += [r"\end{document}", ""]
+    return "\n".join(parts)
+
+
+def latex(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> str:
+    """The LaTeX report for ``rows``."""
+    data = build(rows, meta)
+    if data is None:
+        return "\n".join([r"\documentclass{article}", r"\begin{document}", "No results yet.", r"\end{document}", ""])
+    return render_latex(data)
+
+
+# ------------------------------------------------------------------ writing
+
+
+def _check_formats(formats: tuple[str, ...] | list[str] | str) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = tuple(f.strip() for f in formats.split(",") if f.strip())
+    for f in formats:
+        if f not in FORMATS:
+            raise UserError(f"unknown report format '{f}'; valid: {', '.join(FORMATS)}")
+    return tuple(formats)
+
+
+def draw_figures_safely(run_dir: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[Path]:
+    """Draw the figures; a drawing error is reported on stderr and never costs the tables."""
+    try:
+        from harness.figures import draw_all
+
+        return draw_all(run_dir, rows, meta, out_dir=run_dir / FIGURE_DIR)
+    except Exception as e:  # noqa: BLE001 - figures are a bonus; the tables must still be written
+        print(f"warning: figures not drawn: {type(e).__name__}: {e}", file=sys.stderr)
+        return []
+
+
+def write_report(run_dir: Path | str, formats: tuple[str, ...] = DEFAULT_FORMATS) -> list[Path]:
+    """Regenerate the report files of ``run_dir`` from its store and artefacts; returns the paths.
+
+    ``formats`` is any of ``md``, ``html``, ``latex``, ``csv``; ``md`` and
+    ``html`` also draw the figures. ``report.html`` (or ``report.md``) comes last.
+    """
+    formats = _check_formats(formats)
     run_dir = Path(run_dir)
     store = ResultsStore(run_dir, create=False)
     try:
         rows, meta = store.rows(), store.meta()
     finally:
         store.close()
-    written = []
+    data = build(rows, meta)
+    written: list[Path] = []
+    figures: list[Path] = []
+    if data is not None and {"md", "html"} & set(formats):
+        figures = draw_figures_safely(run_dir, rows, meta)
+        written += figures
     if "csv" in formats:
         path = run_dir / "results.csv"
         rows_frame(rows).to_csv(path, index=False)
         written.append(path)
+    if "latex" in formats:
+        path = run_dir / "report.tex"
+        path.write_text(render_latex(data) if data is not None else latex(rows, meta))
+        written.append(path)
     if "md" in formats:
         path = run_dir / "report.md"
-        path.write_text(markdown(rows, meta))
+        rel = [f.relative_to(run_dir).as_posix() for f in figures]
+        path.write_text(render_markdown(data, rel) if data is not None else markdown(rows, meta))
+        written.append(path)
+    if "html" in formats:
+        from harness.html_report import render_html
+
+        path = run_dir / "report.html"
+        path.write_text(render_html(data, meta, figures), encoding="utf-8")
         written.append(path)
     return written
+
+
+__all__ = ["TABLES", "TableSpec", "FORMATS", "DEFAULT_FORMATS", "rows_frame", "markdown", "latex", "build",
+           "write_report", "metric_table", "latex_escape"]

@@ -197,6 +197,11 @@ def run_grid(cfg: Config, run_dir: Path, *, isolate: bool = True, progress: bool
     """Run every pending cell of ``cfg`` into ``run_dir``'s store; returns a summary."""
     from tqdm.auto import tqdm
 
+    run_dir = Path(run_dir)
+    if not progress:
+        from methods._torch import NO_PROGRESS_ENV
+
+        os.environ[NO_PROGRESS_ENV] = "1"
     cells, skipped = make_cells(cfg)
     store = ResultsStore(run_dir)
     store.acquire_run_lock()

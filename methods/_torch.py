@@ -97,8 +97,15 @@ def minibatches(n: int, batch: int, steps: int, g: torch.Generator, device: torc
         pos += batch
 
 
+#: Set to "1" (``run --no-progress`` does) to silence every method's progress bar.
+NO_PROGRESS_ENV = "DENSITYBENCH_NO_PROGRESS"
+
+
 def progress(iterable: Iterable, total: int | None, desc: str, enabled: bool = True):
     """A tqdm bar on stderr that disappears when done; disabled when not wanted."""
+    import os
+
     from tqdm.auto import tqdm
 
+    enabled = enabled and os.environ.get(NO_PROGRESS_ENV) != "1"
     return tqdm(iterable, total=total, desc=desc, leave=False, disable=not enabled, mininterval=1.0)

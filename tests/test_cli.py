@@ -51,6 +51,7 @@ def test_report_lists_every_cell_and_regenerates_identically(tiny_run):
     proc = run_cli("report", str(tiny_run))
     assert proc.returncode == 0, proc.stderr
     assert (tiny_run / "report.md").read_text() == text
+    assert (tiny_run / "report.html").exists() and (tiny_run / "figures" / "fig_samples_2d.png").exists()
     csv = (tiny_run / "results.csv").read_text().splitlines()
     assert len(csv) == 1 + 8
 

@@ -1,0 +1,624 @@
+"""Figures of a run, drawn once after the grid from the results store and the
+per-cell artefacts (``artifacts/<cell_key>.npz``: ``samples`` and, for 2-D
+likelihood methods, ``grid_x``, ``grid_y``, ``grid_log_prob``).
+
+=======================  ==========================================================
+file                     what it shows
+=======================  ==========================================================
+fig_samples_2d.png       rows: 2-D datasets; columns: training data, true density
+                         (blank when unknown), each method's samples
+fig_density_2d.png       rows: 2-D datasets; columns: true log density, then log q of
+                         every method with a likelihood (colour scale: 10 nats)
+fig_tabular_<ds>.png     one per dataset of dimension > 2; rows: methods; columns:
+                         marginal histograms of up to 4 dimensions and 2-D KDE
+                         contours of the 2 most correlated pairs, against test data
+fig_speed_quality.png    one panel pair per dataset: sampling throughput (log x)
+                         against test log-likelihood and against a sample metric
+=======================  ==========================================================
+
+Every figure uses the lowest seed with a result (scatter, maps) or every seed
+(error bars), and one colour and marker per method (``method_styles``), the
+same in every figure. Drawing uses matplotlib's object API with the Agg
+canvas: no pyplot, no global backend switch.
+
+Example::
+
+    draw_all(run_dir, ResultsStore(run_dir, create=False).rows(), meta, out_dir=run_dir / "figures")
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullLocator
+
+from harness.evaluate import GRID_POINTS, plot_bounds
+
+ARTIFACT_DIR = "artifacts"
+DPI = 80
+#: Points per scatter panel (the artefacts hold at most 2,000 samples).
+SCATTER_POINTS = 2000
+#: Width of the colour scale of log-density maps, in nats below the row's maximum.
+DENSITY_RANGE_NATS = 10.0
+#: Points per KDE (contours) and grid points per side.
+KDE_POINTS, KDE_GRID = 1000, 48
+MARGINAL_DIMS, CONTOUR_PAIRS, HIST_BINS = 4, 2, 40
+#: Sample metrics for the lower speed/quality panels, first available wins: (key, label).
+QUALITY_METRICS = (("mmd2", "MMD² to test (lower is better)"),
+                   ("c2st_accuracy", "C2ST accuracy (0.5 is best)"),
+                   ("energy_distance", "energy distance (lower is better)"),
+                   ("sliced_wasserstein", "sliced W2 (lower is better)"))
+TEST_FILL, TRAIN_COLOUR = "0.84", "0.15"
+
+#: Fixed colour and marker of the known methods (the README's list); others get EXTRA_* in sorted order.
+KNOWN_STYLES: dict[str, tuple[str, str]] = {
+    "supervised_diffusion": ("#d62728", "o"),
+    "training_free_ode": ("#e377c2", "v"),
+    "maf": ("#1f77b4", "s"),
+    "realnvp": ("#17becf", "D"),
+    "nsf_ar": ("#2ca02c", "^"),
+    "nsf_c": ("#bcbd22", "<"),
+    "score_diffusion": ("#9467bd", "P"),
+    "gan": ("#ff7f0e", "X"),
+    "vae": ("#8c564b", "h"),
+    "gaussian": ("#7f7f7f", ">"),
+    "kde": ("#000080", "*"),
+}
+EXTRA_COLOURS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d",
+                 "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
+EXTRA_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h", "<", ">", "*", "p")
+
+CAPTIONS = {
+    "fig_samples_2d": ("Rows are the 2-D datasets. Columns: 2,000 training points, the true density where it is "
+                       "known (blank otherwise), then 2,000 samples of each method (lowest seed). Panels in a row "
+                       "share the dataset's axes."),
+    "fig_density_2d": ("Log-density maps on a 100 × 100 grid over each dataset's box: the true log density first "
+                       "(where known), then every method with a likelihood (lowest seed). Each row's colour scale "
+                       f"spans the {DENSITY_RANGE_NATS:g} nats below its maximum (the true density's when known); "
+                       "lower values are clipped to the darkest colour."),
+    "fig_speed_quality": ("One panel pair per dataset: sampling throughput (samples/s, log scale) against test "
+                          "log-likelihood (top; methods with a likelihood) and against a sample-quality metric "
+                          "(bottom; every method). One point per method; error bars are ± one standard deviation "
+                          "over seeds."),
+    "fig_tabular": ("Rows are methods. Left: marginal histograms of up to four dimensions (filled grey: test "
+                    "data, colour: samples). Right: 2-D KDE contours of the test data's two most correlated "
+                    "dimension pairs (dashed black: test data, colour: samples; same levels). Dimensions are "
+                    "0-based column indices; samples from the lowest seed."),
+}
+
+
+def caption(stem: str) -> str:
+    """The caption of figure file ``stem`` (e.g. ``fig_tabular_miniboone-small``)."""
+    if stem.startswith("fig_tabular_"):
+        return f"Dataset {stem.removeprefix('fig_tabular_')}. " + CAPTIONS["fig_tabular"]
+    return CAPTIONS.get(stem, "")
+
+
+def slug(name: str) -> str:
+    """``name`` safe as part of a file name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "dataset"
+
+
+def method_styles(methods: list[str]) -> dict[str, tuple[str, str]]:
+    """(colour, marker) per method: fixed for known methods, the extras in sorted order for the rest."""
+    styles = {m: KNOWN_STYLES[m] for m in methods if m in KNOWN_STYLES}
+    others = sorted(m for m in methods if m not in KNOWN_STYLES)
+    for i, m in enumerate(others):
+        styles[m] = (EXTRA_COLOURS[i % len(EXTRA_COLOURS)], EXTRA_MARKERS[i % len(EXTRA_MARKERS)])
+    return styles
+
+
+# ------------------------------------------------------------------ the run's data
+
+
+class RunData:
+    """Rows, artefacts and dataset splits of a run, loaded lazily and cached."""
+
+    def __init__(self, run_dir: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+        self.run_dir = Path(run_dir)
+        self.rows = rows
+        self.data_root = (meta.get("config") or {}).get("data_root")
+        self._splits: dict[tuple[str, int], Any] = {}
+        self._datasets: dict[str, Any] = {}
+        self._true_grid: dict[str, Any] = {}
+
+    def ok_rows(self, method: str | None = None, dataset: str | None = None) -> list[dict[str, Any]]:
+        """Ok rows (optionally of one method / dataset), lowest seed first."""
+        out = [r for r in self.rows if r["status"] == "ok" and method in (None, r["method"])
+               and dataset in (None, r["dataset"])]
+        return sorted(out, key=lambda r: r["seed"])
+
+    def status(self, method: str, dataset: str) -> str:
+        """'ok', 'failed' or 'missing' for a (method, dataset) over its seeds."""
+        states = {r["status"] for r in self.rows if r["method"] == method and r["dataset"] == dataset}
+        return "ok" if "ok" in states else "failed" if "failed" in states else "missing"
+
+    def seed(self, dataset: str) -> int:
+        """The seed figures use for ``dataset``: the lowest with an ok row (else the lowest)."""
+        rows = self.ok_rows(dataset=dataset) or [r for r in self.rows if r["dataset"] == dataset]
+        return min(r["seed"] for r in rows)
+
+    def artifact(self, method: str, dataset: str) -> dict[str, np.ndarray] | None:
+        """The artefact arrays of the dataset's figure seed, else of the method's lowest ok seed."""
+        rows = self.ok_rows(method, dataset)
+        preferred = self.seed(dataset)
+        for r in sorted(rows, key=lambda r: (r["seed"] != preferred, r["seed"])):
+            path = self.run_dir / ARTIFACT_DIR / f"{r['cell_key']}.npz"
+            try:
+                with np.load(path) as z:
+                    return {k: z[k] for k in z.files}
+            except (OSError, ValueError):
+                continue
+        return None
+
+    def dataset(self, name: str) -> Any | None:
+        if name not in self._datasets:
+            try:
+                import datasets
+
+                self._datasets[name] = datasets.get(name)
+            except Exception:  # noqa: BLE001 - unknown / removed dataset: panels that need it stay blank
+                self._datasets[name] = None
+        return self._datasets[name]
+
+    def splits(self, name: str) -> Any | None:
+        """The dataset's splits at its figure seed, or None when they cannot be loaded."""
+        key = (name, self.seed(name))
+        if key not in self._splits:
+            ds = self.dataset(name)
+            try:
+                self._splits[key] = ds.load(seed=key[1], root=self.data_root) if ds is not None else None
+            except Exception:  # noqa: BLE001 - data gone since the run: skip data panels
+                self._splits[key] = None
+        return self._splits[key]
+
+    def dim(self, name: str) -> int | None:
+        """The dataset's dimension, from its data or else from any artefact."""
+        splits = self.splits(name)
+        if splits is not None:
+            return int(splits.test.shape[1])
+        for r in self.ok_rows(dataset=name):
+            art = self.artifact(r["method"], name)
+            if art is not None and art["samples"].ndim == 2:
+                return int(art["samples"].shape[1])
+        return None
+
+    def box(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The 2-D plotting box (lo, hi): the artefact grids' box, from the test split as in evaluate."""
+        splits = self.splits(name)
+        if splits is not None:
+            return plot_bounds(splits.test)
+        for r in self.ok_rows(dataset=name):
+            art = self.artifact(r["method"], name)
+            if art is not None and "grid_x" in art:
+                return np.array([art["grid_x"][0], art["grid_y"][0]]), np.array([art["grid_x"][-1], art["grid_y"][-1]])
+            if art is not None:
+                s = art["samples"]
+                return plot_bounds(s[np.isfinite(s).all(axis=1)])
+        return None
+
+    def true_log_density(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(xs, ys, log p) on the artefact grid for 2-D sets with a known density (rows index y)."""
+        if name not in self._true_grid:
+            self._true_grid[name] = None
+            ds, box = self.dataset(name), self.box(name)
+            if ds is not None and getattr(ds, "has_density", False) and box is not None:
+                xs, ys = (np.linspace(box[0][i], box[1][i], GRID_POINTS) for i in (0, 1))
+                gx, gy = np.meshgrid(xs, ys)
+                try:
+                    lp = np.asarray(ds.log_prob(np.stack([gx.ravel(), gy.ravel()], axis=1)), dtype=float)
+                    self._true_grid[name] = (xs, ys, lp.reshape(GRID_POINTS, GRID_POINTS))
+                except Exception:  # noqa: BLE001 - a density that fails stays blank
+                    pass
+        return self._true_grid[name]
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _blank(ax, text: str = "") -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_color("0.85")
+    if text:
+        ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=8, color="0.5")
+
+
+def _frame(ax, box: tuple[np.ndarray, np.ndarray] | None) -> None:
+    _blank(ax)
+    if box is not None:
+        ax.set_xlim(box[0][0], box[1][0])
+        ax.set_ylim(box[0][1], box[1][1])
+
+
+def _scatter(ax, points: np.ndarray, colour: str) -> None:
+    pts = points[:SCATTER_POINTS]
+    ax.scatter(pts[:, 0], pts[:, 1], s=1.2, c=colour, alpha=0.5, linewidths=0, rasterized=True)
+
+
+def _column_titles(axes, titles: list[str], colours: list[str]) -> None:
+    for ax, title, colour in zip(axes, titles, colours):
+        ax.set_title(title, fontsize=9, color=colour, fontweight="bold")
+
+
+def _row_label(ax, text: str, colour: str = "black") -> None:
+    ax.set_ylabel(text, fontsize=9, color=colour, fontweight="bold")
+
+
+# ------------------------------------------------------------------ 2-D figures
+
+
+def fig_samples_2d(run: RunData, dsets: list[str], methods: list[str], styles: dict, path: Path) -> Path:
+    """Training data, true density and each method's samples; rows are datasets."""
+    titles = ["training data", "true density"] + methods
+    nrows, ncols = len(dsets), len(titles)
+    fig = _new_figure(1.55 * ncols + 0.3, 1.55 * nrows + 0.45)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    fig.subplots_adjust(left=0.3 / (1.55 * ncols + 0.3), right=0.995, bottom=0.005,
+                        top=1 - 0.4 / (1.55 * nrows + 0.45), wspace=0.05, hspace=0.05)
+    for i, ds in enumerate(dsets):
+        box, splits = run.box(ds), run.splits(ds)
+        for ax in axes[i]:
+            _frame(ax, box)
+        if splits is not None:
+            _scatter(axes[i, 0], splits.train, TRAIN_COLOUR)
+        else:
+            _blank(axes[i, 0], "data unavailable")
+        truth = run.true_log_density(ds)
+        if truth is not None:
+            xs, ys, lp = truth
+            axes[i, 1].imshow(np.exp(lp - np.nanmax(lp)), origin="lower", extent=(xs[0], xs[-1], ys[0], ys[-1]),
+                              aspect="auto", cmap="Greys", interpolation="nearest")
+        else:
+            _blank(axes[i, 1], "unknown")
+        for j, m in enumerate(methods, start=2):
+            art = run.artifact(m, ds)
+            if art is not None and art["samples"].ndim == 2 and art["samples"].shape[1] == 2:
+                _scatter(axes[i, j], art["samples"], styles[m][0])
+            else:
+                _blank(axes[i, j], _missing_text(run.status(m, ds), "no samples"))
+        _row_label(axes[i, 0], ds)
+    _column_titles(axes[0], titles, ["black", "black"] + [styles[m][0] for m in methods])
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+Grid = tuple[np.ndarray, np.ndarray, np.ndarray]  # (xs, ys, log density (len(ys), len(xs)))
+
+
+def _row_scale_top(truth: Grid | None, grids: list[Grid]) -> float:
+    """Top of a row's colour scale: the true log density's maximum, else the median of the methods' maxima."""
+    if truth is not None:
+        return float(np.nanmax(truth[2]))
+    maxima = [float(np.max(lp[np.isfinite(lp)])) for _, _, lp in grids if np.isfinite(lp).any()]
+    return float(np.median(maxima)) if maxima else 0.0
+
+
+def _log_density_image(ax, grid: Grid, top: float, cmap):
+    """Draw log q clipped to [top - DENSITY_RANGE_NATS, top]; -inf shows as the bottom colour, NaN white."""
+    xs, ys, lp = grid
+    shown = np.ma.masked_invalid(np.where(np.isneginf(lp), top - 2 * DENSITY_RANGE_NATS, lp))
+    return ax.imshow(shown, origin="lower", extent=(xs[0], xs[-1], ys[0], ys[-1]), aspect="auto", cmap=cmap,
+                     vmin=top - DENSITY_RANGE_NATS, vmax=top, interpolation="nearest")
+
+
+def fig_density_2d(run: RunData, dsets: list[str], methods: list[str], styles: dict, path: Path) -> Path | None:
+    """True log density and every likelihood method's log q on the artefact grid; rows are datasets."""
+    grids: dict[tuple[str, str], Grid] = {}
+    for m in methods:
+        for ds in dsets:
+            art = run.artifact(m, ds)
+            if art is not None and "grid_log_prob" in art:
+                grids[(m, ds)] = (art["grid_x"], art["grid_y"], art["grid_log_prob"])
+    lik_methods = [m for m in methods if any((m, ds) in grids for ds in dsets)]
+    if not lik_methods:
+        return None
+    titles = ["true log density"] + lik_methods
+    nrows, ncols = len(dsets), len(titles)
+    width, height = 1.55 * ncols + 0.9, 1.55 * nrows + 0.45
+    fig = _new_figure(width, height)
+    gs = fig.add_gridspec(nrows, ncols + 1, width_ratios=[1] * ncols + [0.06], left=0.3 / width,
+                          right=1 - 0.45 / width, bottom=0.005, top=1 - 0.4 / height, wspace=0.05, hspace=0.05)
+    cmap = _cmap("viridis")
+    for i, ds in enumerate(dsets):
+        axes = [fig.add_subplot(gs[i, j]) for j in range(ncols)]
+        box, truth = run.box(ds), run.true_log_density(ds)
+        row = [truth] + [grids.get((m, ds)) for m in lik_methods]
+        top = _row_scale_top(truth, [g for g in row[1:] if g is not None])
+        image = None
+        for j, (ax, grid) in enumerate(zip(axes, row)):
+            _frame(ax, box)
+            if grid is not None:
+                image = _log_density_image(ax, grid, top, cmap)
+            else:
+                _blank(ax, "unknown" if j == 0 else _missing_text(run.status(lik_methods[j - 1], ds), "no grid"))
+        _row_label(axes[0], ds)
+        if i == 0:
+            _column_titles(axes, titles, ["black"] + [styles[m][0] for m in lik_methods])
+        cax = fig.add_subplot(gs[i, ncols])
+        if image is not None:
+            bar = fig.colorbar(image, cax=cax)
+            bar.ax.tick_params(labelsize=7)
+            bar.set_label("log density", fontsize=7)
+        else:
+            cax.set_axis_off()
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _missing_text(status: str, when_ok: str) -> str:
+    """What a panel without a result says: 'failed', ``when_ok`` (ok but no artefact) or 'not run'."""
+    return {"failed": "failed", "ok": when_ok}.get(status, "not run")
+
+
+def _cmap(name: str):
+    import matplotlib
+
+    return matplotlib.colormaps[name].with_extremes(bad="white")
+
+
+# ------------------------------------------------------------------ tabular figures
+
+
+def correlated_pairs(x: np.ndarray, k: int = CONTOUR_PAIRS) -> list[tuple[int, int]]:
+    """The ``k`` dimension pairs (i < j) of ``x`` (n, d) with the largest |correlation|, ties by index."""
+    d = x.shape[1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.nan_to_num(np.corrcoef(x, rowvar=False), nan=0.0)
+    pairs = [(i, j) for i in range(d) for j in range(i + 1, d)]
+    pairs.sort(key=lambda p: (-abs(corr[p]), p))
+    return pairs[:k]
+
+
+def chosen_dims(x: np.ndarray, k: int = MARGINAL_DIMS) -> list[int]:
+    """Up to ``k`` dimensions: those of the most correlated pairs, in order, then the lowest indices."""
+    order: list[int] = []
+    for pair in correlated_pairs(x, k=x.shape[1] * (x.shape[1] - 1) // 2):
+        order += [i for i in pair if i not in order]
+        if len(order) >= k:
+            break
+    order += [i for i in range(x.shape[1]) if i not in order]
+    return order[:k]
+
+
+def _subsample(x: np.ndarray, n: int) -> np.ndarray:
+    if len(x) <= n:
+        return x
+    return x[np.random.default_rng(0).choice(len(x), n, replace=False)]
+
+
+def _kde_grid(points: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray | None:
+    from scipy.stats import gaussian_kde
+
+    pts = points[np.isfinite(points).all(axis=1)]
+    try:
+        kde = gaussian_kde(_subsample(pts, KDE_POINTS).T)
+        return kde(np.stack([gx.ravel(), gy.ravel()])).reshape(gx.shape)
+    except (np.linalg.LinAlgError, ValueError):  # singular or too few points
+        return None
+
+
+def fig_tabular(run: RunData, ds: str, methods: list[str], styles: dict, path: Path) -> Path | None:
+    """Marginal histograms and pairwise KDE contours against the test data; rows are methods."""
+    splits = run.splits(ds)
+    if splits is None:
+        return None
+    test = splits.test
+    dims, pairs = chosen_dims(test), correlated_pairs(test)
+    ncols, nrows = len(dims) + len(pairs), len(methods)
+    width, height = 1.9 * ncols + 0.4, 1.75 * nrows + 0.5
+    fig = _new_figure(width, height)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    fig.subplots_adjust(left=0.4 / width, right=0.995, bottom=0.01, top=1 - 0.45 / height, wspace=0.08, hspace=0.08)
+    bins = {d: _bins(test[:, d]) for d in dims}
+    test_hist = {d: np.histogram(test[:, d], bins=bins[d], density=True)[0] for d in dims}
+    contour_grids = {}
+    for a, b in pairs:
+        lo, hi = _contour_box(test[:, [a, b]])
+        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], KDE_GRID), np.linspace(lo[1], hi[1], KDE_GRID))
+        z = _kde_grid(test[:, [a, b]], gx, gy)
+        levels = np.nanmax(z) * np.array([0.1, 0.3, 0.5, 0.7, 0.9]) if z is not None and np.nanmax(z) > 0 else None
+        contour_grids[(a, b)] = (gx, gy, z, levels)
+    for i, m in enumerate(methods):
+        colour = styles[m][0]
+        art = run.artifact(m, ds)
+        samples = art["samples"] if art is not None else None
+        usable = samples is not None and samples.ndim == 2 and samples.shape[1] == test.shape[1]
+        for j, d in enumerate(dims):
+            ax = axes[i, j]
+            _blank(ax)
+            ax.stairs(test_hist[d], bins[d], fill=True, color=TEST_FILL)
+            if usable:
+                h = np.histogram(samples[:, d], bins=bins[d], density=True)[0]
+                ax.stairs(h, bins[d], color=colour, linewidth=1.3)
+            ax.set_xlim(bins[d][0], bins[d][-1])
+            ax.set_ylim(0, 1.4 * max(test_hist[d].max(), 1e-12))
+        for j, (a, b) in enumerate(pairs, start=len(dims)):
+            ax = axes[i, j]
+            gx, gy, z, levels = contour_grids[(a, b)]
+            _blank(ax)
+            ax.set_xlim(gx[0, 0], gx[0, -1])
+            ax.set_ylim(gy[0, 0], gy[-1, 0])
+            if z is not None and levels is not None:
+                ax.contour(gx, gy, z, levels=levels, colors="black", linewidths=0.7, linestyles="--", zorder=3)
+                zs = _kde_grid(samples[:, [a, b]], gx, gy) if usable else None
+                if zs is not None and np.nanmax(zs) > levels[0]:
+                    ax.contour(gx, gy, zs, levels=levels, colors=colour, linewidths=1.1)
+        if not usable:
+            for ax in axes[i]:
+                ax.text(0.5, 0.5, _missing_text(run.status(m, ds), "no samples"),
+                        ha="center", va="center", transform=ax.transAxes, fontsize=8, color="0.3",
+                        bbox={"facecolor": "white", "edgecolor": "0.7", "boxstyle": "round"})
+        _row_label(axes[i, 0], m, colour)
+    _column_titles(axes[0], [f"dim {d}" for d in dims] + [f"dim {a} vs dim {b}" for a, b in pairs],
+                   ["black"] * ncols)
+    fig.suptitle(f"{ds}: test data in grey (histograms) and dashed black (contours); samples in colour",
+                 fontsize=10, y=1 - 0.08 / height, va="top")
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _contour_box(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) of a contour panel: the 1st-99th percentile box widened by 15% (tails are long in UCI data)."""
+    lo, hi = np.percentile(x, 1, axis=0), np.percentile(x, 99, axis=0)
+    pad = 0.15 * np.where(hi > lo, hi - lo, 1.0)
+    return lo - pad, hi + pad
+
+
+def _bins(x: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(x, [0.5, 99.5])
+    if not hi > lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, HIST_BINS + 1)
+
+
+# ------------------------------------------------------------------ speed versus quality
+
+
+def _stats(df: pd.DataFrame, method: str, dataset: str, column: str) -> tuple[float, float] | None:
+    """(mean, std) of ``column`` over the ok seeds of a cell, or None."""
+    if column not in df.columns:
+        return None
+    sub = df[(df.method == method) & (df.dataset == dataset) & (df.status == "ok")]
+    vals = pd.to_numeric(sub[column], errors="coerce").dropna().to_numpy(dtype=float)
+    vals = vals[np.isfinite(vals)]
+    if not len(vals):
+        return None
+    return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+
+
+def _quality_metric(df: pd.DataFrame) -> tuple[str, str] | None:
+    for key, label in QUALITY_METRICS:
+        if f"metrics.{key}" in df.columns and df[f"metrics.{key}"].notna().any():
+            return key, label
+    return None
+
+
+def _speed_panel(ax, df: pd.DataFrame, ds: str, methods: list[str], styles: dict, column: str) -> int:
+    """One point per method with ± std bars over seeds; returns how many were drawn."""
+    bars_x, bars_y, colours = [], [], []
+    for m in methods:
+        x, y = _stats(df, m, ds, "timings.samples_per_s"), _stats(df, m, ds, column)
+        if x is None or y is None or x[0] <= 0:
+            continue
+        colour, marker = styles[m]
+        ax.plot([x[0]], [y[0]], marker=marker, color=colour, ms=6, linestyle="", markeredgecolor="black",
+                markeredgewidth=0.4, zorder=3)
+        low = max(x[0] - x[1], 0.1 * x[0])  # keep the bar positive on the log axis
+        bars_x.append(((low, y[0]), (x[0] + x[1], y[0])))
+        bars_y.append(((x[0], y[0] - y[1]), (x[0], y[0] + y[1])))
+        colours.append(colour)
+    if colours:
+        from matplotlib.collections import LineCollection
+
+        ax.add_collection(LineCollection(bars_x + bars_y, colors=colours * 2, linewidths=0.9, zorder=2),
+                          autolim=False)
+        xs = np.array([p for seg in bars_x for p, _ in seg])
+        ys = np.array([q for seg in bars_y for _, q in seg])
+        ax.set_xlim(xs.min() / 2, xs.max() * 2)
+        pad = 0.08 * (ys.max() - ys.min()) or 0.05 * abs(ys.max()) or 0.05
+        ax.set_ylim(ys.min() - pad, ys.max() + pad)
+    return len(colours)
+
+
+def fig_speed_quality(rows_df: pd.DataFrame, dsets: list[str], methods: list[str], styles: dict,
+                      path: Path) -> Path | None:
+    """Sampling throughput against test log-likelihood (top) and a sample metric (bottom), per dataset."""
+    quality = _quality_metric(rows_df)
+    if "timings.samples_per_s" not in rows_df.columns:
+        return None
+    ncols = min(4, len(dsets))
+    blocks = math.ceil(len(dsets) / ncols)
+    width, height = 3.5 * ncols, 5.2 * blocks + 0.9
+    fig = _new_figure(width, height)
+    outer = fig.add_gridspec(blocks, ncols, left=0.7 / width, right=0.99, bottom=0.45 / height,
+                             top=1 - 0.85 / height, wspace=0.38, hspace=0.32)
+    total = 0
+    for k, ds in enumerate(dsets):
+        inner = outer[k // ncols, k % ncols].subgridspec(2, 1, hspace=0.08)
+        top = fig.add_subplot(inner[0])
+        bottom = fig.add_subplot(inner[1], sharex=top)
+        for ax, column, label in ((top, "metrics.test_loglik", "test log-likelihood (nats)"),
+                                  (bottom, f"metrics.{quality[0]}" if quality else "", quality[1] if quality else "")):
+            n = _speed_panel(ax, rows_df, ds, methods, styles, column) if column else 0
+            total += n
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.tick_params(labelsize=7)
+            ax.grid(True, which="major", color="0.9", linewidth=0.6)
+            ax.set_ylabel(label, fontsize=8)
+            if not n:
+                ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, fontsize=8, color="0.5")
+        top.tick_params(labelbottom=False)
+        top.set_title(ds, fontsize=10, fontweight="bold")
+        bottom.set_xlabel("samples / s (log scale)", fontsize=8)
+    if not total:
+        return None
+    handles = [Line2D([], [], marker=styles[m][1], color=styles[m][0], linestyle="", markersize=7,
+                      markeredgecolor="black", markeredgewidth=0.4, label=m) for m in methods]
+    fig.legend(handles=handles, loc="upper center", ncol=min(len(methods), 6), fontsize=9, frameon=False,
+               bbox_to_anchor=(0.5, 1 - 0.02 / height))
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+# ------------------------------------------------------------------ all figures
+
+
+def draw_all(run_dir: Path | str, rows: list[dict[str, Any]], meta: dict[str, Any], out_dir: Path | str) -> list[Path]:
+    """Draw every figure of the run into ``out_dir``; returns the paths written, in a fixed order.
+
+    Stale ``fig_*.png`` files of earlier reports are removed. A figure that
+    fails to draw is reported on stderr and skipped.
+    """
+    from harness.report import dataset_order, method_order, rows_frame
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not rows:
+        return []
+    run = RunData(Path(run_dir), rows, meta)
+    df = rows_frame(rows)
+    cfg = meta.get("config") or {}
+    methods, dsets = method_order(df, cfg), dataset_order(df, cfg)
+    styles = method_styles(methods)
+    dims = {ds: run.dim(ds) for ds in dsets}
+    flat = [ds for ds in dsets if dims[ds] == 2]
+    tabular = [ds for ds in dsets if dims[ds] is not None and dims[ds] > 2]
+    jobs: list[tuple[str, Callable[[Path], Path | None]]] = []
+    if flat:
+        jobs.append(("fig_samples_2d", lambda p: fig_samples_2d(run, flat, methods, styles, p)))
+        jobs.append(("fig_density_2d", lambda p: fig_density_2d(run, flat, methods, styles, p)))
+    for ds in tabular:
+        jobs.append((f"fig_tabular_{slug(ds)}", lambda p, ds=ds: fig_tabular(run, ds, methods, styles, p)))
+    jobs.append(("fig_speed_quality", lambda p: fig_speed_quality(df, dsets, methods, styles, p)))
+    written = []
+    for stem, draw in jobs:
+        try:
+            path = draw(out_dir / f"{stem}.png")
+        except Exception as e:  # noqa: BLE001 - one broken figure must not cost the others
+            print(f"warning: figure {stem} not drawn: {type(e).__name__}: {e}", file=sys.stderr)
+            path = None
+        if path is not None:
+            written.append(path)
+    keep = {p.name for p in written}
+    for old in out_dir.glob("fig_*.png"):
+        if old.name not in keep:
+            old.unlink()
+    return written
