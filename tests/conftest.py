@@ -20,6 +20,14 @@ def shared_data_root() -> Path:
     return SHARED_DATA
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread: the suite's models are tiny, and on a shared 2-core machine
+    two threads each spin-wait for the other (measured 10x slower under load)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("gpu"):
         import torch
