@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (see harness/__init__.py)
+
+import pytest  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
