@@ -312,6 +312,12 @@ _NSF_QUICK_ARCH = dict(n_layers=3, hidden=64, n_blocks=1, bins=8, tail_bound=3.0
 _NSF_SMOKE_ARCH = dict(n_layers=2, hidden=16, n_blocks=1, bins=4, tail_bound=3.0, dropout=0.0, batch_norm=False, use_lu=True)
 
 
+_NSF_PROFILES = _profiles(
+    arch={"smoke": _NSF_SMOKE_ARCH, "quick": _NSF_QUICK_ARCH, "paper": _NSF_PAPER_ARCH},
+    train={"smoke": _SMOKE_TRAIN, "quick": _QUICK_NSF_TRAIN, "paper": _NSF_PAPER_TRAIN},
+)
+
+
 @register
 class NSFAutoregressive(_NflowsFlow):
     """Rational-quadratic neural spline flow, autoregressive (Durkan, Bekasov,
@@ -341,14 +347,7 @@ class NSFAutoregressive(_NflowsFlow):
     name = "nsf_ar"
     reverse_between = True
     arch_keys = _NSF_ARCH_KEYS
-    profiles = _profiles(
-        arch={
-            "smoke": _NSF_SMOKE_ARCH,
-            "quick": _NSF_QUICK_ARCH,
-            "paper": _NSF_PAPER_ARCH,
-        },
-        train={"smoke": _SMOKE_TRAIN, "quick": _QUICK_NSF_TRAIN, "paper": _NSF_PAPER_TRAIN},
-    )
+    profiles = _NSF_PROFILES
 
     def _step(self, i: int, d: int) -> Transform:
         p = self.params
@@ -381,14 +380,7 @@ class NSFCoupling(_NflowsFlow):
 
     name = "nsf_c"
     arch_keys = _NSF_ARCH_KEYS
-    profiles = _profiles(
-        arch={
-            "smoke": _NSF_SMOKE_ARCH,
-            "quick": _NSF_QUICK_ARCH,
-            "paper": _NSF_PAPER_ARCH,
-        },
-        train={"smoke": _SMOKE_TRAIN, "quick": _QUICK_NSF_TRAIN, "paper": _NSF_PAPER_TRAIN},
-    )
+    profiles = _NSF_PROFILES
 
     def _step(self, i: int, d: int) -> Transform:
         p = self.params
