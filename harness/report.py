@@ -361,7 +361,10 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None, fig
 
 
 def _dash_nan(value: Any) -> Any:
-    return "–" if isinstance(value, float) and math.isnan(value) else value
+    """A dash for NaN, two decimals for other floats (tabulate's floatfmt skips mixed columns)."""
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.2f}"
+    return value
 
 
 def render_markdown(data: ReportData, figures: list[str] | None = None) -> str:
