@@ -4,7 +4,8 @@ MLPs, batched evaluation and a divergence-aware training step."""
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -28,6 +29,15 @@ def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     g = torch.Generator(device=torch.device(device))
     g.manual_seed(int(seed) % (2**63))
     return g
+
+
+@contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Build networks inside this block: the CPU RNG is seeded with ``seed`` and the
+    caller's global RNG state is restored afterwards (networks are built on CPU)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def synchronize(device: torch.device | str) -> None:

@@ -50,7 +50,7 @@ from torch.nn import functional as F
 
 from methods import register
 from methods._mle import TrainConfig, fit_mle, rng_devices
-from methods._torch import Standardizer, batched, resolve_device, to_tensor
+from methods._torch import seeded_init, Standardizer, batched, resolve_device, to_tensor
 from methods.base import Method
 
 SAMPLE_BATCH = 10_000  # rows per inverse pass when sampling
@@ -160,8 +160,7 @@ class _NflowsFlow(Method):
         self.scaler_ = Standardizer(train)
         x_train = to_tensor(self.scaler_.forward(train), self.device_)
         x_val = None if val is None else to_tensor(self.scaler_.forward(val), self.device_)
-        with torch.random.fork_rng(devices=[]):  # built on CPU, so only the CPU generator is drawn
-            torch.manual_seed(self.seed)
+        with seeded_init(self.seed):
             self.flow_ = Flow(self._build_transform(d), StandardNormal([d])).to(self.device_)
         with self.phase("training"):
             info = fit_mle(self.flow_, self._data_log_prob, x_train, x_val, config, seed=self.seed, name=self.name)

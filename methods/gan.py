@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from methods import register
-from methods._torch import (Standardizer, check_loss, generator, minibatches, mlp, progress,
+from methods._torch import (seeded_init, Standardizer, check_loss, generator, minibatches, mlp, progress,
                             resolve_device, to_tensor)
 from methods.base import Method
 
@@ -77,8 +77,7 @@ class WGANGP(Method):
         self.latent_dim_ = int(p["latent_dim"] or max(self.dim_, 2))
         self.scaler_ = Standardizer(train)
         act = ACTIVATIONS[p["activation"]]
-        with torch.random.fork_rng(devices=[]):  # built on CPU: only the CPU RNG is drawn
-            torch.manual_seed(self.seed)
+        with seeded_init(self.seed):
             gen = mlp(self.latent_dim_, self.dim_, p["hidden"], p["layers"], act)
             critic = mlp(self.dim_, 1, p["hidden"], p["layers"], act)
         self.generator_, self.critic_ = gen.to(self.device_), critic.to(self.device_)

@@ -41,7 +41,7 @@ from torch import nn
 
 from methods import register
 from methods._sde import TRACES, VPSDE, em_sample, ode_log_prob, ode_sample
-from methods._torch import (Standardizer, check_loss, generator, minibatches, mlp, progress,
+from methods._torch import (seeded_init, Standardizer, check_loss, generator, minibatches, mlp, progress,
                             resolve_device, to_tensor)
 from methods.base import Method
 
@@ -93,8 +93,7 @@ class ScoreDiffusion(Method):
         self.sde_ = VPSDE(p["beta_min"], p["beta_max"])
         self.scaler_ = Standardizer(train)
         x = to_tensor(self.scaler_.forward(train), self.device_)
-        with torch.random.fork_rng(devices=[]):  # built on CPU: only the CPU RNG is drawn
-            torch.manual_seed(self.seed)
+        with seeded_init(self.seed):
             net = TimeConditionedMLP(self.dim_, p["hidden"], p["layers"], p["time_features"])
         self.net_ = net.to(self.device_)
         with self.phase("training"):

@@ -101,7 +101,7 @@ import torch
 from torch import nn
 
 from methods import register
-from methods._torch import Standardizer, batched, check_loss, generator, minibatches, mlp, resolve_device, to_tensor
+from methods._torch import seeded_init, Standardizer, batched, check_loss, generator, minibatches, mlp, resolve_device, to_tensor
 from methods.base import Method
 from methods.training_free_score import MODES, SOLVERS, Schedule, flow_to_data
 
@@ -379,8 +379,7 @@ class SupervisedDiffusion(Method):
     def _train_generator(self, z: torch.Tensor, x0: torch.Tensor, hidden: int, **fit: Any) -> float:
         """Build G (d -> hidden -> hidden -> d, tanh; seeded init) and fit it to the pairs; returns the MSE."""
         d = z.shape[1]
-        with torch.random.fork_rng(devices=[]):  # built on CPU: only the CPU RNG is drawn
-            torch.manual_seed(_seed_for(self.seed, _INIT_G))
+        with seeded_init(_seed_for(self.seed, _INIT_G)):
             self.net_ = mlp(d, d, hidden, layers=2, act=nn.Tanh).to(self.device_)
         mse = fit_generator(self.net_, z, x0, g=_stream(self.seed, _BATCH, "cpu"), **fit)
         self.net_.eval()
@@ -391,8 +390,7 @@ class SupervisedDiffusion(Method):
 
         Returns (final regression MSE, final NLL or None).
         """
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_seed_for(self.seed, _INIT_T))
+        with seeded_init(_seed_for(self.seed, _INIT_T)):
             flow = build_student(z.shape[1], s["layers"], s["bins"], s["hidden"], s["blocks"], s["tail_bound"])
         self.student_ = flow.to(self.device_)
         g = _stream(self.seed, _STUDENT, "cpu")  # minibatch indices are drawn on the CPU

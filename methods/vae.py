@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from methods import register
-from methods._torch import (Standardizer, check_loss, generator, minibatches, mlp, progress,
+from methods._torch import (seeded_init, Standardizer, check_loss, generator, minibatches, mlp, progress,
                             resolve_device, to_tensor)
 from methods.base import Method
 
@@ -114,8 +114,7 @@ class VAE(Method):
         self.latent_dim_ = int(p["latent_dim"] or self.dim_)
         self.scaler_ = Standardizer(train)
         act = ACTIVATIONS[p["activation"]]
-        with torch.random.fork_rng(devices=[]):  # built on CPU: only the CPU RNG is drawn
-            torch.manual_seed(self.seed)
+        with seeded_init(self.seed):
             encoder = GaussianMLP(self.dim_, self.latent_dim_, p["hidden"], p["layers"], act, 1e-4)
             decoder = GaussianMLP(self.latent_dim_, self.dim_, p["hidden"], p["layers"], act, p["min_decoder_std"])
         self.encoder_, self.decoder_ = encoder.to(self.device_), decoder.to(self.device_)
