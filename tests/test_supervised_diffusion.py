@@ -18,6 +18,7 @@ import methods
 from methods.base import NotSupported
 from methods.supervised_diffusion import (
     build_student,
+    fit_student_likelihood,
     fit_student_regression,
     paper_hidden,
     paper_lr_factor,
@@ -97,6 +98,40 @@ def test_student_regression_recovers_an_affine_map_density():
     assert np.abs(lp - truth).mean() < 0.1
 
 
+def test_student_distillation_recovers_the_generators_density_in_five_dimensions():
+    """Maximum likelihood on fresh draws of an affine generator G(z) = A z + b, from the flow's
+    initialisation (no regression), gives the density N(b, A A^T) (closed form)."""
+    d = 5
+    a = torch.eye(d) + 0.4 * torch.tril(torch.randn(d, d, generator=generator(0)), diagonal=-1)
+    b = torch.linspace(-1.0, 1.0, d)
+    draws = generator(1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        flow = build_student(d, layers=2, bins=8, hidden=16, blocks=1, tail_bound=5.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nll = fit_student_likelihood(flow, lambda: torch.randn(512, d, generator=draws) @ a.T + b, steps=400, lr=5e-3)
+        test = torch.randn(1000, d, generator=generator(2)) @ a.T + b
+        with torch.no_grad():
+            lp = flow.log_prob(test).numpy()
+    truth = multivariate_normal(b.numpy(), (a @ a.T).numpy()).logpdf(test.numpy())
+    entropy = multivariate_normal(b.numpy(), (a @ a.T).numpy()).entropy()
+    assert abs(nll - entropy) < 0.15  # the final batch's NLL is the cross-entropy, >= the entropy
+    assert np.abs(lp - truth).mean() < 0.1
+
+
+def test_distillation_makes_the_student_describe_the_generator_better():
+    """On 8gaussians (smoke), distilling G's draws lowers the cross-entropy of G's samples under the
+    student, the quantity it minimises, against regression alone with the same number of steps."""
+    train = _eight_gaussians(1000, 0)
+    alone = methods.create("supervised_diffusion", "smoke", seed=0, student_steps=120, student_distill_steps=0)
+    distilled = methods.create("supervised_diffusion", "smoke", seed=0, student_steps=60, student_distill_steps=60)
+    ce_alone = alone.fit(train).info_["student_generator_ce"]
+    ce_distilled = distilled.fit(train).info_["student_generator_ce"]
+    assert distilled.info_["student_distill_nll"] is not None and alone.info_["student_distill_nll"] is None
+    assert ce_distilled < ce_alone - 0.02
+
+
 # ----------------------------------------------------------------- the method on Gaussian data
 def test_log_prob_matches_the_gaussian_density(gauss_data, gauss_model):
     """The teacher's target is the data convolved with N(0, eps std^2): within 0.15 nats on average."""
@@ -143,11 +178,11 @@ def test_density_integrates_to_one_on_eight_gaussians_smoke():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, max_kl", [("8gaussians", 0.3), ("checkerboard", 0.6), ("rings", 1.2)])
+@pytest.mark.parametrize("name, max_kl", [("8gaussians", 0.3), ("checkerboard", 0.8), ("rings", 1.2)])
 def test_quick_density_is_normalised_finite_and_close(name, max_kl):
     """Quick-profile fits: grid integral within 2% of 1, finite everywhere, KL(p || q) bounded.
 
-    Measured (seed 0): KL 0.13 / 0.32 / 0.73; the teacher's own smoothing (eps = 0.01)
+    Measured (seed 0): KL 0.18 / 0.55 / 0.87; the teacher's own smoothing (eps = 0.01)
     alone costs about 0.35 nats on rings.
     """
     datasets = pytest.importorskip("datasets")
@@ -189,7 +224,22 @@ def test_paper_settings():
 
 
 @pytest.mark.parametrize("override", [{"solver": "rk4"}, {"score_mode": "full"}, {"hidden": 0}, {"eps": 1.5},
-                                      {"student_bins": 1}, {"n_pairs": "many"}])
+                                      {"student_bins": 1}, {"n_pairs": "many"},
+                                      {"student_steps": 0, "student_distill_steps": 0}, {"student_distill_steps": -1}])
 def test_bad_parameters_fail_clearly(override):
     with pytest.raises(ValueError):
         methods.create("supervised_diffusion", "smoke", **override).fit(_eight_gaussians(64, 0))
+
+
+@pytest.mark.slow
+def test_quick_likelihood_on_miniboone_small_beats_the_gaussian(shared_data_root):
+    """43-D real data (2,956 rows): the distilled student's test log-likelihood is finite and above a
+    full-covariance Gaussian's. Regression alone gave -184.8 nats against the Gaussian's -37.7;
+    measured with distillation: -35.0 (seed 0)."""
+    datasets = pytest.importorskip("datasets")
+    splits = datasets.get("miniboone-small").load(0, root=shared_data_root)
+    m = methods.create("supervised_diffusion", "quick", seed=0).fit(splits.train, splits.val)
+    lp = m.log_prob(splits.test)
+    baseline = methods.create("gaussian", "quick").fit(splits.train).log_prob(splits.test)
+    assert np.isfinite(lp).all()
+    assert lp.mean() > baseline.mean()
