@@ -8,13 +8,16 @@ sample with the paper's settings (explicit Euler, 500 steps, Monte-Carlo batch o
 what G learned does not change its cost. Throughputs are samples/s measured
 interleaved, best of a few rounds, after warm-up, device synchronised.
 Target: ``track_sampling_speedup`` >= 100 (Liu et al. 2024 motivate the
-generator by this saving). Measured on 2 CPU cores (one thread, loaded
-machine): 283x at d = 2 and 28x at d = 43. The d = 43 figure is bound by
-arithmetic, not by the code: a teacher sample costs 500 steps x 1,000 rows x
-4 d = 86 MFLOP, a pass of G of width 1,400 about 2 (43 + 1,400 + 43) 1,400 =
-4.2 MFLOP, a ratio of about 20 at equal efficiency; the target is met at
-d = 2 and not at d = 43 on CPU (untested on GPU, where the teacher's 500
-small sequential steps are launch-bound and the ratio should be higher).
+generator by this saving). Measured on 2 idle CPU cores (two threads,
+2026-11-28): 326x at d = 2 (589,802 against 1,807 samples/s) and 34x at
+d = 43 (38,175 against 1,120). The d = 43 figure is bound by arithmetic, not
+by the code: a teacher sample costs 500 steps x 1,000 rows x 4 d = 86 MFLOP,
+a pass of G of width 1,400 about 2 (43 + 1,400 + 43) 1,400 = 4.2 MFLOP, a
+ratio of about 20 at equal efficiency, and both already run near the
+machine's matmul rate (teacher about 96, G about 160 GFLOP/s against 176 for a
+1024^3 matmul). So the target holds at d = 2 and not at d = 43 on CPU; on a
+GPU the teacher's 500 small sequential steps are launch-bound and the ratio
+should be higher (unmeasured: no GPU has been lent to this project yet).
 
 Run ``python benchmarks/bench_sampling_flagship.py`` for the ratios without asv
 (``--device cuda``, ``--threads N``).

@@ -122,7 +122,10 @@ from methods._torch import seeded_init, Standardizer, batched, check_loss, gener
 from methods.base import Method
 from methods.training_free_score import MODES, SOLVERS, Schedule, flow_to_data
 
-SAMPLE_BATCH = 65_536  # rows per forward pass of G
+SAMPLE_BATCH = 65_536  # rows per forward pass of G on a GPU
+#: On a CPU, rows per pass of G that keep its activations in cache: 2,048 rows sampled
+#: 20% faster than 65,536 at d = 43 (H = 1,400) and 11% at d = 2 (H = 256), 2 cores.
+CPU_SAMPLE_BATCH = 2_048
 LOG_PROB_BATCH = 8_192  # rows per forward pass of the student
 CHECK_EVERY = 100  # optimiser steps between divergence checks (each one syncs the device)
 
@@ -472,7 +475,7 @@ class SupervisedDiffusion(Method):
     @torch.no_grad()
     def _sample(self, n: int, seed: int) -> np.ndarray:
         z = torch.randn(n, self.dim_, generator=_stream(seed, _SAMPLE_Z, self.device_), device=self.device_)
-        x = batched(self.net_, z, SAMPLE_BATCH)
+        x = batched(self.net_, z, CPU_SAMPLE_BATCH if self.device_.type == "cpu" else SAMPLE_BATCH)
         return self.scaler_.inverse(x.double().cpu().numpy())
 
     @torch.no_grad()
