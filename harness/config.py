@@ -12,6 +12,7 @@ A config file is TOML with these top-level keys (all optional)::
     sample_size = 5000              # samples per cell for sample metrics
     data_root = "~/data"            # else $DENSITYBENCH_DATA, else ~/.cache/densitybench
     executor = "local"              # local | ray
+    jobs = "auto"                   # cells at a time (local executor): "auto" or a whole number
     [params.supervised_diffusion]   # per-method parameter overrides
     steps = 200
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -35,6 +37,8 @@ DEVICES = ("auto", "cpu", "cuda")
 EXECUTORS = ("local", "ray")
 #: Per-cell time limits (seconds) by profile when the config sets none.
 DEFAULT_TIME_LIMIT = {"smoke": 300, "quick": 900, "paper": 48 * 3600}
+#: Upper bound of ``jobs = "auto"`` on CPU (each cell holds its data and models in memory).
+MAX_AUTO_JOBS = 8
 
 
 @dataclass
@@ -52,10 +56,22 @@ class Config:
     data_root: str | None = None
     executor: str = "local"
     address: str | None = None
+    jobs: int | str = "auto"
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def cell_time_limit(self) -> float:
         return float(self.time_limit if self.time_limit is not None else DEFAULT_TIME_LIMIT[self.profile])
+
+    def cell_jobs(self) -> int:
+        """Cells run at a time by the local executor. "auto": one on a GPU (cells would share it), else
+        one per CPU core up to ``MAX_AUTO_JOBS``, each cell then with cores / jobs torch threads."""
+        if self.jobs != "auto":
+            return int(self.jobs)
+        import torch
+
+        if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()):
+            return 1
+        return max(1, min(os.cpu_count() or 1, MAX_AUTO_JOBS))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +136,16 @@ def _positive(value: Any, key: str, kind: type = int) -> Any:
     return value
 
 
+def _whole(value: Any, key: str) -> Any:
+    """``"4"`` (from the command line) -> 4; anything else unchanged."""
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise UserError(f"{key} must be 'auto' or a positive whole number, got '{value}'") from None
+    return value
+
+
 def validate(raw: dict[str, Any], source: str = "config") -> Config:
     """Build a Config from a plain dict, with one-line errors for any bad key or value."""
     for key in raw:
@@ -146,6 +172,8 @@ def validate(raw: dict[str, Any], source: str = "config") -> Config:
         cfg.time_limit = float(_positive(raw["time_limit"], "time_limit", float))
     if "sample_size" in raw:
         cfg.sample_size = _positive(raw["sample_size"], "sample_size")
+    if raw.get("jobs") is not None:
+        cfg.jobs = raw["jobs"] if raw["jobs"] == "auto" else _positive(_whole(raw["jobs"], "jobs"), "jobs")
     for key in ("data_root", "address"):
         if raw.get(key) is not None:
             if not isinstance(raw[key], str):

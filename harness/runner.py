@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
 import signal
 import subprocess
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from harness.config import Config, resolve_names
 from harness.store import ResultsStore
@@ -124,9 +126,13 @@ def run_cell(cell: Cell, splits_cache: dict, run_dir: Path | None) -> dict[str, 
                 "info": {"traceback": traceback.format_exc(limit=8)}}
 
 
-def _child(conn, cell: Cell, splits_cache: dict, run_dir: Path | None) -> None:
+def _child(conn, cell: Cell, splits_cache: dict, run_dir: Path | None, threads: int | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     try:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         result = run_cell(cell, splits_cache, run_dir)
     except BaseException as e:  # noqa: BLE001
         result = {"status": "failed", "error": one_line(e), "metrics": {}, "timings": {}, "info": {}}
@@ -134,35 +140,91 @@ def _child(conn, cell: Cell, splits_cache: dict, run_dir: Path | None) -> None:
     conn.close()
 
 
-def run_isolated(cell: Cell, splits_cache: dict, run_dir: Path | None, time_limit: float) -> dict[str, Any]:
-    """Run a cell in a forked child; a dead worker or an exceeded time limit gives a failed result."""
+@dataclass
+class _Worker:
+    """A forked child running one cell, with the read end of its result pipe."""
+
+    cell: Cell
+    proc: Any
+    conn: Any
+    deadline: float
+    time_limit: float
+
+
+def _start(cell: Cell, splits_cache: dict, run_dir: Path | None, time_limit: float, threads: int | None) -> _Worker:
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, cell, splits_cache, run_dir), daemon=True)
+    proc = ctx.Process(target=_child, args=(send, cell, splits_cache, run_dir, threads), daemon=True)
     proc.start()
     send.close()
-    result, timed_out = None, False
-    try:
-        if recv.poll(time_limit):  # True on data or on EOF (the child died)
-            result = recv.recv()
-        else:
-            timed_out = True
-    except EOFError:
-        pass
-    finally:
-        if result is None and proc.is_alive():
-            proc.kill()
-        proc.join(timeout=10)
-        recv.close()
+    return _Worker(cell, proc, recv, time.monotonic() + time_limit, time_limit)
+
+
+def _finish(w: _Worker, timed_out: bool) -> dict[str, Any]:
+    """Collect a worker's result (its pipe is readable, or its deadline passed); a dead worker or an
+    exceeded time limit gives a failed result."""
+    result = None
+    if not timed_out:
+        try:
+            result = w.conn.recv()
+        except EOFError:  # the child died before sending
+            pass
+    if result is None and w.proc.is_alive():
+        w.proc.kill()
+    w.proc.join(timeout=10)
+    w.conn.close()
     if result is not None:
         return result
     if timed_out:
-        return {"status": "failed", "error": f"TimeLimit: cell exceeded its time limit of {time_limit:g} s",
-                "metrics": {}, "timings": {"time_limit_s": time_limit}, "info": {}}
-    code = proc.exitcode
+        return {"status": "failed", "error": f"TimeLimit: cell exceeded its time limit of {w.time_limit:g} s",
+                "metrics": {}, "timings": {"time_limit_s": w.time_limit}, "info": {}}
+    code = w.proc.exitcode
     why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
     return {"status": "failed", "error": f"WorkerDied: the worker process died ({why})",
             "metrics": {}, "timings": {}, "info": {}}
+
+
+def run_pool(cells: Iterable[Cell], splits_cache: dict, run_dir: Path | None, time_limit: float, jobs: int = 1,
+             threads: int | None = None, on_start: Callable[[Cell], None] | None = None
+             ) -> Iterator[tuple[Cell, dict[str, Any]]]:
+    """Run each cell in a forked child, at most ``jobs`` at a time; yield ``(cell, result)`` as each ends.
+
+    ``threads`` sets torch's thread count in each child (None leaves it). Leaving the loop early
+    (Ctrl-C, or closing the generator) kills the children still running.
+    """
+    queue, running = deque(cells), {}
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                worker = _start(queue.popleft(), splits_cache, run_dir, time_limit, threads)
+                running[worker.conn] = worker
+                if on_start is not None:
+                    on_start(worker.cell)
+            wait = max(0.0, min(w.deadline for w in running.values()) - time.monotonic())
+            for conn in mp_connection.wait(list(running), timeout=wait):
+                worker = running.pop(conn)
+                yield worker.cell, _finish(worker, timed_out=False)
+            now = time.monotonic()
+            for conn in [c for c, w in running.items() if w.deadline <= now]:
+                worker = running.pop(conn)
+                yield worker.cell, _finish(worker, timed_out=True)
+    finally:
+        for worker in running.values():
+            if worker.proc.is_alive():
+                worker.proc.kill()
+            worker.proc.join(timeout=10)
+            worker.conn.close()
+
+
+def run_isolated(cell: Cell, splits_cache: dict, run_dir: Path | None, time_limit: float) -> dict[str, Any]:
+    """Run one cell in a forked child (see :func:`run_pool`)."""
+    ((_, result),) = run_pool([cell], splits_cache, run_dir, time_limit)
+    return result
+
+
+def cell_threads(jobs: int) -> int | None:
+    """torch threads per cell when ``jobs`` cells share the CPU cores; None (torch's default) for one job."""
+    return None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
 
 
 @dataclass
@@ -221,17 +283,26 @@ def run_grid(cfg: Config, run_dir: Path, *, isolate: bool = True, progress: bool
             run_ray(pending, cfg, run_dir, store, summary, cfg_hash, version, progress=progress, on_row=on_row)
         else:
             splits_cache, load_errors = load_splits(pending)
-            bar = tqdm(pending, desc="cells", unit="cell", disable=not progress, dynamic_ncols=True)
-            for cell in bar:
-                bar.set_postfix_str(cell.label)
+            bar = tqdm(total=len(pending), desc="cells", unit="cell", disable=not progress, dynamic_ncols=True)
+            runnable = []
+            for cell in pending:
                 if (cell.dataset, cell.seed) in load_errors:
                     result = {"status": "failed", "error": load_errors[(cell.dataset, cell.seed)],
                               "metrics": {}, "timings": {}, "info": {}}
-                elif isolate:
-                    result = run_isolated(cell, splits_cache, run_dir, cfg.cell_time_limit())
+                    record(store, summary, {**base_row(cell, cfg_hash, version), **result}, on_row)
+                    bar.update()
                 else:
-                    result = run_cell(cell, splits_cache, run_dir)
+                    runnable.append(cell)
+            if isolate:
+                jobs = cfg.cell_jobs()
+                results = run_pool(runnable, splits_cache, run_dir, cfg.cell_time_limit(), jobs, cell_threads(jobs),
+                                   on_start=lambda c: bar.set_postfix_str(c.label))
+            else:
+                results = ((c, run_cell(c, splits_cache, run_dir)) for c in runnable)
+            for cell, result in results:
                 record(store, summary, {**base_row(cell, cfg_hash, version), **result}, on_row)
+                bar.update()
+            bar.close()
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:

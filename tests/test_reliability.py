@@ -129,6 +129,37 @@ def test_same_command_same_seeds_gives_identical_metrics(tmp_path):
     assert _table(tmp_path / "a") == _table(tmp_path / "b")
 
 
+def test_parallel_cells_give_the_sequential_metrics(tmp_path):
+    grid = [*GRID[:3], "8gaussians,rings", "--seeds", "1", *GRID[6:]]  # 2 methods x 2 datasets
+    assert main(["run", *grid, "--jobs", "1", "--out", str(tmp_path / "one")]) == 0
+    assert main(["run", *grid, "--jobs", "3", "--out", str(tmp_path / "three")]) == 0
+    assert len(_table(tmp_path / "one")) == 4
+    assert _table(tmp_path / "one") == _table(tmp_path / "three")
+
+
+def test_a_hung_cell_does_not_hold_up_the_others_with_two_jobs(tmp_path):
+    """Seed 0 hangs until its time limit; with two jobs the other seeds finish first, meanwhile."""
+    from harness.config import Config
+    from harness.runner import run_grid
+
+    def hang_on_seed_zero(self, train):
+        if self.seed == 0:
+            time.sleep(60)
+
+    methods.register(_faulty("hang_seed0", hang_on_seed_zero))
+    try:
+        order = []
+        cfg = Config(methods=["hang_seed0"], datasets=["8gaussians"], seeds=[0, 1, 2, 3], profile="smoke",
+                     time_limit=8, sample_size=100, jobs=2)
+        summary = run_grid(cfg, tmp_path, progress=False, on_row=lambda row: order.append((row["seed"], row["status"])))
+    finally:
+        methods.unregister("hang_seed0")
+    assert (summary.ok, summary.failed) == (3, 1)
+    assert order[-1] == (0, "failed") and sorted(order[:3]) == [(1, "ok"), (2, "ok"), (3, "ok")]
+    (row,) = [r for r in ResultsStore(tmp_path, create=False).rows() if r["seed"] == 0]
+    assert "time limit of 8 s" in row["error"]
+
+
 @pytest.mark.slow
 def test_repeated_sigkill_then_resume_completes_exactly_once(tmp_path):
     reference = tmp_path / "reference"
@@ -185,6 +216,8 @@ BAD_INPUTS = [
     ("negative seeds", lambda t: ["--seeds", "0,-2"], "non-negative"),
     ("zero sample size", lambda t: ["--sample-size", "0"], "sample_size must be positive"),
     ("negative time limit", lambda t: ["--time-limit", "-1"], "time_limit must be positive"),
+    ("jobs not a number", lambda t: ["--jobs", "many"], "jobs must be 'auto' or a positive whole number"),
+    ("zero jobs", lambda t: ["--jobs", "0"], "jobs must be positive"),
     ("unknown config key", lambda t: ["--config", _file(t, "a.toml", 'profle = "smoke"\n')], "did you mean 'profile'"),
     ("wrong type in config", lambda t: ["--config", _file(t, "b.toml", 'sample_size = "many"\n')], "whole number"),
     ("seeds wrong type in config", lambda t: ["--config", _file(t, "c.toml", "seeds = [1.5]\n")], "seeds"),
