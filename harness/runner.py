@@ -129,7 +129,10 @@ def run_cell(cell: Cell, splits_cache: dict, run_dir: Path | None) -> dict[str, 
 def _child(conn, cell: Cell, splits_cache: dict, run_dir: Path | None, threads: int | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     try:
-        if threads is not None:
+        if threads is not None:  # one of several concurrent cells: no interleaved inner progress bars
+            from methods._torch import NO_PROGRESS_ENV
+
+            os.environ[NO_PROGRESS_ENV] = "1"
             import torch
 
             torch.set_num_threads(threads)
@@ -189,7 +192,8 @@ def run_pool(cells: Iterable[Cell], splits_cache: dict, run_dir: Path | None, ti
              ) -> Iterator[tuple[Cell, dict[str, Any]]]:
     """Run each cell in a forked child, at most ``jobs`` at a time; yield ``(cell, result)`` as each ends.
 
-    ``threads`` sets torch's thread count in each child (None leaves it). Leaving the loop early
+    ``threads`` sets torch's thread count in each child and silences the children's own progress bars,
+    which would interleave (None, for one job at a time, leaves both). Leaving the loop early
     (Ctrl-C, or closing the generator) kills the children still running.
     """
     queue, running = deque(cells), {}
