@@ -178,11 +178,11 @@ def test_density_integrates_to_one_on_eight_gaussians_smoke():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, max_kl", [("8gaussians", 0.3), ("checkerboard", 0.8), ("rings", 1.2)])
+@pytest.mark.parametrize("name, max_kl", [("8gaussians", 0.3), ("checkerboard", 0.6), ("rings", 1.2)])
 def test_quick_density_is_normalised_finite_and_close(name, max_kl):
     """Quick-profile fits: grid integral within 2% of 1, finite everywhere, KL(p || q) bounded.
 
-    Measured (seed 0): KL 0.18 / 0.55 / 0.87; the teacher's own smoothing (eps = 0.01)
+    Measured (seed 0): KL 0.11 / 0.37 / 0.84; the teacher's own smoothing (eps = 0.01)
     alone costs about 0.35 nats on rings.
     """
     datasets = pytest.importorskip("datasets")
