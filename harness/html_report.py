@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.report import (PUBLISHED_INTRO, PUBLISHED_TITLE, Entry, MetricTable, PublishedTable, ReportData,
-                            _published_cells)
+                            _published_cells, summary_line)
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: #222;
@@ -155,13 +155,9 @@ def _failed_html(data: ReportData) -> str:
 
 
 def _summary_html(data: ReportData) -> str:
-    env = data.meta.get("environment", {})
-    return (f'<p class="summary">Profile <code>{_esc(", ".join(sorted(data.df.profile.unique())))}</code>, '
-            f"{len(data.seeds)} seed(s) ({_esc(', '.join(map(str, data.seeds)))}), device "
-            f"<code>{_esc(env.get('device', '?'))}</code>, code <code>{_esc(env.get('code_version', '?'))}</code>. "
-            f"<b>{data.n_ok}</b> cell(s) ok, <b>{data.n_failed}</b> failed. Entries are mean ± std over seeds; "
-            "the best entry per dataset is in bold on green. Likelihood kinds: exact, bound (a lower bound), "
-            "estimate; n/a where a method has no likelihood.</p>")
+    line = summary_line(data, code=lambda s: f"<code>{_esc(s)}</code>", count=lambda n: f"<b>{n}</b>",
+                        best="in bold on green")
+    return f'<p class="summary">{line}</p>'
 
 
 def render_html(data: ReportData | None, meta: dict[str, Any], figures: list[Path] | None = None) -> str:

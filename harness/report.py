@@ -342,14 +342,18 @@ def _md_published(table: PublishedTable) -> str:
     return "\n".join(out)
 
 
-def summary_line(data: ReportData) -> str:
-    """The report's opening paragraph: profile, seeds, device, code, counts, how to read it."""
+def summary_line(data: ReportData, code: Callable[[str], str] = lambda s: f"`{s}`",
+                 count: Callable[[int], str] = str, best: str = "in bold") -> str:
+    """The report's opening paragraph: profile, seeds, device, code, counts, how to read it.
+
+    ``code`` and ``count`` format names and cell counts (Markdown by default), ``best`` says how
+    the best entry is marked."""
     env = data.meta.get("environment", {})
-    return (f"Profile `{', '.join(sorted(data.df.profile.unique()))}`, {len(data.seeds)} seed(s) "
-            f"({', '.join(map(str, data.seeds))}), device `{env.get('device', '?')}`, code "
-            f"`{env.get('code_version', '?')}`. {data.n_ok} cell(s) ok, {data.n_failed} failed. Entries are mean ± "
-            "std over seeds; the best entry per dataset is in bold. Likelihood kinds: exact, bound (a lower bound), "
-            "estimate; n/a where a method has no likelihood.")
+    return (f"Profile {code(', '.join(sorted(data.df.profile.unique())))}, {len(data.seeds)} seed(s) "
+            f"({', '.join(map(str, data.seeds))}), device {code(env.get('device', '?'))}, code "
+            f"{code(env.get('code_version', '?'))}. {count(data.n_ok)} cell(s) ok, {count(data.n_failed)} failed. "
+            f"Entries are mean ± std over seeds; the best entry per dataset is {best}. Likelihood kinds: exact, "
+            "bound (a lower bound), estimate; n/a where a method has no likelihood.")
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None, figures: list[str] | None = None) -> str:

@@ -163,6 +163,14 @@ def _start(cell: Cell, splits_cache: dict, run_dir: Path | None, time_limit: flo
     return _Worker(cell, proc, recv, time.monotonic() + time_limit, time_limit)
 
 
+def _reap(w: _Worker) -> None:
+    """Kill the worker if it still runs (it timed out, or we are leaving), wait for it, close its pipe."""
+    if w.proc.is_alive():
+        w.proc.kill()
+    w.proc.join(timeout=10)
+    w.conn.close()
+
+
 def _finish(w: _Worker, timed_out: bool) -> dict[str, Any]:
     """Collect a worker's result (its pipe is readable, or its deadline passed); a dead worker or an
     exceeded time limit gives a failed result."""
@@ -172,10 +180,7 @@ def _finish(w: _Worker, timed_out: bool) -> dict[str, Any]:
             result = w.conn.recv()
         except EOFError:  # the child died before sending
             pass
-    if result is None and w.proc.is_alive():
-        w.proc.kill()
-    w.proc.join(timeout=10)
-    w.conn.close()
+    _reap(w)
     if result is not None:
         return result
     if timed_out:
@@ -214,16 +219,7 @@ def run_pool(cells: Iterable[Cell], splits_cache: dict, run_dir: Path | None, ti
                 yield worker.cell, _finish(worker, timed_out=True)
     finally:
         for worker in running.values():
-            if worker.proc.is_alive():
-                worker.proc.kill()
-            worker.proc.join(timeout=10)
-            worker.conn.close()
-
-
-def run_isolated(cell: Cell, splits_cache: dict, run_dir: Path | None, time_limit: float) -> dict[str, Any]:
-    """Run one cell in a forked child (see :func:`run_pool`)."""
-    ((_, result),) = run_pool([cell], splits_cache, run_dir, time_limit)
-    return result
+            _reap(worker)
 
 
 def cell_threads(jobs: int) -> int | None:

@@ -304,6 +304,24 @@ def fit_student_regression(flow, z: torch.Tensor, x: torch.Tensor, *, steps: int
     return check_loss(window / count, steps, name)
 
 
+def minimise(params, batch_loss: Callable[[], torch.Tensor], *, steps: int, lr: float,
+             schedule: Callable[[torch.optim.Optimizer], Any], name: str) -> torch.Tensor:
+    """``steps`` Adam steps on ``batch_loss()`` with the lr scheduler ``schedule(optimiser)``, checking for
+    divergence every ``CHECK_EVERY`` steps; returns the last loss."""
+    opt = torch.optim.Adam(params, lr=lr, foreach=True)
+    sched = schedule(opt)
+    loss = torch.zeros(())
+    for step in range(1, steps + 1):
+        loss = batch_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % CHECK_EVERY == 0:
+            check_loss(loss, step, name)
+    return loss
+
+
 def fit_student_likelihood(flow, draw: Callable[[], torch.Tensor], *, steps: int, lr: float,
                            name: str = "supervised_diffusion") -> float:
     """Maximise the flow's log-likelihood of batches ``draw()`` (Adam, cosine lr); returns the last batch's NLL.
@@ -312,17 +330,8 @@ def fit_student_likelihood(flow, draw: Callable[[], torch.Tensor], *, steps: int
     student (minimises the cross-entropy of G's samples); with minibatches of the data it is
     a plain maximum-likelihood fine-tune.
     """
-    opt = torch.optim.Adam(flow.parameters(), lr=lr, foreach=True)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    loss = torch.zeros(())
-    for step in range(1, steps + 1):
-        loss = -flow.log_prob(draw()).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % CHECK_EVERY == 0:
-            check_loss(loss, step, name)
+    loss = minimise(flow.parameters(), lambda: -flow.log_prob(draw()).mean(), steps=steps, lr=lr,
+                    schedule=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps), name=name)
     return check_loss(loss, steps, name)
 
 
@@ -331,23 +340,17 @@ def fit_generator(net: nn.Module, z: torch.Tensor, x: torch.Tensor, *, iters: in
                   batch: int | None, g: torch.Generator, name: str = "supervised_diffusion") -> float:
     """Fit ``net`` to the pairs by MSE with Adam and the paper's step lr schedule; full batch when
     ``batch`` is None or >= len(z). Returns the final MSE over all pairs (per coordinate)."""
-    opt = torch.optim.Adam(net.parameters(), lr=lr, foreach=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: paper_lr_factor(k, iters))
     full = batch is None or batch >= len(z)
     batches = None if full else minibatches(len(z), batch, iters, g, z.device)
-    for step in range(1, iters + 1):
+
+    def batch_loss() -> torch.Tensor:
         if full:
-            zb, xb = z, x
-        else:
-            idx = next(batches)
-            zb, xb = z[idx], x[idx]
-        loss = (net(zb) - xb).square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % CHECK_EVERY == 0:
-            check_loss(loss, step, name)
+            return (net(z) - x).square().mean()
+        idx = next(batches)
+        return (net(z[idx]) - x[idx]).square().mean()
+
+    minimise(net.parameters(), batch_loss, steps=iters, lr=lr, name=name,
+             schedule=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda k: paper_lr_factor(k, iters)))
     with torch.no_grad():
         sq = sum(float((net(z[i : i + SAMPLE_BATCH]) - x[i : i + SAMPLE_BATCH]).square().sum())
                  for i in range(0, len(z), SAMPLE_BATCH))
