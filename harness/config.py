@@ -234,8 +234,10 @@ def resolve_names(cfg: Config) -> tuple[list[str], list[str], dict[str, str]]:
             datasets.get(d).dim  # reads and checks the file now: a malformed table is a config error
         else:
             datasets.get_class(d)
-    for m, overrides in cfg.params.items():
+    for m in cfg.params:
         if m not in meths:
             raise UserError(f"params given for method '{m}' which is not in this run{suggest(m, meths)}")
-        methods.create(m, cfg.profile, **overrides)  # validates keys only (constructor stores)
+    for m in meths:  # names, types, ranges and choices of every parameter, before any cell runs
+        if m not in skipped:
+            methods.resolve_params(m, cfg.profile, cfg.params.get(m))
     return meths, dsets, skipped

@@ -53,7 +53,7 @@ class Cell:
     def params(self) -> dict[str, Any]:
         import methods
 
-        return {**methods.profile_params(self.method, self.profile), **dict(self.overrides)}
+        return methods.resolve_params(self.method, self.profile, dict(self.overrides))
 
 
 def code_version() -> str:

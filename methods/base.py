@@ -13,10 +13,11 @@ Example::
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterable, Iterator
 
 import numpy as np
 
@@ -58,6 +59,192 @@ def check_array(x: Any, name: str = "x", dim: int | None = None) -> np.ndarray:
     return arr
 
 
+# ----------------------------------------------------------------- parameter specs
+class Spec:
+    """The values a method parameter accepts: ``accepts(value)`` and ``describe()`` (for error messages).
+
+    ``a | b`` accepts what either accepts, e.g. ``Choice("auto") | Int(min=1)``.
+    """
+
+    def accepts(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def __or__(self, other: "Spec") -> "Spec":
+        return AnyOf(self, other)
+
+    def __repr__(self) -> str:
+        return f"<{self.describe()}>"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(float(value))
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+class AnyOf(Spec):
+    """Accepts a value that any of ``specs`` accepts."""
+
+    def __init__(self, *specs: Spec) -> None:
+        self.specs = tuple(x for s in specs for x in (s.specs if isinstance(s, AnyOf) else (s,)))
+
+    def accepts(self, value: Any) -> bool:
+        return any(s.accepts(value) for s in self.specs)
+
+    def describe(self) -> str:
+        return " or ".join(s.describe() for s in self.specs)
+
+
+class Choice(Spec):
+    """One of ``values`` (compared by value and type, so ``True`` is not ``1``); ``Choice(None)`` allows None."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values = values
+
+    def accepts(self, value: Any) -> bool:
+        return any(value == v and (type(value) is type(v) or _is_int(value) and _is_int(v)) for v in self.values)
+
+    def describe(self) -> str:
+        shown = ", ".join(_show(v) for v in self.values)
+        return shown if len(self.values) == 1 else f"one of {shown}"
+
+
+class Int(Spec):
+    """An integer (not a bool) in [min, max]; None leaves that side open."""
+
+    def __init__(self, min: int | None = None, max: int | None = None) -> None:  # noqa: A002
+        self.min, self.max = min, max
+
+    def accepts(self, value: Any) -> bool:
+        return _is_int(value) and (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+    def describe(self) -> str:
+        return "an integer" + _range_text(self.min, self.max, False, False)
+
+
+class Float(Spec):
+    """A finite real number (ints allowed) within [min, max]; ``gt``/``lt`` give open bounds instead."""
+
+    def __init__(self, min: float | None = None, max: float | None = None, *,  # noqa: A002
+                 gt: float | None = None, lt: float | None = None) -> None:
+        self.low, self.low_open = (gt, True) if gt is not None else (min, False)
+        self.high, self.high_open = (lt, True) if lt is not None else (max, False)
+
+    def accepts(self, value: Any) -> bool:
+        if not _is_real(value):
+            return False
+        x = float(value)
+        low_ok = self.low is None or (x > self.low if self.low_open else x >= self.low)
+        high_ok = self.high is None or (x < self.high if self.high_open else x <= self.high)
+        return low_ok and high_ok
+
+    def describe(self) -> str:
+        return "a finite number" + _range_text(self.low, self.high, self.low_open, self.high_open)
+
+
+def _range_text(low: Any, high: Any, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        return f" {'>' if low_open else '>='} {low}"
+    if high is not None:
+        return f" {'<' if high_open else '<='} {high}"
+    return ""
+
+
+class Bool(Spec):
+    """true or false."""
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, (bool, np.bool_))
+
+    def describe(self) -> str:
+        return "true or false"
+
+
+class Str(Spec):
+    """Any string (the fallback for string-valued profile entries without an explicit spec)."""
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str)
+
+    def describe(self) -> str:
+        return "a string"
+
+
+class Seq(Spec):
+    """A list or tuple whose items ``item`` accepts, of exactly ``length`` items (None: any non-empty)."""
+
+    def __init__(self, item: Spec, length: int | None = None) -> None:
+        self.item, self.length = item, length
+
+    def accepts(self, value: Any) -> bool:
+        if not isinstance(value, (list, tuple)) or not value:
+            return False
+        return (self.length is None or len(value) == self.length) and all(self.item.accepts(v) for v in value)
+
+    def describe(self) -> str:
+        count = f"{self.length} items" if self.length is not None else "items"
+        return f"a list of {count}, each {self.item.describe()}"
+
+
+def spec_from_values(values: Iterable[Any]) -> Spec:
+    """The loosest spec that fits the types of ``values`` (a parameter's entries in a method's profiles):
+    the fallback check for a parameter without an explicit ``param_specs`` entry."""
+    specs: list[Spec] = []
+    values = list(values)
+    kinds = {_kind(v) for v in values}
+    if "bool" in kinds:
+        specs.append(Bool())
+    if "float" in kinds:
+        specs.append(Float())
+    elif "int" in kinds:
+        specs.append(Int())
+    if "str" in kinds:
+        specs.append(Str())
+    if "none" in kinds:
+        specs.append(Choice(None))
+    if "seq" in kinds:
+        items = [x for v in values if isinstance(v, (list, tuple)) for x in v]
+        specs.append(Seq(spec_from_values(items) if items else _Anything()))
+    if "other" in kinds or not specs:
+        specs.append(_Anything())
+    return specs[0] if len(specs) == 1 else AnyOf(*specs)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if _is_int(value):
+        return "int"
+    if isinstance(value, (float, np.floating)):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (list, tuple)):
+        return "seq"
+    return "other"
+
+
+class _Anything(Spec):
+    def accepts(self, value: Any) -> bool:
+        return True
+
+    def describe(self) -> str:
+        return "any value"
+
+
 class Method(ABC):
     """A density estimator / generator under benchmark.
 
@@ -66,11 +253,15 @@ class Method(ABC):
     name : registry key.
     log_prob_kind : "exact" | "bound" | "estimate" | None (no likelihood).
     profiles : {"smoke": {...}, "quick": {...}, "paper": {...}} parameter sets.
+    param_specs : parameter name -> ``Spec`` (``Choice``, ``Int``, ``Float``, ``Bool``, ``Seq``, ``a | b``),
+        checked by ``methods.resolve_params`` (hence ``methods.create`` and grid planning). A profile
+        parameter without an entry is checked against the types of its profile values.
     """
 
     name: ClassVar[str]
     log_prob_kind: ClassVar[str | None] = None
     profiles: ClassVar[dict[str, dict]] = {"smoke": {}, "quick": {}, "paper": {}}
+    param_specs: ClassVar[dict[str, Spec]] = {}
 
     def __init__(self, *, device: str = "auto", seed: int = 0, **params: Any) -> None:
         self.device = device

@@ -51,7 +51,7 @@ from torch.nn import functional as F
 from methods import register
 from methods._mle import TrainConfig, fit_mle, rng_devices
 from methods._torch import seeded_init, Standardizer, batched, resolve_device, to_tensor
-from methods.base import Method
+from methods.base import Bool, Choice, Float, Int, Method, Spec
 
 SAMPLE_BATCH = 10_000  # rows per inverse pass when sampling
 LOG_PROB_BATCH = 8192  # rows per forward pass in log_prob
@@ -119,6 +119,14 @@ class _NflowsFlow(Method):
     """
 
     log_prob_kind: ClassVar[str] = "exact"
+    param_specs: ClassVar[dict[str, Spec]] = {
+        "n_layers": Int(min=1), "hidden": Int(min=1), "n_blocks": Int(min=1), "dropout": Float(min=0, lt=1),
+        "batch_norm": Bool(), "use_lu": Bool(),
+        # training (methods._mle.TrainConfig)
+        "batch_size": Int(min=1), "lr": Float(gt=0), "steps": Int(min=1), "grad_clip": Choice(None) | Float(gt=0),
+        "eval_every": Choice("epoch") | Int(min=1), "patience": Choice(None) | Int(min=1),
+        "weight_decay": Float(min=0), "anneal": Bool(),
+    }
     reverse_between: ClassVar[bool] = False
     arch_keys: ClassVar[tuple[str, ...]] = ("n_layers", "hidden", "n_blocks", "dropout", "batch_norm", "use_lu")
 
@@ -303,6 +311,7 @@ class RealNVP(_NflowsFlow):
 
 
 _NSF_ARCH_KEYS = (*_NflowsFlow.arch_keys, "bins", "tail_bound")
+_NSF_SPECS = {**_NflowsFlow.param_specs, "bins": Int(min=1), "tail_bound": Float(gt=0)}
 # NSF paper UCI script defaults (bayesiains/nsf experiments/uci.py): 10 steps of
 # [random permutation + LU linear, RQ transform] plus a final linear layer, 256 hidden
 # units, 2 residual blocks, 8 bins, linear tails outside [-3, 3], dropout 0.25, no batch norm.
@@ -347,6 +356,7 @@ class NSFAutoregressive(_NflowsFlow):
     reverse_between = True
     arch_keys = _NSF_ARCH_KEYS
     profiles = _NSF_PROFILES
+    param_specs = _NSF_SPECS
 
     def _step(self, i: int, d: int) -> Transform:
         p = self.params
@@ -380,6 +390,7 @@ class NSFCoupling(_NflowsFlow):
     name = "nsf_c"
     arch_keys = _NSF_ARCH_KEYS
     profiles = _NSF_PROFILES
+    param_specs = _NSF_SPECS
 
     def _step(self, i: int, d: int) -> Transform:
         p = self.params

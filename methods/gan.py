@@ -37,7 +37,7 @@ from torch import nn
 from methods import register
 from methods._torch import (seeded_init, Standardizer, check_loss, generator, minibatches, mlp, progress,
                             resolve_device, to_tensor)
-from methods.base import Method
+from methods.base import Choice, Float, Int, Method, Seq
 
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
 SAMPLE_BATCH = 1 << 16
@@ -64,6 +64,11 @@ class WGANGP(Method):
                       batch=256, lr=1e-3, betas=(0.5, 0.9), gp_weight=0.1),
         "paper": dict(latent_dim=None, hidden=512, layers=3, activation="relu", steps=100_000, n_critic=5,
                       batch=256, lr=1e-4, betas=(0.5, 0.9), gp_weight=10.0),
+    }
+    param_specs = {
+        "latent_dim": Choice(None) | Int(min=1), "hidden": Int(min=1), "layers": Int(min=1),
+        "activation": Choice(*ACTIVATIONS), "steps": Int(min=1), "n_critic": Int(min=1), "batch": Int(min=1),
+        "lr": Float(gt=0), "betas": Seq(Float(min=0, lt=1), length=2), "gp_weight": Float(min=0),
     }
 
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:

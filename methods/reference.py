@@ -13,7 +13,7 @@ import torch
 
 from methods import register
 from methods._torch import Standardizer
-from methods.base import Method
+from methods.base import Float, Int, Method, Seq
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -29,6 +29,7 @@ class Gaussian(Method):
     name = "gaussian"
     log_prob_kind = "exact"
     profiles = {p: {"ridge": 1e-6} for p in ("smoke", "quick", "paper")}
+    param_specs = {"ridge": Float(min=0)}
 
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
         with self.phase("training"):
@@ -86,6 +87,7 @@ class KDE(Method):
         "quick": {"factors": (0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 1.4), "max_train": 10_000, "max_val": 2_000},
         "paper": {"factors": tuple(np.geomspace(0.05, 2.0, 16).round(4)), "max_train": 100_000, "max_val": 10_000},
     }
+    param_specs = {"factors": Seq(Float(gt=0)), "max_train": Int(min=2), "max_val": Int(min=1)}
 
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
         rng = np.random.default_rng(self.seed)

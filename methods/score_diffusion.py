@@ -43,7 +43,7 @@ from methods import register
 from methods._sde import TRACES, VPSDE, em_sample, ode_log_prob, ode_sample
 from methods._torch import (seeded_init, Standardizer, check_loss, generator, minibatches, mlp, progress,
                             resolve_device, to_tensor)
-from methods.base import Method
+from methods.base import Choice, Float, Int, Method
 
 SAMPLERS = ("ode", "em")
 _COMMON = dict(beta_min=0.1, beta_max=20.0, trace="exact", sampler="ode", time_features=16)
@@ -78,6 +78,13 @@ class ScoreDiffusion(Method):
                       ema_decay=0.995, eps_t=1e-3, rtol=1e-3, atol=1e-3, em_steps=200, eval_batch=5000),
         "paper": dict(_COMMON, hidden=256, layers=4, steps=200_000, batch=128, lr=2e-4, grad_clip=1.0,
                       ema_decay=0.9999, eps_t=1e-5, rtol=1e-5, atol=1e-5, em_steps=1000, eval_batch=2048),
+    }
+    param_specs = {
+        "beta_min": Float(gt=0), "beta_max": Float(gt=0), "trace": Choice(*TRACES), "sampler": Choice(*SAMPLERS),
+        "time_features": Int(min=1), "hidden": Int(min=1), "layers": Int(min=1), "steps": Int(min=1),
+        "batch": Int(min=1), "lr": Float(gt=0), "grad_clip": Float(min=0), "ema_decay": Float(min=0, lt=1),
+        "eps_t": Float(gt=0, lt=1), "rtol": Float(gt=0), "atol": Float(gt=0), "em_steps": Int(min=1),
+        "eval_batch": Int(min=1),
     }
 
     # ------------------------------------------------------------------ fit

@@ -134,7 +134,7 @@ from torch import nn
 
 from methods import register
 from methods._torch import seeded_init, Standardizer, batched, check_loss, generator, minibatches, mlp, resolve_device, to_tensor
-from methods.base import Method
+from methods.base import Choice, Float, Int, Method, Spec
 from methods.training_free_score import MODES, SOLVERS, Schedule, flow_to_data
 
 SAMPLE_BATCH = 65_536  # rows per forward pass of G on a GPU
@@ -212,6 +212,12 @@ def _check_positive(name: str, value: Any) -> float:
 
 
 # ------------------------------------------------------------------ teacher settings shared by both methods
+
+#: Parameter specs of the probability-flow teacher (both methods below).
+TEACHER_SPECS: dict[str, Spec] = {
+    "eps": Float(gt=0, lt=1), "steps": Int(min=1), "solver": Choice(*SOLVERS), "score_mode": Choice(*MODES),
+    "mc_batch": Int(min=1), "chunk": Choice("auto") | Int(min=1),
+}
 
 def _teacher_settings(params: dict[str, Any], d: int) -> dict[str, Any]:
     """Validated probability-flow settings; ``chunk="auto"`` is 2,000 when d = 43 (MINIBOONE) else 5,000."""
@@ -386,6 +392,14 @@ class SupervisedDiffusion(Method):
             student_mle_steps=0,
         ),
     }
+    param_specs: ClassVar[dict[str, Spec]] = {
+        **TEACHER_SPECS, "n_pairs": Choice("auto") | Int(min=1), "hidden": Choice("auto") | Int(min=1),
+        "iters": Int(min=1), "lr": Float(gt=0), "batch_size": Choice(None) | Int(min=1),
+        "student_layers": Int(min=1), "student_bins": Int(min=2), "student_hidden": Int(min=1),
+        "student_blocks": Int(min=1), "student_tail_bound": Float(gt=0), "student_steps": Int(min=0),
+        "student_distill_steps": Int(min=0), "student_batch_size": Int(min=1), "student_lr": Float(gt=0),
+        "student_mle_steps": Int(min=0),
+    }
 
     # ----------------------------------------------------------------- fit
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
@@ -520,6 +534,7 @@ class TrainingFreeODE(Method):
         "quick": dict(eps=0.01, steps=100, solver="euler", score_mode="minibatch", mc_batch=1000, chunk=5000),
         "paper": dict(eps=0.01, steps=500, solver="euler", score_mode="minibatch", mc_batch=1000, chunk="auto"),
     }
+    param_specs: ClassVar[dict[str, Spec]] = TEACHER_SPECS
 
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
         self.teacher_ = _teacher_settings(self.params, train.shape[1])

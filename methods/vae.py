@@ -44,7 +44,7 @@ from torch import nn
 from methods import register
 from methods._torch import (seeded_init, Standardizer, check_loss, generator, minibatches, mlp, progress,
                             resolve_device, to_tensor)
-from methods.base import Method
+from methods.base import Bool, Choice, Float, Int, Method
 
 ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "relu": nn.ReLU}
 LOG_2PI = math.log(2.0 * math.pi)
@@ -102,6 +102,12 @@ class VAE(Method):
                       lr=2e-3, cosine=True, kl_warmup=0.05, min_decoder_std=1e-3, k_eval=50, eval_batch=1024),
         "paper": dict(latent_dim=None, hidden=200, layers=2, activation="tanh", steps=200_000, batch=20,
                       lr=1e-3, cosine=False, kl_warmup=0.0, min_decoder_std=1e-3, k_eval=1000, eval_batch=256),
+    }
+    param_specs = {
+        "latent_dim": Choice(None) | Int(min=1), "hidden": Int(min=1), "layers": Int(min=1),
+        "activation": Choice(*ACTIVATIONS), "steps": Int(min=1), "batch": Int(min=1), "lr": Float(gt=0),
+        "cosine": Bool(), "kl_warmup": Float(min=0, max=1), "min_decoder_std": Float(gt=0),
+        "k_eval": Int(min=1), "eval_batch": Int(min=1),
     }
 
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:

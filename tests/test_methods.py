@@ -115,3 +115,13 @@ def test_unknown_override_suggests():
 
     with pytest.raises(UserError, match="did you mean 'ridge'"):
         methods.create("gaussian", "smoke", rigde=1.0)
+
+
+@pytest.mark.parametrize("name", methods.names())
+def test_profiles_satisfy_their_specs(name):
+    """Every profile passes the parameter check, and every declared spec names a profile parameter."""
+    cls = methods.get(name)
+    for profile in cls.profiles:
+        assert methods.resolve_params(name, profile) == cls.profiles[profile]
+    profile_keys = set().union(*(p.keys() for p in cls.profiles.values()))
+    assert set(cls.param_specs) <= profile_keys, f"{name}: specs for parameters no profile defines"

@@ -225,6 +225,8 @@ BAD_INPUTS = [
     ("missing config file", lambda t: ["--config", str(t / "nope.toml")], "not found"),
     ("malformed TOML", lambda t: ["--config", _file(t, "e.toml", "methods = [\n")], "not valid TOML"),
     ("unknown method parameter", lambda t: ["--methods", "kde", "--config", _file(t, "f.toml", "[params.kde]\nbandwith = 1\n")], "unknown parameter 'bandwith'"),
+    ("method parameter not a choice", lambda t: ["--methods", "gan", "--config", _file(t, "h.toml", '[params.gan]\nactivation = "tanhh"\n')], "parameter activation = 'tanhh' is not valid; valid: one of 'relu'"),
+    ("method parameter out of range", lambda t: ["--methods", "supervised_diffusion", "--config", _file(t, "i.toml", "[params.supervised_diffusion]\nhidden = 0\n")], "hidden = 0 is not valid; valid: 'auto' or an integer >= 1"),
     ("params for absent method", lambda t: ["--methods", "kde", "--config", _file(t, "g.toml", "[params.gaussain]\nridge = 1\n")], "not in this run"),
     ("data file with NaN", lambda t: ["--datasets", "file:" + _file(t, "nan.csv", _table_text() + "1.0,nan,2.0\n")], "NaN"),
     ("data file with text", lambda t: ["--datasets", "file:" + _file(t, "txt.csv", _table_text() + "1.0,abc,2.0\n")], "'abc'"),
