@@ -14,6 +14,9 @@ fig_tabular_<ds>.png     one per dataset of dimension > 2; rows: methods; column
                          contours of the 2 most correlated pairs, against test data
 fig_speed_quality.png    one panel pair per dataset: sampling throughput (log x)
                          against test log-likelihood and against a sample metric
+fig_critical_difference  one panel per metric: average ranks across datasets, with
+.png                     bars joining methods that the Nemenyi test cannot tell
+                         apart (Demšar 2006); needs two datasets and two methods
 =======================  ==========================================================
 
 Every figure uses the lowest seed with a result (scatter, maps) or every seed
@@ -89,6 +92,11 @@ CAPTIONS = {
                           "log-likelihood (top; methods with a likelihood) and against a sample-quality metric "
                           "(bottom; every method). One point per method; error bars are ± one standard deviation "
                           "over seeds."),
+    "fig_critical_difference": ("Critical-difference diagrams (Demšar 2006), one per metric: each method's "
+                                "average rank across the ranked datasets (1 = best, on the left). A thick bar joins "
+                                "methods whose average ranks differ by less than the Nemenyi critical difference "
+                                "(CD, drawn above the axis; α = 0.05): the test cannot tell them apart. The title "
+                                "gives the number of datasets and the Friedman (Iman-Davenport) p-value."),
     "fig_tabular": ("Rows are methods. Left: marginal histograms of up to four dimensions (filled grey: test "
                     "data, colour: samples). Right: 2-D KDE contours of the test data's two most correlated "
                     "dimension pairs (dashed black: test data, colour: samples; same levels). Dimensions are "
@@ -578,6 +586,84 @@ def fig_speed_quality(rows_df: pd.DataFrame, dsets: list[str], methods: list[str
     return path
 
 
+# ------------------------------------------------------------------ critical-difference diagrams
+
+
+#: Layout of a critical-difference panel, in data units of the y axis (one unit is CD_UNIT_IN inches).
+CD_UNIT_IN, CD_ROW, CD_CLIQUE = 0.2, 0.8, 0.35
+
+
+def _cd_extent(ranking: Any) -> tuple[float, float]:
+    """(bottom y, y of the first label row) of a critical-difference panel."""
+    first = -0.6 - CD_CLIQUE * len(ranking.cliques())
+    return first - CD_ROW * (math.ceil(len(ranking.methods) / 2) - 1) - 0.5, first
+
+
+def _cd_panel(ax, label: str, ranking: Any, styles: dict) -> None:
+    """One critical-difference diagram: rank axis on top, the CD bar above it, clique bars below it,
+    and each method's name joined to its average rank (better half on the left)."""
+    from harness.report import p_text
+
+    avg = ranking.average
+    order = sorted(ranking.methods, key=lambda m: (avg[m], m))
+    k = len(order)
+    lo_x, hi_x = 0.3, 0.7
+
+    def at(rank: float) -> float:
+        return lo_x + (hi_x - lo_x) * (rank - 1) / max(k - 1, 1)
+
+    bottom, first = _cd_extent(ranking)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom, 1.35)
+    ax.axis("off")
+    ax.plot([at(1), at(k)], [0, 0], color="black", lw=1.2)
+    for r in range(1, k + 1):
+        ax.plot([at(r)] * 2, [0, 0.2], color="black", lw=1)
+        ax.text(at(r), 0.28, str(r), ha="center", va="bottom", fontsize=7)
+    if math.isfinite(ranking.cd):
+        span = min(ranking.cd, k - 1)
+        ax.plot([at(1), at(1 + span)], [1.05, 1.05], color="black", lw=1.5)
+        for x in (at(1), at(1 + span)):
+            ax.plot([x, x], [0.95, 1.15], color="black", lw=1)
+        ax.text(at(1 + span) + 0.01, 1.05, f"CD = {ranking.cd:.2f}", va="center", fontsize=7)
+    for j, group in enumerate(ranking.cliques()):
+        y = -0.3 - CD_CLIQUE * j
+        ax.plot([at(avg[group[0]]) - 0.006, at(avg[group[-1]]) + 0.006], [y, y], color="black", lw=3.5,
+                solid_capstyle="butt")
+    half = math.ceil(k / 2)
+    for i, m in enumerate(order):
+        left = i < half
+        y = first - CD_ROW * (i if left else k - 1 - i)
+        x_end = lo_x - 0.02 if left else hi_x + 0.02
+        colour = styles.get(m, ("#555", "o"))[0]
+        ax.plot([at(avg[m]), at(avg[m]), x_end], [0, y, y], color=colour, lw=1.1)
+        ax.text(x_end + (-0.01 if left else 0.01), y, f"{m} ({avg[m]:.2f})" if left else f"({avg[m]:.2f}) {m}",
+                ha="right" if left else "left", va="center", fontsize=8)
+    p = ranking.friedman.p_f if ranking.friedman is not None else math.nan
+    ax.set_title(f"{label}: {len(ranking.datasets)} datasets, Friedman p {p_text(p)}", fontsize=9)
+
+
+def fig_critical_difference(panels: list[tuple[str, Any]], styles: dict, path: Path) -> Path | None:
+    """Critical-difference diagrams of ``panels`` [(metric label, comparison.Ranking)], two columns;
+    only rankings of two or more methods on two or more datasets. None when there is none."""
+    panels = [(label, r) for label, r in panels if r is not None and r.usable]
+    if not panels:
+        return None
+    ncols = 1 if len(panels) == 1 else 2
+    nrows = math.ceil(len(panels) / ncols)
+    spans = [max(1.35 - _cd_extent(r)[0] for _, r in panels[i * ncols:(i + 1) * ncols]) for i in range(nrows)]
+    title_in = 0.45
+    height = sum(spans) * CD_UNIT_IN + nrows * title_in
+    fig = _new_figure(7.0 * ncols, height)
+    grid = fig.add_gridspec(nrows, ncols, height_ratios=spans, left=0.01, right=0.99, bottom=0.1 / height,
+                            top=1 - title_in * 0.8 / height, hspace=title_in * nrows / (sum(spans) * CD_UNIT_IN),
+                            wspace=0.05)
+    for i, (label, ranking) in enumerate(panels):
+        _cd_panel(fig.add_subplot(grid[i // ncols, i % ncols]), label, ranking, styles)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
 # ------------------------------------------------------------------ all figures
 
 
@@ -587,7 +673,7 @@ def draw_all(run_dir: Path | str, rows: list[dict[str, Any]], meta: dict[str, An
     Stale ``fig_*.png`` files of earlier reports are removed. A figure that
     fails to draw is reported on stderr and skipped.
     """
-    from harness.report import dataset_order, method_order, rows_frame
+    from harness.report import build, dataset_order, method_order, rows_frame
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -608,6 +694,8 @@ def draw_all(run_dir: Path | str, rows: list[dict[str, Any]], meta: dict[str, An
     for ds in tabular:
         jobs.append((f"fig_tabular_{slug(ds)}", lambda p, ds=ds: fig_tabular(run, ds, methods, styles, p)))
     jobs.append(("fig_speed_quality", lambda p: fig_speed_quality(df, dsets, methods, styles, p)))
+    jobs.append(("fig_critical_difference", lambda p: fig_critical_difference(
+        [(t.spec.label, t.ranking) for t in build(rows, meta).tables], styles, p)))
     written = []
     for stem, draw in jobs:
         try:

@@ -1,6 +1,8 @@
 """``report.html``: one self-contained page (inline CSS, figures embedded as
-base64 PNG, no scripts, no network) with the run's configuration and
-environment, every table of ``report.md``, every figure and the failed cells.
+base64 PNG, no scripts, no network): the summary first (ranks across datasets,
+the critical-difference diagram, the best per dataset), then every table of
+``report.md``, every figure, the failed cells, and the run's configuration and
+environment last.
 
 Example::
 
@@ -16,21 +18,25 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.report import (PUBLISHED_INTRO, PUBLISHED_TITLE, Entry, MetricTable, PublishedTable, ReportData,
-                            _published_cells, summary_line)
+from harness.report import (CD_FIGURE, PUBLISHED_INTRO, PUBLISHED_TITLE, TIED, Entry, MetricTable, PublishedTable,
+                            ReportData, _published_cells, best_overview, best_text, exclusion_notes, most_seeds,
+                            rank_conclusions, ranked_tables, ranks_legend, ranks_overview, reading_text,
+                            summary_line)
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: #222;
        margin: 0 auto; padding: 1.5em 2em 4em; max-width: 1500px; line-height: 1.45; }
+@media (max-width: 600px) { body { padding: 1em .8em 3em; } nav a { white-space: normal; } }
 h1 { margin-bottom: .2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
 h3 { margin: 1.6em 0 .5em; font-size: 1.05em; }
 nav { background: #f6f8fa; border: 1px solid #e1e4e8; border-radius: 6px; padding: .6em 1em; margin: 1em 0;
       display: flex; flex-wrap: wrap; gap: .3em 1.3em; }
 nav a { white-space: nowrap; color: #0366d6; text-decoration: none; }
 .run { display: flex; flex-wrap: wrap; gap: 0 2.5em; align-items: flex-start; }
-.run h2 { margin-top: 1em; }
+.run section { min-width: 0; max-width: 100%; }
 nav a:hover { text-decoration: underline; }
 .summary { font-size: .95em; color: #444; }
+ul.conclusions li { margin: .2em 0; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: .86em; margin: .3em 0 1em; }
 th, td { border: 1px solid #dfe2e5; padding: .3em .65em; text-align: right; white-space: nowrap; }
@@ -38,6 +44,9 @@ th { background: #f1f3f5; text-align: center; }
 td:first-child, th:first-child { text-align: left; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 td.best { font-weight: 700; background: #e6f4ea; }
+td.tied { background: #f3faf5; }
+td.best-cell { text-align: left; white-space: normal; min-width: 7em; }
+.tie { color: #1a7f37; font-weight: 700; margin-left: .1em; }
 td.failed { color: #b31d28; background: #fff5f5; }
 td.na, td.missing { color: #999; text-align: center; }
 td.kind { color: #555; text-align: center; }
@@ -73,10 +82,11 @@ def _kv_table(items: dict[str, Any]) -> str:
     return f'<table class="kv"><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _cell(entry: Entry, fmt: str, footnotes_by_number: dict[int, str]) -> str:
+def _cell(entry: Entry, footnotes_by_number: dict[int, str]) -> str:
     if entry.state == "value":
-        cls = ' class="best"' if entry.best else ""
-        return f"<td{cls}>{_esc(entry.text(fmt))}</td>"
+        cls = ' class="best"' if entry.best else ' class="tied"' if entry.tied else ""
+        tie = f'<span class="tie" title="tied with the best">{TIED}</span>' if entry.tied else ""
+        return f"<td{cls}>{_esc(entry.text())}{tie}</td>"
     if entry.state == "failed":
         why = footnotes_by_number.get(entry.note or 0, "failed")
         return f'<td class="failed" title="{_esc(why)}">failed <a href="#failed-{entry.note}">[{entry.note}]</a></td>'
@@ -97,7 +107,7 @@ def metric_table_html(table: MetricTable, footnotes_by_number: dict[int, str], s
         cells = [f"<td>{_method_label(m, styles)}</td>"]
         if table.has_kind_column:
             cells.append(f'<td class="kind">{_esc(table.kinds.get(m) or "n/a")}</td>')
-        cells += [_cell(table.entries[(m, ds)], table.spec.fmt, footnotes_by_number) for ds in table.datasets]
+        cells += [_cell(table.entries[(m, ds)], footnotes_by_number) for ds in table.datasets]
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
     return "\n".join(out)
@@ -118,7 +128,7 @@ def _published_html(table: PublishedTable) -> str:
     def cell(value: float | None, measured: Entry) -> tuple[str, str]:
         shown = table.fmt.format(value) if value is not None else "–"
         if measured.state == "value":
-            return shown, measured.text(table.fmt)
+            return shown, measured.text()
         return shown, {"failed": "failed", "na": "n/a", "missing": "–"}[measured.state]
 
     header, lines = _published_cells(table, cell)
@@ -154,10 +164,58 @@ def _failed_html(data: ReportData) -> str:
     return "\n".join(out)
 
 
-def _summary_html(data: ReportData) -> str:
-    line = summary_line(data, code=lambda s: f"<code>{_esc(s)}</code>", count=lambda n: f"<b>{n}</b>",
-                        best="in bold on green")
-    return f'<p class="summary">{line}</p>'
+def _table_html(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+    """A scrolling table; ``rows`` hold ready <td> cells."""
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(r) + "</tr>" for r in rows)
+    return f'<div class="scroll"><table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _rank_cell(text: str, mark: str) -> str:
+    if mark == "best":
+        return f'<td class="best">{_esc(text)}</td>'
+    if mark == "tied":
+        return f'<td class="tied">{_esc(text)}<span class="tie" title="within the critical difference">{TIED}</span></td>'
+    return f"<td>{_esc(text)}</td>"
+
+
+def summary_html(data: ReportData, figures: list[Path], styles: dict) -> list[str]:
+    """The opening section: how to read the report, ranks across datasets with the critical-difference
+    diagram, and the best method per dataset and metric."""
+    parts = ['<h2 id="summary">Summary</h2>',
+             f'<p class="summary">{_esc(reading_text(data, best="bold on green")).replace(TIED, _TIE_HTML)}</p>']
+    if ranked_tables(data):
+        parts += ['<h3 id="ranks">Ranks across datasets</h3>',
+                  f'<p class="note">{_esc(ranks_legend(data)).replace(TIED, _TIE_HTML)}</p>',
+                  '<ul class="conclusions">' + "".join(f"<li>{_esc(c)}</li>" for c in rank_conclusions(data)) + "</ul>"]
+        header, rows = ranks_overview(data)
+        parts.append(_table_html(header, [[f"<td>{_method_label(label, styles) if label in data.methods else _esc(label)}</td>",
+                                           *(_rank_cell(*c) for c in cells)] for label, cells in rows]))
+        notes = exclusion_notes(data)
+        if notes:
+            parts += ['<p class="note">Left out of the ranks:</p><ul class="note">'
+                      + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>"]
+        parts += [_figure_html(f) for f in figures if Path(f).stem == CD_FIGURE]
+    header, rows = best_overview(data)
+    tied_note = f" and, after {TIED}, the entries tied with it" if most_seeds(data) > 1 else ""
+    parts += ['<h3 id="best">Best per dataset</h3>',
+              f'<p class="note">The best entry of each metric table{_esc(tied_note)}.</p>',
+              _table_html(header, [[f"<td>{_esc(label)}</td>",
+                                    *(f'<td class="best-cell">{_esc(best_text(*c))}</td>' for c in cells)]
+                                   for label, cells in rows])]
+    return parts
+
+
+_TIE_HTML = f'<span class="tie">{TIED}</span>'
+
+
+def _run_html(data: ReportData, meta: dict[str, Any]) -> list[str]:
+    """The closing section: what was run, the configuration and the environment."""
+    line = summary_line(data, code=lambda s: f"<code>{_esc(s)}</code>", count=lambda n: f"<b>{n}</b>")
+    return ['<h2 id="run">Configuration and environment</h2>', f'<p class="summary">{line}</p>',
+            '<div class="run"><section><h3 id="configuration">Configuration</h3>', _kv_table(meta.get("config") or {}),
+            '</section><section><h3 id="environment">Environment</h3>', _kv_table(meta.get("environment") or {}),
+            "</section></div>"]
 
 
 def render_html(data: ReportData | None, meta: dict[str, Any], figures: list[Path] | None = None) -> str:
@@ -172,29 +230,29 @@ def render_html(data: ReportData | None, meta: dict[str, Any], figures: list[Pat
         return "\n".join(parts)
     styles = method_styles(data.methods)
     figures = list(figures or [])
-    nav = [("configuration", "Configuration"), ("environment", "Environment"), ("tables", "Tables")]
+    others = [f for f in figures if Path(f).stem != CD_FIGURE]
+    nav = [("summary", "Summary"), ("tables", "Tables")]
     nav += [("published", "Published numbers")] if data.published is not None else []
-    nav += [("figures", "Figures")] if figures else []
+    nav += [("figures", "Figures")] if others else []
     nav += [("failed", f"Failed cells ({data.n_failed})")] if data.failed else []
-    parts.append(_summary_html(data))
+    nav += [("run", "Configuration and environment")]
     parts.append("<nav>" + "".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t in nav) + "</nav>")
-    parts += ['<div class="run"><section><h2 id="configuration">Configuration</h2>',
-              _kv_table(meta.get("config") or {}), '</section><section><h2 id="environment">Environment</h2>',
-              _kv_table(meta.get("environment") or {}), "</section></div>"]
+    parts += summary_html(data, figures, styles)
     by_number = {n: err for err, n in data.footnotes.items()}
     parts.append('<h2 id="tables">Tables</h2>')
-    parts.append("<nav>" + "".join(f'<a href="#t-{_anchor(t.spec.key)}">{_esc(t.spec.title.split(" (")[0])}</a>'
+    parts.append("<nav>" + "".join(f'<a href="#t-{_anchor(t.spec.key)}">{_esc(t.spec.label)}</a>'
                                    for t in data.tables) + "</nav>")
     parts += [metric_table_html(t, by_number, styles) for t in data.tables]
     if data.phases is not None:
         parts.append(_phases_html(data, styles))
     if data.published is not None:
         parts.append(_published_html(data.published))
-    if figures:
+    if others:
         parts.append('<h2 id="figures">Figures</h2>')
-        parts += [_figure_html(f) for f in figures]
+        parts += [_figure_html(f) for f in others]
     if data.failed:
         parts.append(_failed_html(data))
+    parts += _run_html(data, meta)
     parts += ["<footer>Generated by densitybench from results.sqlite; regenerate with "
               "<code>python -m harness report RUN_DIR --format html</code>.</footer>", "</body></html>", ""]
     return "\n".join(parts)

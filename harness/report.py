@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -27,10 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
 from harness import published as pub
+from harness.comparison import (LEVEL, Ranking, best_and_ties, column_digits, pooled_stderr, rank_methods,
+                                significant, t_interval)
 from harness.errors import UserError
 from harness.store import ResultsStore
 
@@ -41,29 +45,45 @@ FIGURE_DIR = "figures"
 
 @dataclass(frozen=True)
 class TableSpec:
-    """One report table: where the value lives in a row and which way is better."""
+    """One report table: where the value lives in a row, which way is better, and its standard
+    error over test points (``se_key``, a per-cell metric) when it has one."""
 
     key: str
     title: str
     better: str  # "higher" | "lower" | "half" (closest to 0.5)
     source: str = "metrics"  # "metrics" | "timings"
-    fmt: str = "{:.3f}"
     needs_likelihood: bool = False
+    se_key: str | None = None
+    short: str = ""  # label in the summary; default: the title up to its first parenthesis
+
+    @property
+    def label(self) -> str:
+        return self.short or self.title.split(" (")[0]
 
 
 TABLES: tuple[TableSpec, ...] = (
-    TableSpec("test_loglik", "Test log-likelihood (nats per example, higher is better)", "higher", needs_likelihood=True),
-    TableSpec("kl", "KL(p ‖ q) on test points (nats, lower is better; known densities only)", "lower", needs_likelihood=True),
-    TableSpec("mmd2", "MMD² against test data (lower is better)", "lower", fmt="{:.4f}"),
-    TableSpec("energy_distance", "Energy distance against test data (lower is better)", "lower", fmt="{:.4f}"),
-    TableSpec("sliced_wasserstein", "Sliced Wasserstein-2 against test data (lower is better)", "lower", fmt="{:.4f}"),
-    TableSpec("c2st_accuracy", "Classifier two-sample test accuracy (0.5 is best)", "half"),
-    TableSpec("marginal_kl", "Mean per-dimension marginal KL, the paper's metric (lower is better)", "lower", fmt="{:.4f}"),
-    TableSpec("histogram_tv", "Histogram total variation vs the true density (lower is better)", "lower"),
-    TableSpec("fit_s", "Fit time (s, lower is better)", "lower", source="timings", fmt="{:.1f}"),
-    TableSpec("samples_per_s", "Sampling throughput (samples/s, higher is better)", "higher", source="timings", fmt="{:.3g}"),
-    TableSpec("log_prob_per_s", "log_prob throughput (points/s, higher is better)", "higher", source="timings", fmt="{:.3g}", needs_likelihood=True),
+    TableSpec("test_loglik", "Test log-likelihood (nats per example, higher is better)", "higher",
+              needs_likelihood=True, se_key="test_loglik_se", short="Test log-lik."),
+    TableSpec("kl", "KL(p ‖ q) on test points (nats, lower is better; known densities only)", "lower",
+              needs_likelihood=True, se_key="kl_se", short="KL(p ‖ q)"),
+    TableSpec("mmd2", "MMD² against test data (lower is better)", "lower", short="MMD²"),
+    TableSpec("energy_distance", "Energy distance against test data (lower is better)", "lower", short="Energy dist."),
+    TableSpec("sliced_wasserstein", "Sliced Wasserstein-2 against test data (lower is better)", "lower",
+              short="Sliced W2"),
+    TableSpec("c2st_accuracy", "Classifier two-sample test accuracy (0.5 is best)", "half", short="C2ST"),
+    TableSpec("marginal_kl", "Mean per-dimension marginal KL, the paper's metric (lower is better)", "lower",
+              short="Marginal KL"),
+    TableSpec("histogram_tv", "Histogram total variation vs the true density (lower is better)", "lower",
+              short="Hist. TV"),
+    TableSpec("fit_s", "Fit time (s, lower is better)", "lower", source="timings", short="Fit time"),
+    TableSpec("samples_per_s", "Sampling throughput (samples/s, higher is better)", "higher", source="timings",
+              short="Sampling rate"),
+    TableSpec("log_prob_per_s", "log_prob throughput (points/s, higher is better)", "higher", source="timings",
+              needs_likelihood=True, short="log_prob rate"),
 )
+#: The marker of an entry tied with the best (its interval overlaps the best's) or, in the ranks, of
+#: a method within the critical difference of the best average rank.
+TIED = "†"
 
 
 # ------------------------------------------------------------------ the data behind every format
@@ -71,7 +91,11 @@ TABLES: tuple[TableSpec, ...] = (
 
 @dataclass(frozen=True)
 class Entry:
-    """One table cell: a value over seeds, a failure (with footnote number), missing, or n/a."""
+    """One table cell: a value over seeds, a failure (with footnote number), missing, or n/a.
+
+    A value is the mean of ``n`` seeds with the half-width of its 95% t-interval (n >= 2), its
+    standard error over test points where the metric has one, whether it is the best of its
+    dataset or tied with the best, and the significant figures its column prints with."""
 
     state: str  # "value" | "failed" | "missing" | "na"
     mean: float = math.nan
@@ -79,27 +103,43 @@ class Entry:
     n: int = 0
     best: bool = False
     note: int | None = None
+    half_width: float = math.nan
+    se: float = math.nan
+    tied: bool = False
+    digits: int = 3
 
-    def text(self, fmt: str, sep: str = " ± ") -> str:
-        """Plain text of a value entry: ``mean ± std`` (just ``mean`` for one seed)."""
-        if self.n > 1:
-            return f"{fmt.format(self.mean)}{sep}{fmt.format(self.std)}"
-        return fmt.format(self.mean)
+    def text(self, sep: str = " ± ") -> str:
+        """Plain text of a value entry: ``mean ± half-width`` (just ``mean`` for one seed), then
+        ``(se x)`` where there is a standard error over test points."""
+        out = significant(self.mean, self.digits)
+        if self.n > 1 and math.isfinite(self.half_width):
+            out += f"{sep}{significant(self.half_width, 2)}"
+        if math.isfinite(self.se):
+            out += f" (se {significant(self.se, 2)})"
+        return out
 
 
 @dataclass
 class MetricTable:
-    """One metric for every (method, dataset); ``entries[(method, dataset)]``."""
+    """One metric for every (method, dataset); ``entries[(method, dataset)]``; the ranks of the
+    methods across datasets (``ranking``, None when no method has a value)."""
 
     spec: TableSpec
     methods: list[str]
     datasets: list[str]
     kinds: dict[str, str | None]
     entries: dict[tuple[str, str], Entry]
+    ranking: Ranking | None = None
 
     @property
     def has_kind_column(self) -> bool:
         return self.spec.needs_likelihood
+
+    def best(self, dataset: str) -> tuple[str | None, list[str]]:
+        """The best method on ``dataset`` and the methods tied with it (table order)."""
+        cells = [(m, self.entries[(m, dataset)]) for m in self.methods]
+        best = next((m for m, e in cells if e.best), None)
+        return best, [m for m, e in cells if e.tied]
 
 
 @dataclass
@@ -157,16 +197,6 @@ def _order(values: list[str], preferred: list[str]) -> list[str]:
     return [v for v in preferred if v in values] + sorted(v for v in values if v not in preferred)
 
 
-def _best(stats: dict[str, tuple[float, float, int]], better: str) -> str | None:
-    finite = {m: s[0] for m, s in stats.items() if math.isfinite(s[0])}
-    if not finite:
-        return None
-    key: Callable[[str], float] = {
-        "higher": lambda m: -finite[m], "lower": lambda m: finite[m], "half": lambda m: abs(finite[m] - 0.5)
-    }[better]
-    return min(finite, key=key)
-
-
 def method_order(df: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
     """Methods in the config's order, then the rest sorted."""
     preferred = cfg.get("methods") if isinstance(cfg.get("methods"), list) else []
@@ -205,39 +235,75 @@ def _registered_kind(method: str) -> str | None:
         return None
 
 
+def _applies(spec: TableSpec, method: str, kinds: dict[str, str | None]) -> bool:
+    """False when the metric needs a likelihood the method does not have (the entry is n/a)."""
+    return not (spec.needs_likelihood and kinds.get(method) is None)
+
+
+def _cell_values(df: pd.DataFrame, col: str, se_col: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Finite values of ``col`` over the ok rows of ``df`` (n,), and their standard errors (n,)."""
+    ok = df[df.status == "ok"]
+    vals = pd.to_numeric(ok[col], errors="coerce") if col in ok else pd.Series(dtype=float)
+    keep = np.isfinite(vals.to_numpy(dtype=float))
+    se = (pd.to_numeric(ok[se_col], errors="coerce").to_numpy(dtype=float)[keep]
+          if se_col and se_col in ok else np.full(int(keep.sum()), math.nan))
+    return vals.to_numpy(dtype=float)[keep], se
+
+
 def metric_entries(df: pd.DataFrame, spec: TableSpec, methods: list[str], dsets: list[str],
                    kinds: dict[str, str | None], footnotes: dict[str, int]) -> MetricTable | None:
-    """The entries of one metric, or None when no row has it; numbers new failure footnotes."""
+    """The entries of one metric, or None when no row has it; numbers new failure footnotes.
+
+    Per dataset: each method's mean and 95% t-interval over seeds, the best and the entries tied
+    with it (``comparison.best_and_ties``), and the significant figures that show every difference
+    between the column's means (``comparison.column_digits``); then the ranks across datasets."""
     col = f"{spec.source}.{spec.key}"
     if col not in df.columns or df[col].notna().sum() == 0:
         return None
+    se_col = f"{spec.source}.{spec.se_key}" if spec.se_key else None
     per_dataset = {}
     for ds in dsets:
-        stats, failed = {}, {}
+        values, ses, failed = {}, {}, {}
         for m in methods:
             sub = df[(df.method == m) & (df.dataset == ds)]
-            ok = sub[sub.status == "ok"]
-            vals = pd.to_numeric(ok[col], errors="coerce").dropna().to_numpy(dtype=float)
+            vals, se = _cell_values(sub, col, se_col)
             if len(vals):
-                stats[m] = (float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, len(vals))
+                values[m], ses[m] = vals, se
             bad = sub[sub.status == "failed"]
             if len(bad):
                 failed[m] = bad.error.iloc[0] or "failed"
-        per_dataset[ds] = (stats, failed, _best(stats, spec.better))
+        best, tied = best_and_ties({m: v for m, v in values.items() if _applies(spec, m, kinds)}, spec.better)
+        digits = column_digits([float(v.mean()) for v in values.values()])
+        per_dataset[ds] = (values, ses, failed, best, tied, digits)
     entries: dict[tuple[str, str], Entry] = {}
     for m in methods:
         for ds in dsets:
-            stats, failed, best = per_dataset[ds]
-            if spec.needs_likelihood and kinds.get(m) is None:
+            values, ses, failed, best, tied, digits = per_dataset[ds]
+            if not _applies(spec, m, kinds):
                 entries[(m, ds)] = Entry("na")
-            elif m in stats:
-                mean, std, n = stats[m]
-                entries[(m, ds)] = Entry("value", mean, std, n, best=(m == best))
+            elif m in values:
+                iv = t_interval(values[m])
+                entries[(m, ds)] = Entry("value", iv.mean, iv.std, iv.n, best=(m == best), half_width=iv.half_width,
+                                         se=pooled_stderr(ses[m]) if se_col else math.nan, tied=m in tied,
+                                         digits=digits)
             elif m in failed:
                 entries[(m, ds)] = Entry("failed", note=footnotes.setdefault(failed[m], len(footnotes) + 1))
             else:
                 entries[(m, ds)] = Entry("missing")
-    return MetricTable(spec, methods, dsets, kinds, entries)
+    table = MetricTable(spec, methods, dsets, kinds, entries)
+    table.ranking = table_ranking(table)
+    return table
+
+
+def table_ranking(table: MetricTable) -> Ranking | None:
+    """Ranks of the methods the metric applies to, over the table's datasets (cell means), with
+    the Friedman test and the Nemenyi critical difference; None when no method applies."""
+    applicable = [m for m in table.methods if _applies(table.spec, m, table.kinds)]
+    if not applicable:
+        return None
+    values = {(m, ds): (e.mean if e.state == "value" else None)
+              for (m, ds), e in table.entries.items() if m in applicable}
+    return rank_methods(values, applicable, table.datasets, table.spec.better)
 
 
 def build(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> ReportData | None:
@@ -286,9 +352,9 @@ def published_table(data: ReportData) -> PublishedTable | None:
 # ------------------------------------------------------------------ Markdown
 
 
-def _md_cell(entry: Entry, fmt: str) -> str:
+def _md_cell(entry: Entry) -> str:
     if entry.state == "value":
-        text = entry.text(fmt)
+        text = entry.text() + (TIED if entry.tied else "")
         return f"**{text}**" if entry.best else text
     return {"failed": f"failed [{entry.note}]", "na": "n/a", "missing": "–"}[entry.state]
 
@@ -299,7 +365,7 @@ def markdown_table(table: MetricTable) -> str:
     lines = []
     for m in table.methods:
         kind = [table.kinds.get(m) or "n/a"] if table.has_kind_column else []
-        lines.append([m] + kind + [_md_cell(table.entries[(m, ds)], table.spec.fmt) for ds in table.datasets])
+        lines.append([m] + kind + [_md_cell(table.entries[(m, ds)]) for ds in table.datasets])
     return f"### {table.spec.title}\n\n" + tabulate(lines, headers=header, tablefmt="github", disable_numparse=True)
 
 
@@ -326,14 +392,15 @@ def _published_cells(table: PublishedTable, cell: Callable[[float | None, Entry]
 
 
 PUBLISHED_TITLE = "Published test log-likelihoods (reference numbers from papers, not measured in this run)"
-PUBLISHED_INTRO = ("Nats per example, higher is better; \"measured\" is this run's mean ± std over seeds for our "
-                   "method of the same family (its settings may differ from the paper's).")
+PUBLISHED_INTRO = ("Nats per example, higher is better; \"measured\" is this run's mean over seeds (± the 95% "
+                   "interval, se: over test points) for our method of the same family (its settings may differ "
+                   "from the paper's).")
 
 
 def _md_published(table: PublishedTable) -> str:
     def cell(value: float | None, measured: Entry) -> tuple[str, str]:
         shown = table.fmt.format(value) if value is not None else "–"
-        return shown, (measured.text(table.fmt) if measured.state == "value" else _md_cell(measured, table.fmt))
+        return shown, (measured.text() if measured.state == "value" else _md_cell(measured))
 
     header, lines = _published_cells(table, cell)
     out = [f"### {PUBLISHED_TITLE}", "", PUBLISHED_INTRO, "",
@@ -343,17 +410,135 @@ def _md_published(table: PublishedTable) -> str:
 
 
 def summary_line(data: ReportData, code: Callable[[str], str] = lambda s: f"`{s}`",
-                 count: Callable[[int], str] = str, best: str = "in bold") -> str:
-    """The report's opening paragraph: profile, seeds, device, code, counts, how to read it.
+                 count: Callable[[int], str] = str) -> str:
+    """What was run: profile, seeds, device, code, cell counts, likelihood kinds.
 
-    ``code`` and ``count`` format names and cell counts (Markdown by default), ``best`` says how
-    the best entry is marked."""
+    ``code`` and ``count`` format names and cell counts (Markdown by default)."""
     env = data.meta.get("environment", {})
     return (f"Profile {code(', '.join(sorted(data.df.profile.unique())))}, {len(data.seeds)} seed(s) "
             f"({', '.join(map(str, data.seeds))}), device {code(env.get('device', '?'))}, code "
             f"{code(env.get('code_version', '?'))}. {count(data.n_ok)} cell(s) ok, {count(data.n_failed)} failed. "
-            f"Entries are mean ± std over seeds; the best entry per dataset is {best}. Likelihood kinds: exact, "
-            "bound (a lower bound), estimate; n/a where a method has no likelihood.")
+            "Likelihood kinds: exact, bound (a lower bound), estimate; n/a where a method has no likelihood.")
+
+
+# ------------------------------------------------------------------ the summary (format-neutral text)
+
+
+def most_seeds(data: ReportData) -> int:
+    """The largest number of seeds behind any table entry."""
+    return max((e.n for t in data.tables for e in t.entries.values() if e.state == "value"), default=0)
+
+
+def reading_text(data: ReportData, best: str = "bold") -> str:
+    """How to read the entries: the interval, the best and the tie marks, or why there are none."""
+    level = f"{LEVEL:.0%}"
+    se = " (se x) is the standard error over test points."
+    if most_seeds(data) < 2:
+        return (f"{data.n_ok} cell(s) ok, {data.n_failed} failed. One seed per cell: there are no intervals over "
+                f"seeds, so no entry is significantly better than another; {best} only marks the best value per "
+                f"dataset.{se} Rerun with --seeds 3 (or more) for {level} intervals and ties.")
+    return (f"{data.n_ok} cell(s) ok, {data.n_failed} failed. Entries are means over seeds ± the half-width of a "
+            f"{level} Student-t interval (mean ± t·s/√n over the n seeds of the cell); "
+            f"{best} marks the best entry per dataset and {TIED} every entry whose interval overlaps the best's "
+            "(tied: not significantly better or worse; for C2ST the intervals of |accuracy − 0.5|). Overlapping "
+            f"{level} intervals is a conservative test: it rarely calls noise a difference.{se}")
+
+
+def p_text(p: float) -> str:
+    """A p-value as ``= 0.012`` or ``< 0.001`` (``= nan`` when undefined)."""
+    return "< 0.001" if p < 1e-3 else f"= {significant(p, 2)}"
+
+
+def ranked_tables(data: ReportData) -> list[MetricTable]:
+    """Tables whose ranking compares at least two methods on at least one dataset."""
+    return [t for t in data.tables if t.ranking is not None and len(t.ranking.methods) >= 2 and t.ranking.datasets]
+
+
+def ranks_overview(data: ReportData) -> tuple[list[str], list[tuple[str, list[tuple[str, str]]]]]:
+    """The average-rank table: header (method, metric labels) and rows of (label, [(text, mark)]), mark
+    "best", "tied" (within the critical difference of the best) or ""; then the datasets, Friedman
+    p-value (Iman-Davenport F) and critical-difference rows."""
+    tables = ranked_tables(data)
+    header = ["method"] + [t.spec.label for t in tables]
+    rows = []
+    for m in data.methods:
+        cells = []
+        for t in tables:
+            r = t.ranking
+            avg = r.average.get(m)
+            mark = "best" if m in r.best() else "tied" if m in r.not_different_from_best() else ""
+            cells.append((f"{avg:.2f}" if avg is not None else "–", mark))
+        rows.append((m, cells))
+    rows.append(("datasets ranked", [(str(len(t.ranking.datasets)), "") for t in tables]))
+    rows.append(("Friedman p", [(p_text(t.ranking.friedman.p_f).removeprefix("= ") if t.ranking.friedman else "–",
+                                 "") for t in tables]))
+    rows.append((f"critical difference (α = {1 - LEVEL:.2f})",
+                 [(f"{t.ranking.cd:.2f}" if math.isfinite(t.ranking.cd) else "–", "") for t in tables]))
+    return header, rows
+
+
+def ranks_legend(data: ReportData) -> str:
+    """How the ranks are computed and read."""
+    return ("Average rank of each method over the datasets (1 = best; equal values share the average rank), from "
+            "each cell's mean over seeds. Bold: the best average rank; "
+            f"{TIED}: within the Nemenyi critical difference of the best (not significantly worse at α = "
+            f"{1 - LEVEL:.2f}; Demšar 2006). Friedman p: Iman and Davenport's F test of equal average ranks. Ranks "
+            "use the datasets where every compared method has a value; what is left out is listed below.")
+
+
+def rank_conclusions(data: ReportData) -> list[str]:
+    """One sentence per ranked metric: the best average rank, the methods not significantly worse."""
+    out = []
+    for t in ranked_tables(data):
+        r = t.ranking
+        avg, best = r.average, r.best()
+        line = (f"{t.spec.label}: best average rank {', '.join(best)} ({avg[best[0]]:.2f} over "
+                f"{len(r.datasets)} dataset(s))")
+        if r.usable and r.friedman is not None:
+            close = r.not_different_from_best()
+            if close:
+                line += f"; not significantly worse: {', '.join(close)}"
+            elif len(best) < len(r.methods):
+                line += "; every other method is significantly worse"
+            line += f" (Nemenyi CD {r.cd:.2f}; Friedman p {p_text(r.friedman.p_f)})"
+        else:
+            line += "; no test with fewer than two datasets"
+        out.append(line + ".")
+    return out
+
+
+def exclusion_notes(data: ReportData) -> list[str]:
+    """What the rankings left out and why (methods with too few values, datasets with missing cells),
+    one line per distinct exclusion with the metrics it applies to."""
+    by_text: dict[str, list[str]] = {}
+    for t in data.tables:
+        r = t.ranking
+        if r is None:
+            continue
+        parts = [f"{m} ({why})" for m, why in r.excluded_methods.items()]
+        for ds, lacking in r.excluded_datasets.items():
+            states = ", ".join(f"{m} {t.entries[(m, ds)].state}" for m in lacking)
+            parts.append(f"dataset {ds} ({states})")
+        if r.empty_datasets:
+            parts.append(f"no values on {', '.join(r.empty_datasets)}")
+        if parts:
+            by_text.setdefault("; ".join(parts), []).append(t.spec.label)
+    return [f"{', '.join(labels)}: {text}." for text, labels in by_text.items()]
+
+
+def best_overview(data: ReportData) -> tuple[list[str], list[tuple[str, list[tuple[str | None, list[str]]]]]]:
+    """The best method per dataset and metric with the methods tied with it: header (metric, datasets)
+    and rows of (metric label, [(best, tied) per dataset])."""
+    header = ["metric"] + data.datasets
+    rows = [(t.spec.label, [t.best(ds) for ds in data.datasets]) for t in data.tables]
+    return header, rows
+
+
+def best_text(best: str | None, tied: list[str]) -> str:
+    """``best`` and its ties as plain text: ``kde (tied: maf, nsf_c)``; a dash when none."""
+    if best is None:
+        return "–"
+    return best + (f" ({TIED} {', '.join(tied)})" if tied else "")
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None, figures: list[str] | None = None) -> str:
@@ -371,9 +556,55 @@ def _dash_nan(value: Any) -> Any:
     return value
 
 
+CD_FIGURE = "fig_critical_difference"
+
+
+def _md_rank_cell(text: str, mark: str) -> str:
+    return f"**{text}**" if mark == "best" else text + TIED if mark == "tied" else text
+
+
+def markdown_summary(data: ReportData, figures: list[str]) -> list[str]:
+    """The report's opening: how to read it, the ranks across datasets, the best per dataset."""
+    from harness.figures import caption
+
+    lines = ["## Summary", "", reading_text(data), ""]
+    if ranked_tables(data):
+        lines += ["### Ranks across datasets", "", ranks_legend(data), ""]
+        lines += [f"- {c}" for c in rank_conclusions(data)] + [""]
+        header, rows = ranks_overview(data)
+        lines += [tabulate([[label, *(_md_rank_cell(*c) for c in cells)] for label, cells in rows],
+                           headers=header, tablefmt="github", disable_numparse=True), ""]
+        notes = exclusion_notes(data)
+        lines += (["Left out of the ranks:", ""] + [f"- {n}" for n in notes] + [""]) if notes else []
+        for f in figures:
+            if Path(f).stem == CD_FIGURE:
+                lines += [f"![{CD_FIGURE}]({f})", "", f"**{CD_FIGURE}**: {caption(CD_FIGURE)}", ""]
+    header, rows = best_overview(data)
+    lines += ["### Best per dataset", "",
+              f"The best entry of each metric table{(f' and, after {TIED}, the entries tied with it') if most_seeds(data) > 1 else ''}.",
+              "", tabulate([[label, *(best_text(*c) for c in cells)] for label, cells in rows], headers=header,
+                           tablefmt="github", disable_numparse=True), ""]
+    return lines
+
+
+def markdown_run(data: ReportData) -> list[str]:
+    """The closing section: what was run, the configuration and the environment."""
+    def kv(items: dict[str, Any]) -> str:
+        shown = [[k, v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)] for k, v in items.items()]
+        return tabulate(shown, headers=["key", "value"], tablefmt="github", disable_numparse=True)
+
+    lines = ["## Configuration and environment", "", summary_line(data), ""]
+    for title, key in (("Configuration", "config"), ("Environment", "environment")):
+        if data.meta.get(key):
+            lines += [f"### {title}", "", kv(data.meta[key]), ""]
+    return lines
+
+
 def render_markdown(data: ReportData, figures: list[str] | None = None) -> str:
-    """Markdown of prepared report data."""
-    lines = ["# densitybench report", "", summary_line(data), ""]
+    """Markdown of prepared report data: the summary first, then every table, the figures, the
+    failed cells, and the configuration and environment last."""
+    figures = list(figures or [])
+    lines = ["# densitybench report", ""] + markdown_summary(data, figures) + ["## Tables", ""]
     for table in data.tables:
         lines += [markdown_table(table), ""]
     if data.phases is not None:
@@ -383,17 +614,19 @@ def render_markdown(data: ReportData, figures: list[str] | None = None) -> str:
                            headers=["method", *data.phases.columns], tablefmt="github", floatfmt=".2f"), ""]
     if data.published is not None:
         lines += [_md_published(data.published), ""]
-    if figures:
+    others = [f for f in figures if Path(f).stem != CD_FIGURE]
+    if others:
         from harness.figures import caption
 
         lines += ["## Figures", ""]
-        for f in figures:
+        for f in others:
             lines += [f"**{Path(f).stem}**: {caption(Path(f).stem)}", "", f"![{Path(f).stem}]({f})", ""]
     if data.footnotes:
         lines += ["## Failed cells", ""]
         lines += [f"[{n}] {err}" for err, n in sorted(data.footnotes.items(), key=lambda kv: kv[1])] + [""]
         lines += [tabulate([[r["method"], r["dataset"], r["seed"], r["error"]] for r in data.failed],
                            headers=["method", "dataset", "seed", "error"], tablefmt="github"), ""]
+    lines += markdown_run(data)
     return "\n".join(lines)
 
 
@@ -413,20 +646,26 @@ def latex_escape(text: str) -> str:
 
 
 def _latex_number(text: str) -> str:
-    """A formatted number for math mode: ``1.2e+04`` -> ``1.2\\times10^{4}``."""
-    m = re.fullmatch(r"(-?[\d.]+)e([+-])0*(\d+)", text)
+    """A formatted number for math mode: ``1.2e+04`` or ``1.2e4`` -> ``1.2\\times10^{4}``."""
+    m = re.fullmatch(r"(-?[\d.]+)e([+-]?)0*(\d+)", text)
     if not m:
         return text
     exp = ("-" if m.group(2) == "-" else "") + m.group(3)
     return rf"{m.group(1)}\times10^{{{exp}}}"
 
 
-def _latex_cell(entry: Entry, fmt: str) -> str:
+def _latex_cell(entry: Entry, marks: bool = True) -> str:
+    """A table entry in LaTeX: ``mean \\pm half-width``, the standard error, bold for the best and a
+    dagger for ties (``marks``)."""
     if entry.state == "value":
-        body = _latex_number(fmt.format(entry.mean))
-        if entry.n > 1:
-            body += rf" \pm {_latex_number(fmt.format(entry.std))}"
-        return rf"\textbf{{\boldmath${body}$}}" if entry.best else f"${body}$"
+        body = _latex_number(significant(entry.mean, entry.digits))
+        if entry.n > 1 and math.isfinite(entry.half_width):
+            body += rf" \pm {_latex_number(significant(entry.half_width, 2))}"
+        if math.isfinite(entry.se):
+            body += rf"\ (\mathrm{{se}}\ {_latex_number(significant(entry.se, 2))})"
+        if marks and entry.tied:
+            body += r"^{\dagger}"
+        return rf"\textbf{{\boldmath${body}$}}" if marks and entry.best else f"${body}$"
     if entry.state == "failed":
         return rf"failed\textsuperscript{{{entry.note}}}"
     return {"na": "n/a", "missing": "--"}[entry.state]
@@ -451,7 +690,7 @@ def latex_table(table: MetricTable) -> str:
         kind = table.kinds.get(m)
         flagged = table.has_kind_column and kind not in (None, "exact")  # bounds and estimates say so
         name = latex_escape(m) + (f" ({latex_escape(kind)})" if flagged else "")
-        lines.append([name] + [_latex_cell(table.entries[(m, ds)], table.spec.fmt) for ds in table.datasets])
+        lines.append([name] + [_latex_cell(table.entries[(m, ds)]) for ds in table.datasets])
     return _latex_tabular(header, lines, "l" + "c" * len(table.datasets), latex_escape(table.spec.title),
                           f"tab:{table.spec.key.replace('_', '-')}")
 
@@ -459,9 +698,7 @@ def latex_table(table: MetricTable) -> str:
 def _latex_published(table: PublishedTable) -> str:
     def cell(value: float | None, measured: Entry) -> tuple[str, str]:
         shown = f"${table.fmt.format(value)}$" if value is not None else "--"
-        if measured.state == "value":
-            return shown, _latex_cell(Entry("value", measured.mean, measured.std, measured.n), table.fmt)
-        return shown, _latex_cell(measured, table.fmt)
+        return shown, _latex_cell(measured, marks=False)
 
     header, lines = _published_cells(table, cell)
     header = [latex_escape(h) for h in header]
@@ -469,6 +706,16 @@ def _latex_published(table: PublishedTable) -> str:
     caption = latex_escape(f"{PUBLISHED_TITLE}. {PUBLISHED_INTRO}")
     caption += "".join(latex_escape(f" Note on {ds}: {note}.") for ds, note in table.notes.items())
     return _latex_tabular(header, lines, "lll" + "c" * (len(header) - 3), caption, "tab:published")
+
+
+def _latex_reading(data: ReportData) -> str:
+    """How to read the LaTeX tables (the Markdown legend without its Unicode signs)."""
+    if most_seeds(data) < 2:
+        return ("One seed per cell: no intervals, so no entry is significantly better than another; bold marks "
+                "the best value per dataset; se: standard error over test points.")
+    return (rf"Entries are means over seeds $\pm$ the half-width of a {LEVEL:.0%} Student-t interval; bold: the "
+            r"best entry per dataset; $^\dagger$: tied with it (the intervals overlap); se: standard error over "
+            "test points.").replace("%", r"\%")
 
 
 def render_latex(data: ReportData) -> str:
@@ -481,8 +728,8 @@ def render_latex(data: ReportData) -> str:
              r"\section*{densitybench report}",
              latex_escape(f"Profile {', '.join(sorted(data.df.profile.unique()))}; {len(data.seeds)} seed(s) "
                           f"({', '.join(map(str, data.seeds))}); device {env.get('device', '?')}; code "
-                          f"{env.get('code_version', '?')}; {data.n_ok} cell(s) ok, {data.n_failed} failed. "
-                          "Entries are mean ± std over seeds; the best per dataset is in bold."), ""]
+                          f"{env.get('code_version', '?')}; {data.n_ok} cell(s) ok, {data.n_failed} failed. ")
+             + _latex_reading(data), ""]
     for table in data.tables:
         parts += [latex_table(table), ""]
     if data.published is not None:
