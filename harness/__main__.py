@@ -26,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a benchmark grid and write its report")
     run.add_argument("--config", metavar="FILE.toml", help="TOML config file (see harness/config.py)")
     run.add_argument("--methods", help="comma list of methods, or 'all' (default: every available method)")
-    run.add_argument("--datasets", help="comma list of datasets, '2d' (default) or 'all'; file:PATH for your own table")
-    run.add_argument("--seeds", help="N for seeds 0..N-1, or a comma list such as 0,3,7")
+    run.add_argument("--datasets", help="comma list of datasets, '2d' (all eight 2-D sets) or 'all'; file:PATH for your own "
+                     "table (default: 8gaussians,checkerboard,circles)")
+    run.add_argument("--seeds", help="N for seeds 0..N-1 (default 3), or a comma list such as 0,3,7")
     run.add_argument("--profile", help="smoke | quick | paper (default quick)")
     run.add_argument("--device", help="auto | cpu | cuda (default auto)")
     run.add_argument("--out", metavar="DIR", help="run directory (default reports/<config name or 'default'>); reusing it resumes")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.report import (CD_FIGURE, PUBLISHED_INTRO, PUBLISHED_TITLE, TIED, Entry, MetricTable, PublishedTable,
-                            ReportData, _published_cells, best_overview, best_text, exclusion_notes, most_seeds,
+                            ReportData, _published_cells, best_overview, best_text, exclusion_notes, headline, most_seeds,
                             rank_conclusions, ranked_tables, ranks_legend, ranks_overview, reading_text,
                             summary_line)
 
@@ -182,11 +182,9 @@ def _rank_cell(text: str, mark: str) -> str:
 def summary_html(data: ReportData, figures: list[Path], styles: dict) -> list[str]:
     """The opening section: how to read the report, ranks across datasets with the critical-difference
     diagram, and the best method per dataset and metric."""
-    parts = ['<h2 id="summary">Summary</h2>',
-             f'<p class="summary">{_esc(reading_text(data, best="bold on green")).replace(TIED, _TIE_HTML)}</p>']
+    parts = ['<h2 id="summary">Summary</h2>', f'<p class="summary">{_marked(headline(data))}</p>']
     if ranked_tables(data):
         parts += ['<h3 id="ranks">Ranks across datasets</h3>',
-                  f'<p class="note">{_esc(ranks_legend(data)).replace(TIED, _TIE_HTML)}</p>',
                   '<ul class="conclusions">' + "".join(f"<li>{_esc(c)}</li>" for c in rank_conclusions(data)) + "</ul>"]
         header, rows = ranks_overview(data)
         parts.append(_table_html(header, [[f"<td>{_method_label(label, styles) if label in data.methods else _esc(label)}</td>",
@@ -195,6 +193,7 @@ def summary_html(data: ReportData, figures: list[Path], styles: dict) -> list[st
         if notes:
             parts += ['<p class="note">Left out of the ranks:</p><ul class="note">'
                       + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>"]
+        parts.append(f'<p class="note">{_marked(ranks_legend(data))}</p>')
         parts += [_figure_html(f) for f in figures if Path(f).stem == CD_FIGURE]
     header, rows = best_overview(data)
     tied_note = f" and, after {TIED}, the entries tied with it" if most_seeds(data) > 1 else ""
@@ -206,7 +205,9 @@ def summary_html(data: ReportData, figures: list[Path], styles: dict) -> list[st
     return parts
 
 
-_TIE_HTML = f'<span class="tie">{TIED}</span>'
+def _marked(text: str) -> str:
+    """``text`` escaped, with the tie marks coloured."""
+    return _esc(text).replace(TIED, f'<span class="tie">{TIED}</span>')
 
 
 def _run_html(data: ReportData, meta: dict[str, Any]) -> list[str]:
@@ -239,7 +240,7 @@ def render_html(data: ReportData | None, meta: dict[str, Any], figures: list[Pat
     parts.append("<nav>" + "".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t in nav) + "</nav>")
     parts += summary_html(data, figures, styles)
     by_number = {n: err for err, n in data.footnotes.items()}
-    parts.append('<h2 id="tables">Tables</h2>')
+    parts += ['<h2 id="tables">Tables</h2>', f'<p class="summary">{_marked(reading_text(data, best="bold on green"))}</p>']
     parts.append("<nav>" + "".join(f'<a href="#t-{_anchor(t.spec.key)}">{_esc(t.spec.label)}</a>'
                                    for t in data.tables) + "</nav>")
     parts += [metric_table_html(t, by_number, styles) for t in data.tables]

@@ -429,15 +429,25 @@ def most_seeds(data: ReportData) -> int:
     return max((e.n for t in data.tables for e in t.entries.values() if e.state == "value"), default=0)
 
 
+def headline(data: ReportData) -> str:
+    """The summary's first sentence: what the run holds and how sure its comparisons are."""
+    counts = f"{data.n_ok} cell(s) ok, {data.n_failed} failed, {len(data.seeds)} seed(s)."
+    if most_seeds(data) < 2:
+        return (f"{counts} One seed per cell: no entry is significantly better than another (there are no "
+                "intervals over seeds); rerun with --seeds 3 or more for intervals and ties.")
+    return (f"{counts} {TIED} marks ties: entries whose {LEVEL:.0%} t-interval over seeds overlaps the best "
+            "entry's, and methods within the Nemenyi critical difference of the best average rank.")
+
+
 def reading_text(data: ReportData, best: str = "bold") -> str:
     """How to read the entries: the interval, the best and the tie marks, or why there are none."""
     level = f"{LEVEL:.0%}"
     se = " (se x) is the standard error over test points."
     if most_seeds(data) < 2:
-        return (f"{data.n_ok} cell(s) ok, {data.n_failed} failed. One seed per cell: there are no intervals over "
-                f"seeds, so no entry is significantly better than another; {best} only marks the best value per "
-                f"dataset.{se} Rerun with --seeds 3 (or more) for {level} intervals and ties.")
-    return (f"{data.n_ok} cell(s) ok, {data.n_failed} failed. Entries are means over seeds ± the half-width of a "
+        return (f"One seed per cell: there are no intervals over seeds, so no entry is significantly better than "
+                f"another; {best} only marks the best value per dataset.{se} Rerun with --seeds 3 (or more) for "
+                f"{level} intervals and ties.")
+    return ("Entries are means over seeds ± the half-width of a "
             f"{level} Student-t interval (mean ± t·s/√n over the n seeds of the cell); "
             f"{best} marks the best entry per dataset and {TIED} every entry whose interval overlaps the best's "
             "(tied: not significantly better or worse; for C2ST the intervals of |accuracy − 0.5|). Overlapping "
@@ -483,11 +493,14 @@ def ranks_legend(data: ReportData) -> str:
             "each cell's mean over seeds. Bold: the best average rank; "
             f"{TIED}: within the Nemenyi critical difference of the best (not significantly worse at α = "
             f"{1 - LEVEL:.2f}; Demšar 2006). Friedman p: Iman and Davenport's F test of equal average ranks. Ranks "
-            "use the datasets where every compared method has a value; what is left out is listed below.")
+            "use the datasets where every compared method has a value; what is left out is listed above. With "
+            "few datasets the CD is wide: a small Friedman p then says that the methods differ, without "
+            "Nemenyi's test being able to say which.")
 
 
 def rank_conclusions(data: ReportData) -> list[str]:
-    """One sentence per ranked metric: the best average rank, the methods not significantly worse."""
+    """One sentence per ranked metric: the best average rank, and the methods significantly worse
+    than it (Nemenyi), or that none is, with the Friedman p-value."""
     out = []
     for t in ranked_tables(data):
         r = t.ranking
@@ -496,11 +509,12 @@ def rank_conclusions(data: ReportData) -> list[str]:
                 f"{len(r.datasets)} dataset(s))")
         if r.usable and r.friedman is not None:
             close = r.not_different_from_best()
-            if close:
-                line += f"; not significantly worse: {', '.join(close)}"
-            elif len(best) < len(r.methods):
-                line += "; every other method is significantly worse"
-            line += f" (Nemenyi CD {r.cd:.2f}; Friedman p {p_text(r.friedman.p_f)})"
+            worse = [m for m in r.methods if m not in best and m not in close]
+            if worse:
+                line += f"; significantly worse: {', '.join(worse)}"
+            elif close:
+                line += "; no method is significantly worse by Nemenyi's test"
+            line += f" (CD {r.cd:.2f}; Friedman p {p_text(r.friedman.p_f)})"
         else:
             line += "; no test with fewer than two datasets"
         out.append(line + ".")
@@ -564,26 +578,28 @@ def _md_rank_cell(text: str, mark: str) -> str:
 
 
 def markdown_summary(data: ReportData, figures: list[str]) -> list[str]:
-    """The report's opening: how to read it, the ranks across datasets, the best per dataset."""
+    """The report's opening: the ranks across datasets (conclusions, table, diagram), then the best
+    method per dataset and metric."""
     from harness.figures import caption
 
-    lines = ["## Summary", "", reading_text(data), ""]
+    lines = ["## Summary", "", headline(data), ""]
     if ranked_tables(data):
-        lines += ["### Ranks across datasets", "", ranks_legend(data), ""]
+        lines += ["### Ranks across datasets", ""]
         lines += [f"- {c}" for c in rank_conclusions(data)] + [""]
         header, rows = ranks_overview(data)
         lines += [tabulate([[label, *(_md_rank_cell(*c) for c in cells)] for label, cells in rows],
                            headers=header, tablefmt="github", disable_numparse=True), ""]
         notes = exclusion_notes(data)
         lines += (["Left out of the ranks:", ""] + [f"- {n}" for n in notes] + [""]) if notes else []
+        lines += [ranks_legend(data), ""]
         for f in figures:
             if Path(f).stem == CD_FIGURE:
                 lines += [f"![{CD_FIGURE}]({f})", "", f"**{CD_FIGURE}**: {caption(CD_FIGURE)}", ""]
     header, rows = best_overview(data)
-    lines += ["### Best per dataset", "",
-              f"The best entry of each metric table{(f' and, after {TIED}, the entries tied with it') if most_seeds(data) > 1 else ''}.",
-              "", tabulate([[label, *(best_text(*c) for c in cells)] for label, cells in rows], headers=header,
-                           tablefmt="github", disable_numparse=True), ""]
+    ties = f" and, after {TIED}, the entries tied with it" if most_seeds(data) > 1 else ""
+    lines += ["### Best per dataset", "", f"The best entry of each metric table{ties}.", "",
+              tabulate([[label, *(best_text(*c) for c in cells)] for label, cells in rows], headers=header,
+                       tablefmt="github", disable_numparse=True), ""]
     return lines
 
 
@@ -604,7 +620,7 @@ def render_markdown(data: ReportData, figures: list[str] | None = None) -> str:
     """Markdown of prepared report data: the summary first, then every table, the figures, the
     failed cells, and the configuration and environment last."""
     figures = list(figures or [])
-    lines = ["# densitybench report", ""] + markdown_summary(data, figures) + ["## Tables", ""]
+    lines = ["# densitybench report", ""] + markdown_summary(data, figures) + ["## Tables", "", reading_text(data), ""]
     for table in data.tables:
         lines += [markdown_table(table), ""]
     if data.phases is not None:
