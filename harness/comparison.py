@@ -23,7 +23,8 @@ from scipy import stats
 
 #: Confidence level of the intervals over seeds, and 1 - alpha of the Nemenyi test.
 LEVEL = 0.95
-BETTER = ("higher", "lower", "half")
+#: Directions: higher, lower, closest to 0.5 ("half"), closest to a target ("target"), or none (no best, no ranks).
+BETTER = ("higher", "lower", "half", "target", "none")
 
 
 # ------------------------------------------------------------------ one cell over seeds
@@ -83,30 +84,34 @@ def pooled_stderr(stderrs: Sequence[float]) -> float:
     return float(np.sqrt((se**2).sum()) / len(se))
 
 
-def oriented(values: Sequence[float] | np.ndarray, better: str) -> np.ndarray:
-    """``values`` turned into scores where higher is better: v, -v, or -|v - 0.5| (for "half")."""
-    if better not in BETTER:
-        raise ValueError(f"better must be one of {BETTER}, got {better!r}")
+def oriented(values: Sequence[float] | np.ndarray, better: str, target: float = 0.0) -> np.ndarray:
+    """``values`` turned into scores where higher is better: v, -v, -|v - 0.5| ("half") or
+    -|v - target| ("target")."""
+    if better not in BETTER or better == "none":
+        raise ValueError(f"better must be one of {BETTER[:-1]}, got {better!r}")
     x = np.asarray(values, dtype=float)
-    return {"higher": x, "lower": -x, "half": -np.abs(x - 0.5)}[better]
+    return {"higher": x, "lower": -x, "half": -np.abs(x - 0.5), "target": -np.abs(x - target)}[better]
 
 
-def best_and_ties(cells: Mapping[str, Sequence[float]], better: str,
-                  level: float = LEVEL) -> tuple[str | None, set[str]]:
+def best_and_ties(cells: Mapping[str, Sequence[float]], better: str, level: float = LEVEL,
+                  target: float = 0.0) -> tuple[str | None, set[str]]:
     """The best cell (by mean score) and the cells tied with it.
 
     ``cells`` maps a name to its values over seeds (NaN values are ignored). A cell is tied when the
     t-interval of its scores (``oriented``) overlaps the best cell's; for "half" (closest to 0.5)
-    the intervals are those of the per-seed distances ``|v - 0.5|``. Overlap of two 95% intervals
+    and "target" the intervals are those of the per-seed distances ``|v - 0.5|``, ``|v - target|``;
+    "none" has no best. Overlap of two 95% intervals
     is a conservative test (it misses some real differences, it rarely calls noise a difference).
     Cells with one value, or a best with one value, are never tied. Equal best means: the first wins.
     """
+    if better == "none":
+        return None, set()
     scored = {}
     for name, vals in cells.items():
         x = np.asarray(vals, dtype=float)
         x = x[np.isfinite(x)]
         if len(x):
-            scored[name] = t_interval(oriented(x, better), level)
+            scored[name] = t_interval(oriented(x, better, target), level)
     if not scored:
         return None, set()
     best = max(scored, key=lambda name: scored[name].mean)
@@ -230,7 +235,7 @@ def critical_difference(k: int, n: int, alpha: float = 1 - LEVEL) -> float:
 
 
 def rank_methods(values: Mapping[tuple[str, str], float | None], methods: Sequence[str], datasets: Sequence[str],
-                 better: str, alpha: float = 1 - LEVEL, min_share: float = 0.5) -> Ranking:
+                 better: str, alpha: float = 1 - LEVEL, min_share: float = 0.5, target: float = 0.0) -> Ranking:
     """Ranks of ``methods`` on ``datasets`` from ``values[(method, dataset)]`` (a cell's mean over
     seeds; None or NaN when the cell has no value).
 
@@ -261,7 +266,8 @@ def rank_methods(values: Mapping[tuple[str, str], float | None], methods: Sequen
             excluded_datasets[ds] = lacking
         else:
             ranked.append(ds)
-    scores = np.array([[oriented([values[(m, ds)]], better)[0] for m in kept] for ds in ranked]).reshape(len(ranked), len(kept))
+    scores = np.array([[oriented([values[(m, ds)]], better, target)[0] for m in kept] for ds in ranked])
+    scores = scores.reshape(len(ranked), len(kept))
     result = Ranking(list(kept), ranked, rank_rows(scores) if scores.size else scores, excluded_methods, excluded_datasets,
                      [ds for ds in datasets if ds not in live])
     if result.usable:

@@ -50,9 +50,10 @@ class TableSpec:
 
     key: str
     title: str
-    better: str  # "higher" | "lower" | "half" (closest to 0.5)
+    better: str  # "higher" | "lower" | "half" (closest to 0.5) | "target" (closest to ``target``) | "none"
     source: str = "metrics"  # "metrics" | "timings"
     needs_likelihood: bool = False
+    target: float = 0.0
     se_key: str | None = None
     short: str = ""  # label in the summary; default: the title up to its first parenthesis
 
@@ -272,7 +273,8 @@ def metric_entries(df: pd.DataFrame, spec: TableSpec, methods: list[str], dsets:
             bad = sub[sub.status == "failed"]
             if len(bad):
                 failed[m] = bad.error.iloc[0] or "failed"
-        best, tied = best_and_ties({m: v for m, v in values.items() if _applies(spec, m, kinds)}, spec.better)
+        best, tied = best_and_ties({m: v for m, v in values.items() if _applies(spec, m, kinds)}, spec.better,
+                                   target=spec.target)
         digits = column_digits([float(v.mean()) for v in values.values()])
         per_dataset[ds] = (values, ses, failed, best, tied, digits)
     entries: dict[tuple[str, str], Entry] = {}
@@ -297,13 +299,14 @@ def metric_entries(df: pd.DataFrame, spec: TableSpec, methods: list[str], dsets:
 
 def table_ranking(table: MetricTable) -> Ranking | None:
     """Ranks of the methods the metric applies to, over the table's datasets (cell means), with
-    the Friedman test and the Nemenyi critical difference; None when no method applies."""
+    the Friedman test and the Nemenyi critical difference; None when no method applies or the metric
+    has no direction ("none")."""
     applicable = [m for m in table.methods if _applies(table.spec, m, table.kinds)]
-    if not applicable:
+    if not applicable or table.spec.better == "none":
         return None
     values = {(m, ds): (e.mean if e.state == "value" else None)
               for (m, ds), e in table.entries.items() if m in applicable}
-    return rank_methods(values, applicable, table.datasets, table.spec.better)
+    return rank_methods(values, applicable, table.datasets, table.spec.better, target=table.spec.target)
 
 
 def build(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> ReportData | None:

@@ -50,6 +50,10 @@ def test_best_and_ties_closest_to_half():
     }
     assert best_and_ties(cells, "half") == ("x", {"z"})
     assert best_and_ties({}, "lower") == (None, set())
+    # closest to a target: distances to 1.0 of 0.02 (x'), 0.09 (y'), 0.03 (z'); "none" has no best
+    shifted = {k: [v + 0.5 for v in vals] for k, vals in cells.items()}
+    assert best_and_ties(shifted, "target", target=1.0) == ("x", {"z"})
+    assert best_and_ties(cells, "none") == (None, set())
 
 
 #: A small results table (cell means, lower is better) with ties and missing cells.
@@ -87,6 +91,9 @@ def test_ranks_with_ties_and_missing_cells_by_hand():
     assert r.not_different_from_best() == ["A", "C", "D"]  # D: 4 - 1.667 = 2.33 < CD
     higher = rank_methods(_values(), METHODS, list(TABLE), "higher")
     assert higher.average["D"] == pytest.approx(1.0)
+    # closest to 2: d1 ranks B (0 away) 1, A and C (1 away) 2.5, D 4
+    near_two = rank_methods(_values(), METHODS, list(TABLE), "target", target=2.0)
+    assert near_two.ranks[0].tolist() == [2.5, 1, 2.5, 4]
 
 
 def test_friedman_matches_scipy_with_and_without_ties():

@@ -85,7 +85,7 @@ def faulty_methods():
 
 def test_every_fault_gives_a_failed_row_and_the_grid_goes_on(tmp_path, faulty_methods):
     names = ",".join([*FAULTS, "gaussian"])
-    code = main(["run", "--methods", names, "--datasets", "8gaussians", "--profile", "smoke", "--time-limit", "25",
+    code = main(["run", "--methods", names, "--datasets", "8gaussians", "--seeds", "1", "--profile", "smoke", "--time-limit", "25",
                  "--sample-size", "200", "--no-progress", "--out", str(tmp_path)])
     assert code == 0
     rows = {r["method"]: r for r in ResultsStore(tmp_path, create=False).rows()}
@@ -105,7 +105,7 @@ def test_nan_metric_is_a_failure(tmp_path):
     NaNSampler.name = "nan_sampler"
     methods.register(NaNSampler)
     try:
-        assert main(["run", "--methods", "nan_sampler", "--datasets", "rings", "--profile", "smoke",
+        assert main(["run", "--methods", "nan_sampler", "--datasets", "rings", "--seeds", "1", "--profile", "smoke",
                      "--sample-size", "100", "--no-progress", "--out", str(tmp_path)]) == 0
     finally:
         methods.unregister("nan_sampler")
