@@ -79,12 +79,17 @@ class Entry:
     n: int = 0
     best: bool = False
     note: int | None = None
+    seeds_ok: int = 0  # cells of this entry that ran ok, of ``seeds_run`` that ran (ok or failed)
+    seeds_run: int = 0
 
     def text(self, fmt: str, sep: str = " ± ") -> str:
-        """Plain text of a value entry: ``mean ± std`` (just ``mean`` for one seed)."""
-        if self.n > 1:
-            return f"{fmt.format(self.mean)}{sep}{fmt.format(self.std)}"
-        return fmt.format(self.mean)
+        """Plain text of a value entry: ``mean ± std`` (just ``mean`` for one seed), then
+        ``(k/n seeds ok)`` when some seeds of the cell failed."""
+        value = f"{fmt.format(self.mean)}{sep}{fmt.format(self.std)}" if self.n > 1 else fmt.format(self.mean)
+        return value + self.seeds_note()
+
+    def seeds_note(self) -> str:
+        return f" ({self.seeds_ok}/{self.seeds_run} seeds ok)" if self.seeds_ok < self.seeds_run else ""
 
 
 @dataclass
@@ -129,6 +134,7 @@ class ReportData:
     phases: pd.DataFrame | None
     published: PublishedTable | None = None
     failed: list[dict[str, Any]] = field(default_factory=list)
+    n_skipped: int = 0
 
 
 def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -145,6 +151,17 @@ def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
             rec[f"timings.phase.{phase}"] = secs
         flat.append(rec)
     return pd.DataFrame(flat)
+
+
+def separate_profiles(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of one method under different profiles are different rows of the report: such a method
+    is labelled ``method (profile)``, so that no entry averages over profiles."""
+    counts = df.groupby("method").profile.nunique()
+    mixed = df.method.isin(counts[counts > 1].index)
+    if mixed.any():
+        df = df.copy()
+        df.loc[mixed, "method"] = df.method[mixed] + " (" + df.profile[mixed] + ")"
+    return df
 
 
 def _number(v: Any) -> Any:
@@ -192,7 +209,7 @@ def likelihood_kinds(df: pd.DataFrame, methods: list[str]) -> dict[str, str | No
         col = df[(df.method == m) & (df.status == "ok")].get("metrics.kind")
         kinds[m] = next((v for v in (col if col is not None else []) if isinstance(v, str)), None)
         if kinds[m] is None and not (df[(df.method == m)].status == "ok").any():
-            kinds[m] = _registered_kind(m)
+            kinds[m] = _registered_kind(m.split(" (")[0])
     return kinds
 
 
@@ -213,7 +230,7 @@ def metric_entries(df: pd.DataFrame, spec: TableSpec, methods: list[str], dsets:
         return None
     per_dataset = {}
     for ds in dsets:
-        stats, failed = {}, {}
+        stats, failed, seeds = {}, {}, {}
         for m in methods:
             sub = df[(df.method == m) & (df.dataset == ds)]
             ok = sub[sub.status == "ok"]
@@ -221,18 +238,20 @@ def metric_entries(df: pd.DataFrame, spec: TableSpec, methods: list[str], dsets:
             if len(vals):
                 stats[m] = (float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, len(vals))
             bad = sub[sub.status == "failed"]
+            seeds[m] = (len(ok), len(ok) + len(bad))
             if len(bad):
                 failed[m] = bad.error.iloc[0] or "failed"
-        per_dataset[ds] = (stats, failed, _best(stats, spec.better))
+        per_dataset[ds] = (stats, failed, seeds, _best(stats, spec.better))
     entries: dict[tuple[str, str], Entry] = {}
     for m in methods:
         for ds in dsets:
-            stats, failed, best = per_dataset[ds]
+            stats, failed, seeds, best = per_dataset[ds]
             if spec.needs_likelihood and kinds.get(m) is None:
                 entries[(m, ds)] = Entry("na")
             elif m in stats:
                 mean, std, n = stats[m]
-                entries[(m, ds)] = Entry("value", mean, std, n, best=(m == best))
+                entries[(m, ds)] = Entry("value", mean, std, n, best=(m == best), seeds_ok=seeds[m][0],
+                                         seeds_run=seeds[m][1])
             elif m in failed:
                 entries[(m, ds)] = Entry("failed", note=footnotes.setdefault(failed[m], len(footnotes) + 1))
             else:
@@ -245,7 +264,7 @@ def build(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> Rep
     meta = meta or {}
     if not rows:
         return None
-    df = rows_frame(rows)
+    df = separate_profiles(rows_frame(rows))
     cfg = meta.get("config", {})
     methods, dsets = method_order(df, cfg), dataset_order(df, cfg)
     kinds = likelihood_kinds(df, methods)
@@ -260,7 +279,7 @@ def build(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> Rep
     failed = df[df.status == "failed"][["method", "dataset", "seed", "error"]].to_dict("records")
     data = ReportData(df, meta, methods, dsets, kinds, sorted(int(s) for s in df.seed.unique()),
                       int((df.status == "ok").sum()), int((df.status == "failed").sum()), tables, footnotes,
-                      phases, failed=failed)
+                      phases, failed=failed, n_skipped=int((df.status == "skipped").sum()))
     data.published = published_table(data)
     return data
 
@@ -351,7 +370,8 @@ def summary_line(data: ReportData, code: Callable[[str], str] = lambda s: f"`{s}
     env = data.meta.get("environment", {})
     return (f"Profile {code(', '.join(sorted(data.df.profile.unique())))}, {len(data.seeds)} seed(s) "
             f"({', '.join(map(str, data.seeds))}), device {code(env.get('device', '?'))}, code "
-            f"{code(env.get('code_version', '?'))}. {count(data.n_ok)} cell(s) ok, {count(data.n_failed)} failed. "
+            f"{code(env.get('code_version', '?'))}. {count(data.n_ok)} cell(s) ok, {count(data.n_failed)} failed"
+            f"{f', {count(data.n_skipped)} skipped (method unavailable here)' if data.n_skipped else ''}. "
             f"Entries are mean ± std over seeds; the best entry per dataset is {best}. Likelihood kinds: exact, "
             "bound (a lower bound), estimate; n/a where a method has no likelihood.")
 
@@ -426,7 +446,7 @@ def _latex_cell(entry: Entry, fmt: str) -> str:
         body = _latex_number(fmt.format(entry.mean))
         if entry.n > 1:
             body += rf" \pm {_latex_number(fmt.format(entry.std))}"
-        return rf"\textbf{{\boldmath${body}$}}" if entry.best else f"${body}$"
+        return (rf"\textbf{{\boldmath${body}$}}" if entry.best else f"${body}$") + entry.seeds_note()
     if entry.state == "failed":
         return rf"failed\textsuperscript{{{entry.note}}}"
     return {"na": "n/a", "missing": "--"}[entry.state]
