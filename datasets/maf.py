@@ -71,10 +71,96 @@ def tail_split(data: np.ndarray) -> Arrays:
 
 
 def normalise_pooled(train: np.ndarray, val: np.ndarray, test: np.ndarray) -> Arrays:
-    """Standardise all three with the mean and std (ddof 0) of train and validation together."""
+    """Standardise all three with the mean and std (ddof 0) of train and validation together.
+
+    Raises ValueError when a value is not finite or a column of train + validation is constant
+    (its standard deviation is 0: the reference would divide by it).
+    """
     pooled = np.vstack((train, val))
+    for part, label in ((pooled, "train/validation"), (test, "test")):
+        bad = np.argwhere(~np.isfinite(part))
+        if len(bad):
+            raise ValueError(f"{label} rows hold {len(bad)} non-finite values (first at row {bad[0][0] + 1}, "
+                             f"column {bad[0][1] + 1})")
     mu, s = pooled.mean(axis=0), pooled.std(axis=0)
+    constant = np.flatnonzero(s == 0)
+    if len(constant):
+        raise ValueError(f"column(s) {', '.join(str(j + 1) for j in constant)} are constant over the training and "
+                         "validation rows (standard deviation 0)")
     return (train - mu) / s, (val - mu) / s, (test - mu) / s
+
+
+# ---------------------------------------------------------------- pickles without code
+
+
+#: Env variable that lets ``read_data_pickle`` load any pickle (only for files you trust).
+TRUST_PICKLES_ENV = "DENSITYBENCH_TRUST_PICKLES"
+
+
+def _pickle_allowlist() -> tuple[set[int], tuple[type, ...]]:
+    """(ids of the functions a pickled numpy/pandas table may call, the classes it may build)."""
+    import builtins
+    import codecs
+    import copyreg
+    import importlib
+
+    import pandas as pd
+    from pandas.api.extensions import ExtensionArray, ExtensionDtype
+
+    functions: list[object] = [builtins.slice, builtins.object, codecs.encode, copyreg._reconstructor,
+                               np.ndarray]  # exactly: a subclass such as np.memmap would open files
+    for module, name in [("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+                         ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
+                         ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
+                         ("pandas.core.indexes.base", "_new_Index"), ("pandas._libs.internals", "_unpickle_block"),
+                         ("pandas._libs.internals", "BlockPlacement"),
+                         ("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked"),
+                         ("pandas.core.internals.managers", "BlockManager"),
+                         ("pandas.core.internals.managers", "SingleBlockManager"),
+                         ("pandas.core.internals.blocks", "Block")]:
+        try:
+            with warnings.catch_warnings():  # numpy.core is numpy._core's deprecated alias
+                warnings.simplefilter("ignore", DeprecationWarning)
+                functions.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    classes = (pd.DataFrame, pd.Series, pd.Index, ExtensionArray, ExtensionDtype, np.dtype, np.generic)
+    return {id(f) for f in functions}, classes
+
+
+def read_data_pickle(path: Path):
+    """Unpickle a pandas/numpy table at ``path`` without running code a pickle could carry.
+
+    Only the numpy and pandas constructors of tables are resolved (pandas' own compatibility
+    mapping applies first, so files written by old pandas versions load); any other global,
+    e.g. ``os.system``, raises a UserError naming it. Set ``DENSITYBENCH_TRUST_PICKLES=1`` to
+    load a trusted file that needs more.
+    """
+    import os
+
+    import pandas as pd
+    from pandas.compat.pickle_compat import Unpickler
+
+    if os.environ.get(TRUST_PICKLES_ENV) == "1":
+        return pd.read_pickle(path)
+    functions, classes = _pickle_allowlist()
+
+    class TablesOnly(Unpickler):
+        def find_class(self, module: str, name: str):
+            found = super().find_class(module, name)
+            if id(found) in functions or (isinstance(found, type) and issubclass(found, classes)):
+                return found
+            raise UserError(f"{path}: the pickle refers to {module}.{name}, which a data table does not need; "
+                            f"it was not loaded (a pickle can run code). If you trust the file, set "
+                            f"{TRUST_PICKLES_ENV}=1")
+
+    for encoding in ("ASCII", "latin1"):  # latin1: pickles written by Python 2
+        with open(path, "rb") as f:
+            try:
+                return TablesOnly(f, encoding=encoding).load()
+            except UnicodeDecodeError:
+                continue
+    raise UserError(f"{path}: cannot decode the pickle's strings")
 
 
 # ---------------------------------------------------------------- per-set recipes
@@ -285,7 +371,9 @@ class Gas(MAFDataset):
 
         path = folder / "ethylene_CO.pickle"
         try:
-            frame = pd.read_pickle(path)
+            frame = read_data_pickle(path)
+        except UserError:
+            raise
         except Exception as e:  # noqa: BLE001 - an old or foreign pickle fails in many ways
             raise UserError(f"gas: pandas {pd.__version__} cannot read {path}: {type(e).__name__}: {e}") from None
         return preprocess_gas(frame)

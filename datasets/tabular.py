@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import codecs
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,27 @@ def _read_npy(path: Path) -> np.ndarray:
     return x
 
 
+def check_utf8(path: Path, chunk: int = 1 << 20) -> None:
+    """Raise a UserError naming the line and byte of the first invalid UTF-8 sequence in the whole file."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = newlines = 0
+    with path.open("rb") as f:
+        while True:
+            block = f.read(chunk)
+            pending = len(decoder.getstate()[0])  # bytes of a sequence begun in the previous block
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as e:
+                at = e.start - pending  # in this block (negative: in the pending bytes, which hold no newline)
+                line = newlines + block[:max(at, 0)].count(b"\n") + 1
+                raise UserError(f"{path}: line {line} (byte {offset + at + 1}) is not UTF-8 text "
+                                "(save the file as UTF-8, or use .npy)") from None
+            if not block:
+                return
+            newlines += block.count(b"\n")
+            offset += len(block)
+
+
 def _first_line(path: Path) -> tuple[int, str]:
     """(1-based number, text) of the first non-blank line, or (0, "") for an empty file."""
     try:
@@ -151,6 +173,7 @@ def _as_number(cell: str) -> float | None:
 
 
 def _read_text(path: Path) -> np.ndarray:
+    check_utf8(path)
     first_number, first = _first_line(path)
     if first_number == 0:
         raise UserError(f"{path}: the file is empty")

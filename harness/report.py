@@ -108,16 +108,22 @@ class Entry:
     se: float = math.nan
     tied: bool = False
     digits: int = 3
+    seeds_ok: int = 0  # cells of this entry that ran ok, of ``seeds_run`` that ran (ok or failed)
+    seeds_run: int = 0
 
     def text(self, sep: str = " ± ") -> str:
         """Plain text of a value entry: ``mean ± half-width`` (just ``mean`` for one seed), then
-        ``(se x)`` where there is a standard error over test points."""
+        ``(se x)`` where there is a standard error over test points, then ``(k/n seeds ok)`` when
+        some seeds of the cell failed."""
         out = significant(self.mean, self.digits)
         if self.n > 1 and math.isfinite(self.half_width):
             out += f"{sep}{significant(self.half_width, 2)}"
         if math.isfinite(self.se):
             out += f" (se {significant(self.se, 2)})"
-        return out
+        return out + self.seeds_note()
+
+    def seeds_note(self) -> str:
+        return f" ({self.seeds_ok}/{self.seeds_run} seeds ok)" if self.seeds_ok < self.seeds_run else ""
 
 
 @dataclass
@@ -170,6 +176,7 @@ class ReportData:
     phases: pd.DataFrame | None
     published: PublishedTable | None = None
     failed: list[dict[str, Any]] = field(default_factory=list)
+    n_skipped: int = 0
 
 
 def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -186,6 +193,17 @@ def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
             rec[f"timings.phase.{phase}"] = secs
         flat.append(rec)
     return pd.DataFrame(flat)
+
+
+def separate_profiles(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of one method under different profiles are different rows of the report: such a method
+    is labelled ``method (profile)``, so that no entry averages over profiles."""
+    counts = df.groupby("method").profile.nunique()
+    mixed = df.method.isin(counts[counts > 1].index)
+    if mixed.any():
+        df = df.copy()
+        df.loc[mixed, "method"] = df.method[mixed] + " (" + df.profile[mixed] + ")"
+    return df
 
 
 def _number(v: Any) -> Any:
@@ -223,7 +241,7 @@ def likelihood_kinds(df: pd.DataFrame, methods: list[str]) -> dict[str, str | No
         col = df[(df.method == m) & (df.status == "ok")].get("metrics.kind")
         kinds[m] = next((v for v in (col if col is not None else []) if isinstance(v, str)), None)
         if kinds[m] is None and not (df[(df.method == m)].status == "ok").any():
-            kinds[m] = _registered_kind(m)
+            kinds[m] = _registered_kind(m.split(" (")[0])
     return kinds
 
 
@@ -264,30 +282,31 @@ def metric_entries(df: pd.DataFrame, spec: TableSpec, methods: list[str], dsets:
     se_col = f"{spec.source}.{spec.se_key}" if spec.se_key else None
     per_dataset = {}
     for ds in dsets:
-        values, ses, failed = {}, {}, {}
+        values, ses, failed, seeds = {}, {}, {}, {}
         for m in methods:
             sub = df[(df.method == m) & (df.dataset == ds)]
             vals, se = _cell_values(sub, col, se_col)
             if len(vals):
                 values[m], ses[m] = vals, se
             bad = sub[sub.status == "failed"]
+            seeds[m] = (int((sub.status == "ok").sum()), int((sub.status == "ok").sum()) + len(bad))
             if len(bad):
                 failed[m] = bad.error.iloc[0] or "failed"
         best, tied = best_and_ties({m: v for m, v in values.items() if _applies(spec, m, kinds)}, spec.better,
                                    target=spec.target)
         digits = column_digits([float(v.mean()) for v in values.values()])
-        per_dataset[ds] = (values, ses, failed, best, tied, digits)
+        per_dataset[ds] = (values, ses, failed, seeds, best, tied, digits)
     entries: dict[tuple[str, str], Entry] = {}
     for m in methods:
         for ds in dsets:
-            values, ses, failed, best, tied, digits = per_dataset[ds]
+            values, ses, failed, seeds, best, tied, digits = per_dataset[ds]
             if not _applies(spec, m, kinds):
                 entries[(m, ds)] = Entry("na")
             elif m in values:
                 iv = t_interval(values[m])
                 entries[(m, ds)] = Entry("value", iv.mean, iv.std, iv.n, best=(m == best), half_width=iv.half_width,
                                          se=pooled_stderr(ses[m]) if se_col else math.nan, tied=m in tied,
-                                         digits=digits)
+                                         digits=digits, seeds_ok=seeds[m][0], seeds_run=seeds[m][1])
             elif m in failed:
                 entries[(m, ds)] = Entry("failed", note=footnotes.setdefault(failed[m], len(footnotes) + 1))
             else:
@@ -314,7 +333,7 @@ def build(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> Rep
     meta = meta or {}
     if not rows:
         return None
-    df = rows_frame(rows)
+    df = separate_profiles(rows_frame(rows))
     cfg = meta.get("config", {})
     methods, dsets = method_order(df, cfg), dataset_order(df, cfg)
     kinds = likelihood_kinds(df, methods)
@@ -329,7 +348,7 @@ def build(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> Rep
     failed = df[df.status == "failed"][["method", "dataset", "seed", "error"]].to_dict("records")
     data = ReportData(df, meta, methods, dsets, kinds, sorted(int(s) for s in df.seed.unique()),
                       int((df.status == "ok").sum()), int((df.status == "failed").sum()), tables, footnotes,
-                      phases, failed=failed)
+                      phases, failed=failed, n_skipped=int((df.status == "skipped").sum()))
     data.published = published_table(data)
     return data
 
@@ -420,7 +439,8 @@ def summary_line(data: ReportData, code: Callable[[str], str] = lambda s: f"`{s}
     env = data.meta.get("environment", {})
     return (f"Profile {code(', '.join(sorted(data.df.profile.unique())))}, {len(data.seeds)} seed(s) "
             f"({', '.join(map(str, data.seeds))}), device {code(env.get('device', '?'))}, code "
-            f"{code(env.get('code_version', '?'))}. {count(data.n_ok)} cell(s) ok, {count(data.n_failed)} failed. "
+            f"{code(env.get('code_version', '?'))}. {count(data.n_ok)} cell(s) ok, {count(data.n_failed)} failed"
+            f"{f', {count(data.n_skipped)} skipped (method unavailable here)' if data.n_skipped else ''}. "
             "Likelihood kinds: exact, bound (a lower bound), estimate; n/a where a method has no likelihood.")
 
 
@@ -434,7 +454,8 @@ def most_seeds(data: ReportData) -> int:
 
 def headline(data: ReportData) -> str:
     """The summary's first sentence: what the run holds and how sure its comparisons are."""
-    counts = f"{data.n_ok} cell(s) ok, {data.n_failed} failed, {len(data.seeds)} seed(s)."
+    skipped = f", {data.n_skipped} skipped" if data.n_skipped else ""
+    counts = f"{data.n_ok} cell(s) ok, {data.n_failed} failed{skipped}, {len(data.seeds)} seed(s)."
     if most_seeds(data) < 2:
         return (f"{counts} One seed per cell: no entry is significantly better than another (there are no "
                 "intervals over seeds); rerun with --seeds 3 or more for intervals and ties.")
@@ -684,7 +705,7 @@ def _latex_cell(entry: Entry, marks: bool = True) -> str:
             body += rf"\ (\mathrm{{se}}\ {_latex_number(significant(entry.se, 2))})"
         if marks and entry.tied:
             body += r"^{\dagger}"
-        return rf"\textbf{{\boldmath${body}$}}" if marks and entry.best else f"${body}$"
+        return (rf"\textbf{{\boldmath${body}$}}" if marks and entry.best else f"${body}$") + entry.seeds_note()
     if entry.state == "failed":
         return rf"failed\textsuperscript{{{entry.note}}}"
     return {"na": "n/a", "missing": "--"}[entry.state]

@@ -26,6 +26,8 @@ from harness.config import Config, resolve_names
 from harness.store import ResultsStore
 
 ARTIFACT_DIR = "artifacts"
+#: Longest single wait on the workers (s): a far deadline is reached in slices (select's limit is ~24 days).
+WAIT_SLICE = 3600.0
 
 
 @dataclass(frozen=True)
@@ -70,13 +72,14 @@ def code_version() -> str:
     return f"{__version__}+{sha}{'.dirty' if dirty else ''}" if sha else __version__
 
 
-def make_cells(cfg: Config) -> tuple[list[Cell], dict[str, str]]:
-    """The grid of cells of ``cfg`` (method-major) and the methods skipped with reasons."""
+def make_cells(cfg: Config, *, include_skipped: bool = False) -> tuple[list[Cell], dict[str, str]]:
+    """The grid of cells of ``cfg`` (method-major) and the methods skipped with reasons; the cells of
+    the skipped methods too when ``include_skipped``."""
     meths, dsets, skipped = resolve_names(cfg)
     cells = [
         Cell(m, d, s, cfg.profile, tuple(sorted(cfg.params.get(m, {}).items())), cfg.device,
              cfg.sample_size, cfg.data_root)
-        for d in dsets for m in meths if m not in skipped for s in cfg.seeds
+        for d in dsets for m in meths if include_skipped or m not in skipped for s in cfg.seeds
     ]
     return cells, skipped
 
@@ -209,7 +212,7 @@ def run_pool(cells: Iterable[Cell], splits_cache: dict, run_dir: Path | None, ti
                 running[worker.conn] = worker
                 if on_start is not None:
                     on_start(worker.cell)
-            wait = max(0.0, min(w.deadline for w in running.values()) - time.monotonic())
+            wait = min(WAIT_SLICE, max(0.0, min(w.deadline for w in running.values()) - time.monotonic()))
             for conn in mp_connection.wait(list(running), timeout=wait):
                 worker = running.pop(conn)
                 yield worker.cell, _finish(worker, timed_out=False)
@@ -264,7 +267,9 @@ def run_grid(cfg: Config, run_dir: Path, *, isolate: bool = True, progress: bool
         from methods._torch import NO_PROGRESS_ENV
 
         os.environ[NO_PROGRESS_ENV] = "1"
-    cells, skipped = make_cells(cfg)
+    cells, skipped = make_cells(cfg, include_skipped=True)
+    skipped_cells = [c for c in cells if c.method in skipped]
+    cells = [c for c in cells if c.method not in skipped]
     store = ResultsStore(run_dir)
     store.acquire_run_lock()
     summary = RunSummary(total=len(cells), method_skips=skipped)
@@ -273,10 +278,14 @@ def run_grid(cfg: Config, run_dir: Path, *, isolate: bool = True, progress: bool
         store.set_meta("config", cfg.to_dict())
         store.set_meta("environment", environment(cfg.device))
         done = store.statuses()
-        finished = {"ok", "skipped"} if retry_failed else {"ok", "failed", "skipped"}
+        finished = {"ok"} if retry_failed else {"ok", "failed"}  # a "skipped" cell runs once it can
         pending = [c for c in cells if done.get(c.key) not in finished]
         summary.skipped_done = len(cells) - len(pending)
         cfg_hash, version = cfg.hash(), code_version()
+        for cell in skipped_cells:  # unavailable here: a "skipped" row with the reason (a finished row stays)
+            if done.get(cell.key) in (None, "skipped"):
+                store.put({**base_row(cell, cfg_hash, version), "status": "skipped", "error": skipped[cell.method],
+                           "metrics": {}, "timings": {}, "info": {}})
         if cfg.executor == "ray":
             from harness.ray_executor import run_ray
 

@@ -538,6 +538,12 @@ DENSITY_METRICS: dict[str, MetricSpec] = {
 """Metrics against a known 2-D density (signature of ``histogram_tv``)."""
 
 
+def min_sample_size() -> int:
+    """Fewest rows per sample every metric of ``SAMPLE_METRICS`` works with: the unbiased MMD² and the
+    energy distance need 2, the C2ST one row per class in each of its folds."""
+    return max(2, C2STConfig().folds)
+
+
 def compute_sample_metrics(
     reference: np.ndarray, model: np.ndarray, *, seed: int = 0, max_samples: int = 5000
 ) -> dict[str, object]:

@@ -128,28 +128,7 @@ def test_database_is_consistent_sqlite(tiny_run):
     assert conn.execute("SELECT COUNT(DISTINCT cell_key) FROM results").fetchone()[0] == 8
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["run", "--methods", "gausian"], "did you mean 'gaussian'"),
-    (["run", "--datasets", "8gausians"], "did you mean '8gaussians'"),
-    (["run", "--profile", "quik"], "did you mean 'quick'"),
-    (["run", "--seeds", "a,b"], "seeds"),
-    (["run", "--seeds", "0"], "at least 1"),
-    (["run", "--sample-size", "-5"], "positive"),
-    (["run", "--device", "tpu"], "unknown device"),
-])
-def test_bad_input_exits_2_with_one_line(args, needle, capsys, tmp_path):
-    code = main([*args, "--out", str(tmp_path / "x")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
-
-
-def test_unknown_config_key_suggests(tmp_path, capsys):
-    cfg = tmp_path / "bad.toml"
-    cfg.write_text('methods = ["gaussian"]\nprofle = "smoke"\n')
-    code = main(["run", "--config", str(cfg), "--out", str(tmp_path / "x")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "did you mean 'profile'" in err and len(err.splitlines()) == 1
+# Bad command lines and configs: the corpus in tests/test_bad_inputs.py.
 
 
 def test_config_file_and_command_line_override(tmp_path):

@@ -299,3 +299,67 @@ def test_cache_notices_a_rewritten_file(tmp_path):
     first = datasets.get("miniboone").load(root=tmp_path)
     write_miniboone(tmp_path, n=300)
     assert datasets.get("miniboone").load(root=tmp_path).sizes() != first.sizes()
+
+
+# ---------------------------------------------------------------- robustness (issue 16)
+
+
+def test_normalise_pooled_refuses_constant_columns_and_non_finite_values():
+    rng = np.random.default_rng(0)
+    train, val, test = rng.standard_normal((50, 3)), rng.standard_normal((10, 3)), rng.standard_normal((10, 3))
+    out = maf.normalise_pooled(train, val, test)
+    assert all(np.isfinite(a).all() for a in out)
+    flat = [a.copy() for a in (train, val, test)]
+    for a in flat:
+        a[:, 1] = 7.0
+    with pytest.raises(ValueError, match=r"column\(s\) 2 are constant"):
+        maf.normalise_pooled(*flat)
+    bad = test.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="test rows hold 1 non-finite values .*row 4, column 3"):
+        maf.normalise_pooled(train, val, bad)
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_gas_pickle_that_would_run_code_is_refused(tmp_path):
+    import pickle
+
+    folder = tmp_path / "maf" / "gas"
+    folder.mkdir(parents=True)
+    marker = tmp_path / "ran"
+    (folder / "ethylene_CO.pickle").write_bytes(pickle.dumps([gas_frame(50), _RunsCode(marker)]))
+    with pytest.raises(UserError, match=r"ethylene_CO.pickle: the pickle refers to posix.system"):
+        datasets.get("gas").load(root=tmp_path)
+    assert not marker.exists()
+
+
+class _OpensFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):  # an ndarray subclass whose constructor creates a file
+        return np.memmap, (str(self.path), np.uint8, "w+", 0, (4,))
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_data_pickle_reader_loads_frames_and_refuses_file_backed_arrays(tmp_path, protocol):
+    import pickle
+
+    frame = gas_frame(30)
+    frame["label"] = ["a"] * 30
+    path = tmp_path / "f.pickle"
+    path.write_bytes(pickle.dumps(frame, protocol=protocol))
+    assert maf.read_data_pickle(path).equals(frame)
+    path.write_bytes(pickle.dumps(_OpensFile(tmp_path / "m.bin"), protocol=protocol))
+    with pytest.raises(UserError, match="numpy.memmap"):
+        maf.read_data_pickle(path)
+    assert not (tmp_path / "m.bin").exists()

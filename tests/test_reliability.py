@@ -1,5 +1,5 @@
 """Fault injection: exceptions, NaNs, time limits, OOM, dead workers, SIGKILL and
-resume, concurrent runs, determinism, and a table of bad inputs."""
+resume, concurrent runs and determinism (bad inputs: tests/test_bad_inputs.py)."""
 
 from __future__ import annotations
 
@@ -194,63 +194,7 @@ def test_second_run_on_same_directory_refuses(tmp_path, capsys):
     assert code == 2 and "another run is using" in err
 
 
-def _file(tmp_path: Path, name: str, text: str) -> str:
-    p = tmp_path / name
-    p.write_text(text)
-    return str(p)
-
-
-def _table_text(rows: int = 20, cols: int = 3) -> str:
-    rng = np.random.default_rng(0)
-    return "\n".join(",".join(f"{v:.4f}" for v in rng.standard_normal(cols)) for _ in range(rows)) + "\n"
-
-
-BAD_INPUTS = [
-    ("unknown method", lambda t: ["--methods", "mafff"], "did you mean 'maf'"),
-    ("unknown dataset", lambda t: ["--datasets", "ringz"], "did you mean 'rings'"),
-    ("unknown profile", lambda t: ["--profile", "papr"], "did you mean 'paper'"),
-    ("unknown device", lambda t: ["--device", "gpu"], "unknown device"),
-    ("unknown executor", lambda t: ["--executor", "slurm"], "unknown executor"),
-    ("seeds not integers", lambda t: ["--seeds", "1.5"], "seeds"),
-    ("seeds zero", lambda t: ["--seeds", "0"], "at least 1"),
-    ("negative seeds", lambda t: ["--seeds", "0,-2"], "non-negative"),
-    ("zero sample size", lambda t: ["--sample-size", "0"], "sample_size must be positive"),
-    ("negative time limit", lambda t: ["--time-limit", "-1"], "time_limit must be positive"),
-    ("jobs not a number", lambda t: ["--jobs", "many"], "jobs must be 'auto' or a positive whole number"),
-    ("zero jobs", lambda t: ["--jobs", "0"], "jobs must be positive"),
-    ("unknown config key", lambda t: ["--config", _file(t, "a.toml", 'profle = "smoke"\n')], "did you mean 'profile'"),
-    ("wrong type in config", lambda t: ["--config", _file(t, "b.toml", 'sample_size = "many"\n')], "whole number"),
-    ("seeds wrong type in config", lambda t: ["--config", _file(t, "c.toml", "seeds = [1.5]\n")], "seeds"),
-    ("methods wrong type", lambda t: ["--config", _file(t, "d.toml", "methods = 3\n")], "methods must be"),
-    ("missing config file", lambda t: ["--config", str(t / "nope.toml")], "not found"),
-    ("malformed TOML", lambda t: ["--config", _file(t, "e.toml", "methods = [\n")], "not valid TOML"),
-    ("unknown method parameter", lambda t: ["--methods", "kde", "--config", _file(t, "f.toml", "[params.kde]\nbandwith = 1\n")], "unknown parameter 'bandwith'"),
-    ("method parameter not a choice", lambda t: ["--methods", "gan", "--config", _file(t, "h.toml", '[params.gan]\nactivation = "tanhh"\n')], "parameter activation = 'tanhh' is not valid; valid: one of 'relu'"),
-    ("method parameter out of range", lambda t: ["--methods", "supervised_diffusion", "--config", _file(t, "i.toml", "[params.supervised_diffusion]\nhidden = 0\n")], "hidden = 0 is not valid; valid: 'auto' or an integer >= 1"),
-    ("params for absent method", lambda t: ["--methods", "kde", "--config", _file(t, "g.toml", "[params.gaussain]\nridge = 1\n")], "not in this run"),
-    ("data file with NaN", lambda t: ["--datasets", "file:" + _file(t, "nan.csv", _table_text() + "1.0,nan,2.0\n")], "NaN"),
-    ("data file with text", lambda t: ["--datasets", "file:" + _file(t, "txt.csv", _table_text() + "1.0,abc,2.0\n")], "'abc'"),
-    ("ragged rows", lambda t: ["--datasets", "file:" + _file(t, "rag.csv", _table_text() + "1.0,2.0\n")], "column"),
-    ("one column", lambda t: ["--datasets", "file:" + _file(t, "one.csv", _table_text(cols=1))], "column"),
-    ("too few rows", lambda t: ["--datasets", "file:" + _file(t, "few.csv", _table_text(rows=4))], "rows"),
-    ("empty data file", lambda t: ["--datasets", "file:" + _file(t, "empty.csv", "")], "empty"),
-    ("missing data file", lambda t: ["--datasets", "file:" + str(t / "absent.csv")], "no such file"),
-    ("missing data root", lambda t: ["--data-root", str(t / "no-root")], "does not exist"),
-    ("output not writable", lambda t: ["--out", _file(t, "plainfile", "x") + "/sub"], "cannot create output directory"),
-]
-
-
-@pytest.mark.parametrize("label, args, needle", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_table(label, args, needle, tmp_path, capsys):
-    argv = args(tmp_path)
-    if "--out" not in argv:
-        argv += ["--out", str(tmp_path / "out")]
-    code = main(["run", "--profile", "smoke", "--methods", "gaussian", *argv] if "--methods" not in argv and "--profile" not in argv
-                else ["run", *argv])
-    err = capsys.readouterr().err.strip()
-    assert code == 2, (label, err)
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert needle in err, (label, err)
+# The table of bad inputs is the corpus in tests/test_bad_inputs.py.
 
 
 def test_cuda_without_gpu_is_a_clear_error(tmp_path, capsys):
