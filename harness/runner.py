@@ -111,8 +111,9 @@ def one_line(exc: BaseException) -> str:
 
 
 def preload_optimiser_imports() -> None:
-    """Import what torch's first optimiser imports (torch._dynamo: 4-5 s on these machines) before a fit's
-    clock starts, so fit times and training budgets measure training, not a one-off import per worker."""
+    """Import what torch's first optimiser imports (torch._dynamo: 4-5 s on 2 cores) before a fit's clock
+    starts, so fit times and training budgets measure training, not a one-off import per worker. A no-op
+    once imported: the local executor imports it in the parent, whose forked workers inherit it."""
     import torch._dynamo  # noqa: F401
 
 
@@ -313,6 +314,8 @@ def run_grid(cfg: Config, run_dir: Path, *, isolate: bool = True, progress: bool
                     bar.update()
                 else:
                     runnable.append(cell)
+            if runnable:  # once here rather than in every forked worker (it initialises no CUDA)
+                preload_optimiser_imports()
             if isolate:
                 jobs = cfg.cell_jobs()
                 results = run_pool(runnable, splits_cache, run_dir, cfg.cell_time_limit(), jobs, cell_threads(jobs),
