@@ -96,7 +96,8 @@ CAPTIONS = {
                             "evaluations excluded. Top: validation log-likelihood (nats, higher is better); bottom: "
                             "energy statistic of samples against validation rows (lower is better, symmetric-log "
                             "scale) for checkpoints without a likelihood (sample-only methods; the supervised "
-                            "generator's labels and G before its student). Dashed grey: the Gaussian reference. "
+                            "generator's G before its student). Dashed grey: the Gaussian reference; "
+                            "log-likelihoods far below it are cut off. "
                             "Methods without checkpoints have no curve."),
     "fig_tabular": ("Rows are methods. Left: marginal histograms of up to four dimensions (filled grey: test "
                     "data, colour: samples). Right: 2-D KDE contours of the test data's two most correlated "
@@ -637,7 +638,12 @@ def fig_training_curves(rows: list[dict[str, Any]], dsets: list[str], methods: l
 def _curve_axes(ax, group: list, ref: float | None, metric: str, better: str) -> None:
     """Log time axis; log-likelihood limits from the reference to the best value (early checkpoints far
     below the reference are clipped); symmetric-log scale for the energy statistic."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.tick_params(labelsize=7)
     ax.grid(True, which="major", color="0.9", linewidth=0.6)
     values = [v for c in group for v in c.values]
@@ -645,11 +651,11 @@ def _curve_axes(ax, group: list, ref: float | None, metric: str, better: str) ->
         return
     if better == "lower":
         ax.set_yscale("symlog", linthresh=1e-3)
-        ax.set_ylim(bottom=min(0.0, min(values)))
+        ax.set_ylim(min(0.0, min(values)), 1.5 * max(values + ([ref] if ref is not None else [])))
         return
     top = max(values + ([ref] if ref is not None else []))
     finals = [c.values[-1] for c in group]
-    low = min(values) if ref is None else min(max(min(values), ref - (top - ref)), min(finals))
+    low = min(values) if ref is None else min(max(min(values), ref - (top - ref)), min(finals), ref)
     pad = 0.08 * (top - low) or 0.1
     ax.set_ylim(low - pad, top + pad)
 
