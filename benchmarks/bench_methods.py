@@ -11,7 +11,9 @@ Ratios are measured in one run (these machines are noisy):
   networks and sampler settings of the ``quick`` and of the ``paper`` profile (short fits:
   what a model learned changes its cost only through the ODE's NFE, which is tracked).
   Targets: >= 100x and >= 10x.
-* ``FitQuick.time_fit``: the ``quick`` fit of every method on ``8gaussians``.
+* ``FitQuick.time_fit``: the ``quick`` fit of every method on ``8gaussians``;
+  ``FitQuick.track_checkpoint_percent``: the share of that fit's wall time spent evaluating its
+  training checkpoints (``Method.checkpoint``), in percent. Target: <= 5.
 * ``LabelMemory.peakmem_labels``: peak memory of label generation as N grows; it must stay
   bounded by the chunk sizes, not grow with N x M.
 
@@ -160,6 +162,14 @@ class FitQuick:
 
     def time_fit(self, name):
         methods.create(name, "quick", device="cpu", seed=0).fit(self.splits.train, self.splits.val)
+
+    def track_checkpoint_percent(self, name):
+        model = methods.create(name, "quick", device="cpu", seed=0)
+        start = time.perf_counter()
+        model.fit(self.splits.train, self.splits.val)
+        return 100.0 * model.checkpoint_s_ / (time.perf_counter() - start)
+
+    track_checkpoint_percent.unit = "%"
 
 
 class LabelMemory:

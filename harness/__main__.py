@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address (with --executor ray)")
     run.add_argument("--jobs", help="cells run at a time by the local executor: 'auto' (default: one per CPU "
                      "core up to 8, one on a GPU) or N")
+    run.add_argument("--budget", metavar="SECONDS", help="the same wall-clock training budget for every trainable "
+                     "method: each training loop stops at its first checkpoint past it (see README)")
     run.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -66,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = {"methods": args.methods, "datasets": args.datasets, "seeds": args.seeds, "profile": args.profile,
                  "device": args.device, "data_root": args.data_root, "time_limit": args.time_limit,
                  "sample_size": args.sample_size, "executor": args.executor, "address": args.address,
-                 "jobs": args.jobs}
+                 "jobs": args.jobs, "budget": args.budget}
     cfg = config_mod.build(args.config, overrides)
     if cfg.data_root is not None and not Path(cfg.data_root).expanduser().is_dir():
         raise UserError(f"data root {cfg.data_root} does not exist or is not a directory")

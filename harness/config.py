@@ -13,6 +13,8 @@ A config file is TOML with these top-level keys (all optional)::
     data_root = "~/data"            # else $DENSITYBENCH_DATA, else ~/.cache/densitybench
     executor = "local"              # local | ray
     jobs = "auto"                   # cells at a time (local executor): "auto" or a whole number
+    budget = 60                     # training seconds per trainable method (stops at the first
+                                    # checkpoint past it; default: none)
     [params.supervised_diffusion]   # per-method parameter overrides
     steps = 200
 
@@ -70,6 +72,7 @@ class Config:
     address: str | None = None
     jobs: int | str = "auto"
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    budget: float | None = None
 
     def cell_time_limit(self) -> float:
         return float(self.time_limit if self.time_limit is not None else DEFAULT_TIME_LIMIT[self.profile])
@@ -194,6 +197,17 @@ def run_directory(cfg: Config, out: str | Path | None, reports_root: Path) -> Pa
     return run_dir
 
 
+def check_budget(value: Any) -> float:
+    """A training budget in seconds: a finite positive number (``"90"`` from the command line too)."""
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UserError(f"budget must be a finite positive number of seconds, got {value!r}")
+    return seconds
+
+
 def _whole(value: Any, key: str) -> Any:
     """``"4"`` (from the command line) -> 4; anything else unchanged."""
     if isinstance(value, str):
@@ -228,6 +242,8 @@ def validate(raw: dict[str, Any], source: str = "config") -> Config:
         cfg.time_limit = _time_limit(raw["time_limit"])
     if "sample_size" in raw:
         cfg.sample_size = _sample_size(raw["sample_size"])
+    if raw.get("budget") is not None:
+        cfg.budget = check_budget(raw["budget"])
     if raw.get("jobs") is not None:
         cfg.jobs = raw["jobs"] if raw["jobs"] == "auto" else _positive(_whole(raw["jobs"], "jobs"), "jobs")
     for key in ("data_root", "address"):

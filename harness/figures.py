@@ -17,6 +17,8 @@ fig_speed_quality.png    one panel pair per dataset: sampling throughput (log x)
 fig_critical_difference  one panel per metric: average ranks across datasets, with
 .png                     bars joining methods that the Nemenyi test cannot tell
                          apart (Demšar 2006); needs two datasets and two methods
+fig_training_curves.png  one column per dataset: validation quality at each training
+                         checkpoint against training time (log x), one curve per method
 =======================  ==========================================================
 
 Every figure uses the lowest seed with a result (scatter, maps) or every seed
@@ -97,6 +99,14 @@ CAPTIONS = {
                                 "methods whose average ranks differ by less than the Nemenyi critical difference "
                                 "(CD, drawn above the axis; α = 0.05): the test cannot tell them apart. The title "
                                 "gives the number of datasets and the Friedman (Iman-Davenport) p-value."),
+    "fig_training_curves": ("Quality against training time: one column per dataset, one curve per method (lowest "
+                            "seed), one point per checkpoint; training seconds on a log scale, checkpoint "
+                            "evaluations excluded. Top: validation log-likelihood (nats, higher is better); bottom: "
+                            "energy statistic of samples against validation rows (lower is better, symmetric-log "
+                            "scale) for checkpoints without a likelihood (sample-only methods; the supervised "
+                            "generator's G before its student). Dashed grey: the Gaussian reference; "
+                            "log-likelihoods far below it are cut off. "
+                            "Methods without checkpoints have no curve."),
     "fig_tabular": ("Rows are methods. Left: marginal histograms of up to four dimensions (filled grey: test "
                     "data, colour: samples). Right: 2-D KDE contours of the test data's two most correlated "
                     "dimension pairs (dashed black: test data, colour: samples; same levels). Dimensions are "
@@ -664,6 +674,78 @@ def fig_critical_difference(panels: list[tuple[str, Any]], styles: dict, path: P
     return path
 
 
+# ------------------------------------------------------------------ quality against training time
+
+
+def fig_training_curves(rows: list[dict[str, Any]], dsets: list[str], methods: list[str], styles: dict,
+                        path: Path) -> Path | None:
+    """Validation quality at each checkpoint against training time (log x), per dataset; None without curves."""
+    from harness.curves import METRICS, all_curves, reference
+
+    curves = all_curves(rows)
+    metrics = [m for m in METRICS if any(c.metric == m for c in curves)]
+    dsets = [ds for ds in dsets if any(c.dataset == ds for c in curves)]
+    if not metrics or not dsets:
+        return None
+    width, height = 3.4 * len(dsets) + 0.8, 2.8 * len(metrics) + 1.0
+    fig = _new_figure(width, height)
+    grid = fig.add_gridspec(len(metrics), len(dsets), left=0.75 / width, right=0.99, bottom=0.5 / height,
+                            top=1 - 0.75 / height, wspace=0.3, hspace=0.12)
+    shown = set()
+    for j, ds in enumerate(dsets):
+        seed = min(c.seed for c in curves if c.dataset == ds)
+        for i, metric in enumerate(metrics):
+            ax = fig.add_subplot(grid[i, j])
+            group = [c for c in curves if c.dataset == ds and c.seed == seed and c.metric == metric]
+            for c in sorted(group, key=lambda c: methods.index(c.method) if c.method in methods else len(methods)):
+                colour, marker = styles.get(c.method, ("0.5", "o"))
+                ax.plot(c.times, c.values, color=colour, marker=marker, ms=3.5, lw=1.2)
+                shown.add(c.method)
+            ref = reference(rows, ds, seed, metric)
+            if ref is not None:
+                ax.axhline(ref, color="0.55", lw=0.9, ls="--", zorder=0)
+            _curve_axes(ax, group, ref, metric, METRICS[metric][1])
+            if not group:
+                ax.text(0.5, 0.5, "no curve", ha="center", va="center", transform=ax.transAxes, fontsize=8, color="0.5")
+            if i == 0:
+                ax.set_title(ds, fontsize=10, fontweight="bold")
+            if j == 0:
+                ax.set_ylabel(METRICS[metric][0].replace(" (", "\n("), fontsize=8)
+            if i == len(metrics) - 1:
+                ax.set_xlabel("training seconds (log scale)", fontsize=8)
+    handles = [Line2D([], [], marker=styles[m][1], color=styles[m][0], lw=1.2, markersize=5, label=m)
+               for m in methods if m in shown]
+    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=9, frameon=False,
+               bbox_to_anchor=(0.5, 1 - 0.02 / height))
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _curve_axes(ax, group: list, ref: float | None, metric: str, better: str) -> None:
+    """Log time axis; log-likelihood limits from the reference to the best value (early checkpoints far
+    below the reference are clipped); symmetric-log scale for the energy statistic."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(labelsize=7)
+    ax.grid(True, which="major", color="0.9", linewidth=0.6)
+    values = [v for c in group for v in c.values]
+    if not values:
+        return
+    if better == "lower":
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_ylim(min(0.0, min(values)), 1.5 * max(values + ([ref] if ref is not None else [])))
+        return
+    top = max(values + ([ref] if ref is not None else []))
+    finals = [c.values[-1] for c in group]
+    low = min(values) if ref is None else min(max(min(values), ref - (top - ref)), min(finals), ref)
+    pad = 0.08 * (top - low) or 0.1
+    ax.set_ylim(low - pad, top + pad)
+
+
 # ------------------------------------------------------------------ all figures
 
 
@@ -696,6 +778,7 @@ def draw_all(run_dir: Path | str, rows: list[dict[str, Any]], meta: dict[str, An
     jobs.append(("fig_speed_quality", lambda p: fig_speed_quality(df, dsets, methods, styles, p)))
     jobs.append(("fig_critical_difference", lambda p: fig_critical_difference(
         [(t.spec.label, t.ranking) for t in build(rows, meta).tables], styles, p)))
+    jobs.append(("fig_training_curves", lambda p: fig_training_curves(rows, dsets, methods, styles, p)))
     written = []
     for stem, draw in jobs:
         try:

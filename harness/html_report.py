@@ -246,6 +246,9 @@ def render_html(data: ReportData | None, meta: dict[str, Any], figures: list[Pat
     parts += [metric_table_html(t, by_number, styles) for t in data.tables]
     if data.phases is not None:
         parts.append(_phases_html(data, styles))
+    from harness.curves import html_section
+
+    parts.append(html_section(data.rows, data.methods, data.datasets))
     if data.published is not None:
         parts.append(_published_html(data.published))
     if others:

@@ -177,6 +177,7 @@ class ReportData:
     published: PublishedTable | None = None
     failed: list[dict[str, Any]] = field(default_factory=list)
     n_skipped: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)  # the store's rows (checkpoints live in info)
 
 
 def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -348,7 +349,7 @@ def build(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> Rep
     failed = df[df.status == "failed"][["method", "dataset", "seed", "error"]].to_dict("records")
     data = ReportData(df, meta, methods, dsets, kinds, sorted(int(s) for s in df.seed.unique()),
                       int((df.status == "ok").sum()), int((df.status == "failed").sum()), tables, footnotes,
-                      phases, failed=failed, n_skipped=int((df.status == "skipped").sum()))
+                      phases, failed=failed, n_skipped=int((df.status == "skipped").sum()), rows=rows)
     data.published = published_table(data)
     return data
 
@@ -652,6 +653,9 @@ def render_markdown(data: ReportData, figures: list[str] | None = None) -> str:
         phase_rows = [[_dash_nan(v) for v in r] for r in data.phases.reset_index().values.tolist()]
         lines += [tabulate(phase_rows,
                            headers=["method", *data.phases.columns], tablefmt="github", floatfmt=".2f"), ""]
+    from harness.curves import markdown_section
+
+    lines += markdown_section(data.rows, data.methods, data.datasets)
     if data.published is not None:
         lines += [_md_published(data.published), ""]
     others = [f for f in figures if Path(f).stem != CD_FIGURE]

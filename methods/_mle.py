@@ -6,7 +6,10 @@ log-likelihood, clips the gradient norm, evaluates the validation
 log-likelihood every ``config.eval_every`` steps, keeps a deep copy of the
 best-validation ``state_dict`` and restores it at the end, and stops early after
 ``config.patience`` evaluations without improvement. A NaN/inf loss or gradient
-raises :class:`methods.base.DivergenceError`.
+raises :class:`methods.base.DivergenceError`. Each evaluation is also a training
+checkpoint: ``checkpoint(step, planned, val_loglik)`` (``Method.checkpoint``)
+gets the mean log-likelihood of the first ``CHECKPOINT_ROWS`` validation rows
+and training stops when it returns True (budget spent).
 
 Randomness is local: minibatches come from a seeded ``torch.Generator``; dropout
 and anything else that draws from torch's global generator runs inside
@@ -29,6 +32,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from methods._checkpoint import CHECKPOINT_ROWS
 from methods._torch import batched, check_loss, generator, minibatches, progress
 from methods.base import DivergenceError
 
@@ -125,6 +129,7 @@ def fit_mle(
     seed: int = 0,
     name: str = "mle",
     show_progress: bool = True,
+    checkpoint: Callable[[int, int, float], bool] | None = None,
 ) -> dict[str, Any]:
     """Fit ``model`` by maximum likelihood; return diagnostics for ``Method.info_``.
 
@@ -135,18 +140,18 @@ def fit_mle(
 
     Returns ``steps`` (optimiser steps run), ``best_val_loglik``, ``best_step``,
     ``final_train_loss`` (mean NLL over the last evaluation window),
-    ``stopped_early`` and the per-evaluation ``history`` of
-    (step, train log-lik, val log-lik).
+    ``stopped_early`` (patience), ``stopped_by_budget`` (``checkpoint`` returned True) and the
+    per-evaluation ``history`` of (step, train log-lik, val log-lik).
     """
     if val is None:
         train, val = hold_out(train, seed)
     device = train.device
     with torch.random.fork_rng(devices=rng_devices(device)):
         torch.manual_seed(seed)
-        return _run(model, log_prob, train, val, config, seed, name, show_progress)
+        return _run(model, log_prob, train, val, config, seed, name, show_progress, checkpoint)
 
 
-def _run(model, log_prob, train, val, config, seed, name, show_progress) -> dict[str, Any]:
+def _run(model, log_prob, train, val, config, seed, name, show_progress, checkpoint) -> dict[str, Any]:
     params = [p for p in model.parameters() if p.requires_grad]
     # foreach: one fused kernel per update instead of one per tensor (the default only on GPU)
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
@@ -156,7 +161,7 @@ def _run(model, log_prob, train, val, config, seed, name, show_progress) -> dict
 
     best = {"val": -math.inf, "step": 0, "state": None}
     history: list[tuple[int, float, float]] = []
-    window_sum, window_n, evals_since_best, step, stopped_early = 0.0, 0, 0, 0, False
+    window_sum, window_n, evals_since_best, step, stopped_early, over_budget = 0.0, 0, 0, 0, False, False
     bar = progress(batches, total=config.steps, desc=f"{name} training", enabled=show_progress)
     model.train()
     for step, idx in enumerate(bar, start=1):
@@ -167,7 +172,7 @@ def _run(model, log_prob, train, val, config, seed, name, show_progress) -> dict
         if step % interval and step != config.steps:
             continue
         train_ll = -window_sum / window_n
-        val_ll = _validate(model, log_prob, val, step, name)
+        val_ll, head_ll = _validate(model, log_prob, val, step, name)
         history.append((step, train_ll, val_ll))
         window_sum, window_n = 0.0, 0
         if val_ll > best["val"]:
@@ -176,6 +181,9 @@ def _run(model, log_prob, train, val, config, seed, name, show_progress) -> dict
         else:
             evals_since_best += 1
         bar.set_postfix(train_ll=f"{train_ll:.3f}", val_ll=f"{val_ll:.3f}", best=f"{best['val']:.3f}", refresh=False)
+        if checkpoint is not None and checkpoint(step, config.steps, head_ll):
+            over_budget = True
+            break
         if config.patience is not None and evals_since_best >= config.patience:
             stopped_early = True
             break
@@ -188,6 +196,7 @@ def _run(model, log_prob, train, val, config, seed, name, show_progress) -> dict
         "best_step": best["step"],
         "final_train_loss": -history[-1][1],
         "stopped_early": stopped_early,
+        "stopped_by_budget": over_budget,
         "history": history,
     }
 
@@ -210,11 +219,14 @@ def _train_step(params, log_prob, batch, optimizer, grad_clip, step, name) -> fl
     return value
 
 
-def _validate(model, log_prob, val, step, name) -> float:
-    """Mean validation log-likelihood in eval mode; raises DivergenceError when not finite."""
+def _validate(model, log_prob, val, step, name) -> tuple[float, float]:
+    """Mean validation log-likelihood in eval mode, over every row and over the first ``CHECKPOINT_ROWS``;
+    raises DivergenceError when not finite."""
     model.eval()
-    val_ll = mean_log_prob(log_prob, val)
+    with torch.no_grad():
+        lp = batched(log_prob, val, EVAL_BATCH).double()
     model.train()
+    val_ll = float(lp.mean())
     if not math.isfinite(val_ll):
         raise DivergenceError(f"{name}: training diverged (validation log-likelihood {val_ll} at step {step}); try a lower learning rate")
-    return val_ll
+    return val_ll, float(lp[:CHECKPOINT_ROWS].mean())

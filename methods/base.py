@@ -17,9 +17,11 @@ import math
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from typing import Any, ClassVar, Iterable, Iterator
+from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 import numpy as np
+
+from methods import _checkpoint
 
 try:  # Python 3.11+
     from typing import Self
@@ -262,6 +264,11 @@ class Method(ABC):
     log_prob_kind: ClassVar[str | None] = None
     profiles: ClassVar[dict[str, dict]] = {"smoke": {}, "quick": {}, "paper": {}}
     param_specs: ClassVar[dict[str, Spec]] = {}
+    #: Wall-clock training budget in seconds (None: none), set before ``fit`` (``run --budget``):
+    #: training loops stop at their first checkpoint past it (see ``checkpoint``).
+    budget_s: float | None = None
+    #: The clock of fit phases and checkpoints (seconds); tests set a deterministic one.
+    clock: Callable[[], float] = staticmethod(time.perf_counter)
 
     def __init__(self, *, device: str = "auto", seed: int = 0, **params: Any) -> None:
         self.device = device
@@ -279,7 +286,11 @@ class Method(ABC):
         self.fit_phases_: dict[str, float] = {}
         self.info_: dict[str, Any] = {}  # diagnostics (losses, NFE...) stored in results rows
         self.dim_ = train.shape[1]
+        self._start_checkpoints(train, val)
         self._fit(train, val)
+        self.checkpoint_train_ = None  # the reference is computed; do not hold the data
+        if self.checkpoints_:
+            self.info_["training_progress"] = self._training_progress()
         self.fitted_ = True
         return self
 
@@ -314,12 +325,76 @@ class Method(ABC):
     # ----------------------------------------------------------- helpers
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        """Time a fit phase into ``fit_phases_[name]`` (seconds, accumulated)."""
-        t0 = time.perf_counter()
+        """Time a fit phase into ``fit_phases_[name]`` (seconds, accumulated, checkpoint evaluations excluded)."""
+        t0, eval0 = self.clock(), getattr(self, "checkpoint_s_", 0.0)
         try:
             yield
         finally:
-            self.fit_phases_[name] = self.fit_phases_.get(name, 0.0) + time.perf_counter() - t0
+            spent = self.clock() - t0 - (getattr(self, "checkpoint_s_", 0.0) - eval0)
+            self.fit_phases_[name] = self.fit_phases_.get(name, 0.0) + spent
+
+    def checkpoint(self, phase: str, step: int, planned: int, *,
+                   val_loglik: float | Callable[[np.ndarray], np.ndarray] | None = None,
+                   sample: Callable[[int, int], np.ndarray] | None = None) -> bool:
+        """Record a training checkpoint; returns True when the training budget is spent (stop now).
+
+        Training loops call it every ``_checkpoint.checkpoint_every(planned)`` steps and at their last
+        step (a schedule fixed in steps). ``phase`` names the loop, ``step`` of ``planned`` its progress.
+        Quality on the validation rows (``_checkpoint.CHECKPOINT_ROWS``; none when ``fit`` got no
+        ``val``): ``val_loglik``, a mean validation log-likelihood already computed (float, its cost
+        stays training time) or a function rows (m, d) -> (m,) log densities in data units; else
+        ``sample(n, seed)`` -> (n, d) samples in data units, scored by the energy statistic. The
+        time recorded, ``t``, is the training time since ``fit`` began, every checkpoint's
+        evaluation time (``eval_s``) excluded; ``fit_phases_`` exclude it too.
+        """
+        if self.device_is_cuda():
+            import torch
+
+            torch.cuda.synchronize()
+        now = self.clock()
+        elapsed = now - self.fit_start_ - self.checkpoint_s_
+        record: dict[str, Any] = {"phase": phase, "step": int(step), "planned": int(planned), "t": elapsed}
+        rows = self.checkpoint_rows_
+        if rows is not None and val_loglik is not None:
+            value = val_loglik if isinstance(val_loglik, (int, float)) else np.mean(val_loglik(rows))
+            record["val_loglik"] = float(value)
+        elif rows is not None and sample is not None:
+            scale = self.checkpoint_scale_
+            drawn = np.asarray(sample(len(rows), self.seed + _checkpoint.SAMPLE_SEED), dtype=np.float64)
+            record["val_energy"] = _checkpoint.energy_statistic(scale(drawn), scale(rows))
+        scored = "val_loglik" in record or "val_energy" in record
+        if scored and "checkpoint_reference" not in self.info_:
+            self.info_["checkpoint_reference"] = _checkpoint.gaussian_reference(
+                self.checkpoint_train_, rows, self.checkpoint_scale_, self.seed + _checkpoint.SAMPLE_SEED)
+        record["eval_s"] = self.clock() - now
+        self.checkpoint_s_ += record["eval_s"]
+        self.checkpoints_.append(record)
+        spent = self.budget_s is not None and elapsed >= self.budget_s
+        self.budget_spent_ = self.budget_spent_ or spent
+        return spent
+
+    def device_is_cuda(self) -> bool:
+        return str(getattr(self, "device_", "cpu")).startswith("cuda")
+
+    def _start_checkpoints(self, train: np.ndarray, val: np.ndarray | None) -> None:
+        """Reset the checkpoint record and clock at the start of ``fit``."""
+        self.checkpoints_: list[dict[str, Any]] = []
+        self.checkpoint_s_ = 0.0
+        self.budget_spent_ = False
+        self.checkpoint_rows_ = None if val is None else val[: _checkpoint.CHECKPOINT_ROWS]
+        self.checkpoint_train_ = train
+        self.checkpoint_scale_ = _checkpoint.Scale(train)
+        self.fit_start_ = self.clock()
+
+    def _training_progress(self) -> dict[str, Any]:
+        """How far training got: steps reached of those planned (over every phase), time, budget."""
+        last = {c["phase"]: c for c in self.checkpoints_}
+        steps = sum(c["step"] for c in last.values())
+        planned = sum(c["planned"] for c in last.values())
+        return {"steps": steps, "planned_steps": planned, "fraction": steps / planned if planned else 1.0,
+                "train_s": self.checkpoints_[-1]["t"], "checkpoint_s": self.checkpoint_s_,
+                "budget_s": self.budget_s, "stopped_by_budget": self.budget_spent_,
+                "phases": {p: [c["step"], c["planned"]] for p, c in last.items()}}
 
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):

@@ -171,7 +171,8 @@ class _NflowsFlow(Method):
         with seeded_init(self.seed):
             self.flow_ = Flow(self._build_transform(d), StandardNormal([d])).to(self.device_)
         with self.phase("training"):
-            info = fit_mle(self.flow_, self._data_log_prob, x_train, x_val, config, seed=self.seed, name=self.name)
+            info = fit_mle(self.flow_, self._data_log_prob, x_train, x_val, config, seed=self.seed, name=self.name,
+                           checkpoint=lambda step, planned, ll: self.checkpoint("training", step, planned, val_loglik=ll))
         self.info_.update(info, n_params=sum(p.numel() for p in self.flow_.parameters()))
 
     def _data_log_prob(self, x_std: torch.Tensor) -> torch.Tensor:

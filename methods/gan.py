@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from methods import register
+from methods._checkpoint import is_checkpoint
 from methods._torch import (seeded_init, Standardizer, check_loss, generator, minibatches, mlp, progress,
                             resolve_device, to_tensor)
 from methods.base import Choice, Float, Int, Method, Seq
@@ -113,6 +114,9 @@ class WGANGP(Method):
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
+            if is_checkpoint(step + 1, p["steps"]) and self.checkpoint("training", step + 1, p["steps"],
+                                                                       sample=self._sample):
+                break
         self.info_.update(critic_loss=critic_loss, generator_loss=gen_loss,
                           wasserstein_estimate=-float(wasserstein.detach()))
 

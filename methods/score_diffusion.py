@@ -40,12 +40,17 @@ import torch
 from torch import nn
 
 from methods import register
+from methods._checkpoint import is_checkpoint
 from methods._sde import TRACES, VPSDE, em_sample, ode_log_prob, ode_sample
 from methods._torch import (seeded_init, Standardizer, check_loss, generator, minibatches, mlp, progress,
                             resolve_device, to_tensor)
 from methods.base import Choice, Float, Int, Method
 
 SAMPLERS = ("ode", "em")
+#: Validation rows of a training checkpoint's log-likelihood (of the usual 1,024). Each checkpoint solves
+#: the probability-flow ODE with Hutchinson's trace (one probe, one backward pass per evaluation instead
+#: of d): with 1,024 rows and the exact trace the checkpoints took 20% of the quick fit on 8gaussians.
+CHECKPOINT_ROWS = 256
 _COMMON = dict(beta_min=0.1, beta_max=20.0, trace="exact", sampler="ode", time_features=16)
 
 
@@ -137,8 +142,23 @@ class ScoreDiffusion(Method):
                     decay = min(p["ema_decay"], (1 + step) / (10 + step))  # warm-up of the average
                     for pe, pn in zip(ema.parameters(), self.net_.parameters()):
                         pe.lerp_(pn, 1.0 - decay)
+            if is_checkpoint(step + 1, p["steps"]) and self.checkpoint(
+                    "training", step + 1, p["steps"], val_loglik=lambda rows: self._checkpoint_log_prob(ema, rows[:CHECKPOINT_ROWS])):
+                break
         self.net_ = ema
         self.info_["final_loss"] = loss_value
+
+    def _checkpoint_log_prob(self, net: nn.Module, x: np.ndarray) -> np.ndarray:
+        """Log densities (n,) of rows ``x`` (n, d) under the score network ``net`` (the EMA average during
+        training) by the probability-flow ODE with Hutchinson's trace estimator (a fixed seeded Rademacher
+        probe): unbiased, and its noise averages out over the rows of a checkpoint."""
+        p = self.params
+        y = to_tensor(self.scaler_.forward(x), self.device_)
+        g = generator(self.seed + 4, self.device_)
+        probe = torch.randint(0, 2, y.shape, generator=g, device=self.device_).to(y.dtype) * 2 - 1
+        lp, _ = ode_log_prob(self.sde_, lambda z, t: -net(z, t) / self.sde_.std(t), y, p["eps_t"], p["rtol"],
+                             p["atol"], trace="hutchinson", probe=probe)
+        return lp.double().cpu().numpy() + self.scaler_.log_det
 
     @torch.no_grad()
     def _dsm_eval(self, x: torch.Tensor) -> float:

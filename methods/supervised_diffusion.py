@@ -133,6 +133,7 @@ import torch
 from torch import nn
 
 from methods import register
+from methods._checkpoint import is_checkpoint
 from methods._torch import seeded_init, Standardizer, batched, check_loss, generator, minibatches, mlp, resolve_device, to_tensor
 from methods.base import Choice, Float, Int, Method, Spec
 from methods.training_free_score import MODES, SOLVERS, Schedule, flow_to_data
@@ -287,10 +288,12 @@ def build_student(d: int, layers: int, bins: int, hidden: int, blocks: int, tail
 
 
 def fit_student_regression(flow, z: torch.Tensor, x: torch.Tensor, *, steps: int, batch: int, lr: float,
-                           g: torch.Generator, name: str = "supervised_diffusion") -> float:
+                           g: torch.Generator, name: str = "supervised_diffusion",
+                           checkpoint: Callable[[int], bool] | None = None) -> float:
     """Fit the flow's inverse to the pairs: minimise mean |T^{-1}(z_i) - x_i|^2 (Adam, cosine lr).
 
-    Returns the mean squared error per pair of the last ``CHECK_EVERY`` steps.
+    Returns the mean squared error per pair of the last ``CHECK_EVERY`` steps. ``checkpoint(step)``
+    is called at the checkpoint steps (``is_checkpoint``); True stops training (budget spent).
     """
     opt = torch.optim.Adam(flow.parameters(), lr=lr, foreach=True)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -307,13 +310,17 @@ def fit_student_regression(flow, z: torch.Tensor, x: torch.Tensor, *, steps: int
         window, count = window + loss.detach(), count + 1
         if step % CHECK_EVERY == 0:
             check_loss(window, step, name)
+        if checkpoint is not None and is_checkpoint(step, steps) and checkpoint(step):
+            break
     return check_loss(window / count, steps, name)
 
 
 def minimise(params, batch_loss: Callable[[], torch.Tensor], *, steps: int, lr: float,
-             schedule: Callable[[torch.optim.Optimizer], Any], name: str) -> torch.Tensor:
+             schedule: Callable[[torch.optim.Optimizer], Any], name: str,
+             checkpoint: Callable[[int], bool] | None = None) -> torch.Tensor:
     """``steps`` Adam steps on ``batch_loss()`` with the lr scheduler ``schedule(optimiser)``, checking for
-    divergence every ``CHECK_EVERY`` steps; returns the last loss."""
+    divergence every ``CHECK_EVERY`` steps; returns the last loss. ``checkpoint(step)`` is called at the
+    checkpoint steps (``is_checkpoint``); True stops early (training budget spent)."""
     opt = torch.optim.Adam(params, lr=lr, foreach=True)
     sched = schedule(opt)
     loss = torch.zeros(())
@@ -325,11 +332,13 @@ def minimise(params, batch_loss: Callable[[], torch.Tensor], *, steps: int, lr: 
         sched.step()
         if step % CHECK_EVERY == 0:
             check_loss(loss, step, name)
+        if checkpoint is not None and is_checkpoint(step, steps) and checkpoint(step):
+            break
     return loss
 
 
 def fit_student_likelihood(flow, draw: Callable[[], torch.Tensor], *, steps: int, lr: float,
-                           name: str = "supervised_diffusion") -> float:
+                           name: str = "supervised_diffusion", checkpoint: Callable[[int], bool] | None = None) -> float:
     """Maximise the flow's log-likelihood of batches ``draw()`` (Adam, cosine lr); returns the last batch's NLL.
 
     With ``draw`` = fresh draws of G this distils the generator's *distribution* into the
@@ -337,13 +346,15 @@ def fit_student_likelihood(flow, draw: Callable[[], torch.Tensor], *, steps: int
     a plain maximum-likelihood fine-tune.
     """
     loss = minimise(flow.parameters(), lambda: -flow.log_prob(draw()).mean(), steps=steps, lr=lr,
-                    schedule=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps), name=name)
+                    schedule=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps), name=name,
+                    checkpoint=checkpoint)
     return check_loss(loss, steps, name)
 
 
 # ------------------------------------------------------------------ the generator
 def fit_generator(net: nn.Module, z: torch.Tensor, x: torch.Tensor, *, iters: int, lr: float,
-                  batch: int | None, g: torch.Generator, name: str = "supervised_diffusion") -> float:
+                  batch: int | None, g: torch.Generator, name: str = "supervised_diffusion",
+                  checkpoint: Callable[[int], bool] | None = None) -> float:
     """Fit ``net`` to the pairs by MSE with Adam and the paper's step lr schedule; full batch when
     ``batch`` is None or >= len(z). Returns the final MSE over all pairs (per coordinate)."""
     full = batch is None or batch >= len(z)
@@ -355,7 +366,7 @@ def fit_generator(net: nn.Module, z: torch.Tensor, x: torch.Tensor, *, iters: in
         idx = next(batches)
         return (net(z[idx]) - x[idx]).square().mean()
 
-    minimise(net.parameters(), batch_loss, steps=iters, lr=lr, name=name,
+    minimise(net.parameters(), batch_loss, steps=iters, lr=lr, name=name, checkpoint=checkpoint,
              schedule=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda k: paper_lr_factor(k, iters)))
     with torch.no_grad():
         sq = sum(float((net(z[i : i + SAMPLE_BATCH]) - x[i : i + SAMPLE_BATCH]).square().sum())
@@ -422,6 +433,7 @@ class SupervisedDiffusion(Method):
             x0 = flow_to_data(z, data, teacher["schedule"], steps=teacher["steps"], solver=teacher["solver"],
                               mode=teacher["mode"], mc_batch=teacher["mc_batch"], chunk=teacher["chunk"],
                               generator=_stream(self.seed, _MC, device))
+        self.checkpoint("labels", 0, 0)  # labels done: a time, no quality (G does not exist yet)
         with self.phase("training"), _single_cpu_thread(device):
             mse = self._train_generator(z, x0, hidden, **generator_fit)
         with self.phase("student"), _nflows_warnings_silenced(), _single_cpu_thread(device):
@@ -440,7 +452,8 @@ class SupervisedDiffusion(Method):
         d = z.shape[1]
         with seeded_init(_seed_for(self.seed, _INIT_G)):
             self.net_ = mlp(d, d, hidden, layers=2, act=nn.Tanh).to(self.device_)
-        mse = fit_generator(self.net_, z, x0, g=_stream(self.seed, _BATCH, "cpu"), **fit)
+        mse = fit_generator(self.net_, z, x0, g=_stream(self.seed, _BATCH, "cpu"), **fit,
+                            checkpoint=lambda step: self.checkpoint("generator", step, fit["iters"], sample=self._sample))
         self.net_.eval()
         return mse
 
@@ -455,8 +468,13 @@ class SupervisedDiffusion(Method):
         self.student_ = flow.to(self.device_)
         g = _stream(self.seed, _STUDENT, "cpu")  # minibatch indices are drawn on the CPU
         reg = distill = nll = None
+
+        def checkpoint(stage: str, planned: int) -> Callable[[int], bool]:
+            return lambda step: self.checkpoint(stage, step, planned, val_loglik=self._log_prob)
+
         if s["steps"]:
-            reg = fit_student_regression(self.student_, z, x0, steps=s["steps"], batch=s["batch"], lr=s["lr"], g=g)
+            reg = fit_student_regression(self.student_, z, x0, steps=s["steps"], batch=s["batch"], lr=s["lr"], g=g,
+                                         checkpoint=checkpoint("student_regression", s["steps"]))
         if s["distill_steps"]:
             g_z = _stream(self.seed, _DISTILL_Z, self.device_)
             shape = (s["batch"], z.shape[1])
@@ -465,10 +483,12 @@ class SupervisedDiffusion(Method):
             def generator_draws() -> torch.Tensor:
                 return self.net_(torch.randn(shape, generator=g_z, device=self.device_))
 
-            distill = fit_student_likelihood(self.student_, generator_draws, steps=s["distill_steps"], lr=s["lr"])
+            distill = fit_student_likelihood(self.student_, generator_draws, steps=s["distill_steps"], lr=s["lr"],
+                                             checkpoint=checkpoint("student_distill", s["distill_steps"]))
         if s["mle_steps"]:
             batches = minibatches(len(data), s["batch"], s["mle_steps"], g, data.device)
-            nll = fit_student_likelihood(self.student_, lambda: data[next(batches)], steps=s["mle_steps"], lr=s["lr"])
+            nll = fit_student_likelihood(self.student_, lambda: data[next(batches)], steps=s["mle_steps"], lr=s["lr"],
+                                         checkpoint=checkpoint("student_mle", s["mle_steps"]))
         self.student_.eval()
         return reg, distill, nll
 

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from methods import register
+from methods._checkpoint import is_checkpoint
 from methods._torch import (seeded_init, Standardizer, check_loss, generator, minibatches, mlp, progress,
                             resolve_device, to_tensor)
 from methods.base import Bool, Choice, Float, Int, Method
@@ -158,6 +159,9 @@ class VAE(Method):
             opt.step()
             if sched is not None:
                 sched.step()
+            if is_checkpoint(step + 1, p["steps"]) and self.checkpoint("training", step + 1, p["steps"],
+                                                                       val_loglik=self._log_prob):
+                break
         self.info_["final_elbo"] = -loss_value + self.scaler_.log_det
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
