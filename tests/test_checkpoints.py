@@ -132,7 +132,7 @@ def test_time_to_quality_is_undefined_when_nobody_beats_the_reference():
 
 
 def test_grid_stores_curves_that_survive_resume_and_reach_the_report(tmp_path):
-    cfg = Config(methods=["gaussian", "vae"], datasets=["8gaussians"], profile="smoke", sample_size=300, jobs=1)
+    cfg = Config(methods=["gaussian", "vae"], datasets=["8gaussians"], seeds=[0], profile="smoke", sample_size=300, jobs=1)
     summary = run_grid(cfg, tmp_path, progress=False)
     assert summary.ok == 2
     rows = {r["method"]: r for r in ResultsStore(tmp_path, create=False).rows()}
