@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import methods
-from harness.__main__ import main
+from harness.__main__ import EXIT_FAILED_CELLS, main
 from harness.store import ResultsStore
 from methods.base import DivergenceError, Method
 
@@ -87,7 +87,7 @@ def test_every_fault_gives_a_failed_row_and_the_grid_goes_on(tmp_path, faulty_me
     names = ",".join([*FAULTS, "gaussian"])
     code = main(["run", "--methods", names, "--datasets", "8gaussians", "--profile", "smoke", "--time-limit", "25",
                  "--sample-size", "200", "--no-progress", "--out", str(tmp_path)])
-    assert code == 0
+    assert code == EXIT_FAILED_CELLS
     rows = {r["method"]: r for r in ResultsStore(tmp_path, create=False).rows()}
     assert rows["gaussian"]["status"] == "ok"
     for name, (_, needle) in FAULTS.items():
@@ -104,13 +104,17 @@ def test_nan_metric_is_a_failure(tmp_path):
 
     NaNSampler.name = "nan_sampler"
     methods.register(NaNSampler)
+    argv = ["run", "--methods", "nan_sampler", "--datasets", "rings", "--profile", "smoke", "--sample-size", "100",
+            "--no-progress", "--out", str(tmp_path)]
     try:
-        assert main(["run", "--methods", "nan_sampler", "--datasets", "rings", "--profile", "smoke",
-                     "--sample-size", "100", "--no-progress", "--out", str(tmp_path)]) == 0
+        assert main(argv) == EXIT_FAILED_CELLS
+        (row,) = ResultsStore(tmp_path, create=False).rows()
+        assert row["status"] == "failed" and "not finite" in row["error"]
+        # resuming keeps the failed row (not retried): the grid still has a failed cell
+        assert main(argv) == EXIT_FAILED_CELLS
+        assert main([*argv, "--allow-failures"]) == 0
     finally:
         methods.unregister("nan_sampler")
-    (row,) = ResultsStore(tmp_path, create=False).rows()
-    assert row["status"] == "failed" and "not finite" in row["error"]
 
 
 GRID = ["--methods", "gaussian,kde", "--datasets", "8gaussians,rings,moons", "--seeds", "2", "--profile", "smoke",
