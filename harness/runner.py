@@ -197,6 +197,9 @@ def _child(conn, cell: Cell, splits: Any, run_dir: Path | None, threads: int | N
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
+        from tqdm import tqdm
+
+        tqdm.set_lock(threading.RLock())  # not tqdm's default multiprocessing lock (a named semaphore)
         for key in [k for k in os.environ if k.startswith(ENV_PREFIX) and k not in env]:
             del os.environ[key]  # a forkserver keeps the environment it started with
         os.environ.update(env)
