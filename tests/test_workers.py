@@ -4,6 +4,7 @@ metrics, and the GPU in a row comes from the worker that used it."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,7 @@ def test_parent_never_touches_cuda_and_the_gpu_name_comes_from_the_worker(tmp_pa
     monkeypatch.setenv("DENSITYBENCH_FAKE_GPU", "Pretend H200 (worker only)")
     monkeypatch.delenv(START_METHOD_ENV, raising=False)
     assert start_method("cuda") in ("forkserver", "spawn")
+    importlib.import_module("plugins_fake_gpu")  # this registry may be loaded already (no fake GPU here)
     out = tmp_path / "run"
     code = main(["run", "--device", "auto", "--methods", "fake_gpu_mean", "--datasets", "8gaussians,rings",
                  "--seeds", "2", "--profile", "smoke", "--sample-size", "100", "--no-progress", "--out", str(out)])
