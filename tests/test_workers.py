@@ -58,6 +58,8 @@ def test_parent_never_touches_cuda_and_the_gpu_name_comes_from_the_worker(tmp_pa
     env = ResultsStore(out, create=False).meta()["environment"]
     assert env["gpu"] == "Pretend H200 (worker only)" and env["device"] == "cuda"
     assert env["sample_metrics_device"] == "cpu"
+    report = (out / "report.md").read_text()
+    assert "Pretend H200 (worker only)" in report and "sample metrics on the CPU" in report
 
 
 def test_no_gpu_probe_answer_means_cpu_and_cuda_is_refused(tmp_path, monkeypatch, capsys):
