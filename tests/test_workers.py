@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import harness.gpu
+import methods
 from harness.__main__ import main
 from harness.runner import START_METHOD_ENV, start_method
 from harness.store import ResultsStore
@@ -44,8 +45,11 @@ def test_parent_never_touches_cuda_and_the_gpu_name_comes_from_the_worker(tmp_pa
     assert start_method("cuda") in ("forkserver", "spawn")
     importlib.import_module("plugins_fake_gpu")  # this registry may be loaded already (no fake GPU here)
     out = tmp_path / "run"
-    code = main(["run", "--device", "auto", "--methods", "fake_gpu_mean", "--datasets", "8gaussians,rings",
-                 "--seeds", "2", "--profile", "smoke", "--sample-size", "100", "--no-progress", "--out", str(out)])
+    try:
+        code = main(["run", "--device", "auto", "--methods", "fake_gpu_mean", "--datasets", "8gaussians,rings",
+                     "--seeds", "2", "--profile", "smoke", "--sample-size", "100", "--no-progress", "--out", str(out)])
+    finally:
+        methods.unregister("fake_gpu_mean")  # other tests list this process's methods
     assert code == 0
     rows = ResultsStore(out, create=False).rows()
     assert len(rows) == 4
