@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 # pip constraint: torch is pinned to 2.13.0 (any other spelling pulls a multi-GB CUDA build)
 PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test test-all bench gpu-check list clean browser
+.PHONY: run test test-all bench gpu-check gpu-wheels list clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +50,21 @@ bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/print_ratios.py
 
 gpu-check: $(VENV)/.installed-test
-	scripts/gpu_check.sh
+	scripts/gpu_check.sh reports/gpu-check
+
+# For an offline GPU machine: the wheels its own python may lack (pure-Python ones built here, POT's
+# binary wheels for each Python in GPU_PYTHONS) into wheels/, and the real data its grid reads into
+# gpu-data/. Both folders are git-ignored; copy the checkout with them. Needs the package index here.
+GPU_PYTHONS ?= 3.11 3.12 3.13
+gpu-wheels: $(PY)
+	mkdir -p wheels
+	$(PIP) wheel --quiet --disable-pip-version-check --no-deps -w wheels nflows==0.14 torchdiffeq tabulate tqdm pytest pluggy iniconfig
+	for v in $(GPU_PYTHONS); do \
+	  $(PIP) download --quiet --disable-pip-version-check --no-deps --only-binary=:all: --python-version $$v \
+	    --platform manylinux2014_x86_64 -d wheels 'pot>=0.9' || exit 1; done
+	if [ -d ../shared/data/maf-splits/miniboone ]; then \
+	  mkdir -p gpu-data/maf-splits && cp -r ../shared/data/maf-splits/miniboone gpu-data/maf-splits/; fi
+	ls wheels gpu-data/maf-splits/miniboone
 
 list: $(VENV)/.installed
 	$(PY) -m harness list

@@ -93,27 +93,33 @@ CHEAP_FIT = {
 RATIO_SAMPLES = {"supervised_diffusion": 100_000, "score_diffusion": 2_000, "maf": 10_000}
 
 
-def fitted_cheaply(name: str, profile: str, d: int, n: int = 4000):
+def fitted_cheaply(name: str, profile: str, d: int, n: int = 4000, device: str = "cpu"):
     """``name`` with ``profile``'s architecture and sampling settings, briefly trained on a mixture."""
     x = mixture(n + 1000, d)
-    return methods.create(name, profile, device="cpu", seed=0, **CHEAP_FIT[name]).fit(x[:n], x[n:])
+    return methods.create(name, profile, device=device, seed=0, **CHEAP_FIT[name]).fit(x[:n], x[n:])
 
 
-def speed_ratios(profile: str, d: int, rounds: int = 2) -> dict[str, float]:
+def speed_ratios(profile: str, d: int, rounds: int = 2, device: str = "cpu",
+                 samples: dict[str, int] | None = None) -> dict[str, float]:
     """Sampling throughput of the generator, score_diffusion and maf with ``profile``'s networks and
     sampler settings (score_diffusion: probability-flow ODE at that profile's tolerance), timed
-    interleaved, best of ``rounds``; the ratios; and score_diffusion's NFE per sample."""
-    models = {name: fitted_cheaply(name, profile, d) for name in RATIO_SAMPLES}
+    interleaved (device synchronised), best of ``rounds``; the ratios; and score_diffusion's NFE per
+    sample. ``samples``: samples per timed call (default RATIO_SAMPLES)."""
+    from methods._torch import synchronize
+
+    samples = RATIO_SAMPLES if samples is None else samples
+    models = {name: fitted_cheaply(name, profile, d, device=device) for name in RATIO_SAMPLES}
     for model in models.values():
         model.sample(256, seed=1)  # warm-up
     best = dict.fromkeys(models, 0.0)
     for r in range(rounds):
         for name, model in models.items():
-            n = RATIO_SAMPLES[name]
+            n = samples[name]
+            synchronize(str(model.device_) if hasattr(model, "device_") else "cpu")
             t0 = time.perf_counter()
-            model.sample(n, seed=2 + r)
+            model.sample(n, seed=2 + r)  # returns a host array: the device work has finished
             best[name] = max(best[name], n / (time.perf_counter() - t0))
-    nfe = models["score_diffusion"].info_["nfe_sample"] / -(-RATIO_SAMPLES["score_diffusion"] // methods.profile_params(
+    nfe = models["score_diffusion"].info_["nfe_sample"] / -(-samples["score_diffusion"] // methods.profile_params(
         "score_diffusion", profile)["eval_batch"])
     return {**{f"{k}_per_s": v for k, v in best.items()},
             "over_score_diffusion": best["supervised_diffusion"] / best["score_diffusion"],

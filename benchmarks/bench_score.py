@@ -35,28 +35,38 @@ N_ROWS, N_QUERIES, T = 20_000, 4_000, 0.5
 ROUNDS = 5
 
 
-def _interleaved(fns: dict, rounds: int = ROUNDS) -> dict[str, float]:
-    """Best-of-``rounds`` seconds for each callable, alternating them so load changes hit all."""
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _interleaved(fns: dict, rounds: int = ROUNDS, device: str = "cpu") -> dict[str, float]:
+    """Best-of-``rounds`` seconds for each callable, alternating them so load changes hit all
+    (the device synchronised before reading the clock)."""
     for fn in fns.values():
         fn()
     best = {name: float("inf") for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            _sync(device)
             start = time.perf_counter()
             fn()
+            _sync(device)
             best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
-def _problem(d: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(N_QUERIES, d, generator=g), torch.randn(N_ROWS, d, generator=g)
+def _problem(d: int, seed: int = 0, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    z, data = torch.randn(N_QUERIES, d, generator=g), torch.randn(N_ROWS, d, generator=g)
+    return z.to(device), data.to(device)
 
 
-def kernel_ratios(d: int, rounds: int = ROUNDS) -> dict[str, float]:
-    """GFLOP/s of the score kernel, of the (M x d) @ (d x N) matmul and of a square matmul, and their ratios."""
-    z, data = _problem(d)
-    square = torch.randn(1024, 1024, generator=torch.Generator().manual_seed(1))
+def kernel_ratios(d: int, rounds: int = ROUNDS, device: str = "cpu") -> dict[str, float]:
+    """GFLOP/s of the score kernel, of the (M x d) @ (d x N) matmul and of a square matmul, and their ratios
+    (all float32 on ``device``, at the process's matmul precision)."""
+    z, data = _problem(d, device=device)
+    square = torch.randn(1024, 1024, generator=torch.Generator(device="cpu").manual_seed(1)).to(device)
     secs = _interleaved(
         {
             "kernel": lambda: score(z, T, data),
@@ -64,6 +74,7 @@ def kernel_ratios(d: int, rounds: int = ROUNDS) -> dict[str, float]:
             "square": lambda: square @ square,
         },
         rounds,
+        device,
     )
     flops = {"kernel": 4 * N_ROWS * N_QUERIES * d, "matmul": 2 * N_ROWS * N_QUERIES * d, "square": 2 * 1024**3}
     gflops = {k: flops[k] / secs[k] / 1e9 for k in secs}

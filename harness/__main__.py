@@ -1,6 +1,8 @@
 """Command line: ``python -m harness {run,report,list,data}``.
 
-Bad input exits with status 2 and one line on stderr; ``--debug`` shows the traceback.
+Exit status: 0 done; 2 bad input (one line on stderr; ``--debug`` shows the traceback);
+3 (``run``) some cell of the grid failed, unless ``--allow-failures``; 130 interrupted
+(Ctrl-C or SIGTERM; finished cells are kept and the same command resumes).
 """
 
 from __future__ import annotations
@@ -11,6 +13,11 @@ from pathlib import Path
 
 from harness import PROJECT_ROOT, check_datasets_package
 from harness.errors import UserError
+
+
+#: ``harness run`` exit status when a cell of the grid has a failed row (without --allow-failures).
+EXIT_FAILED_CELLS = 3
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--budget", metavar="SECONDS", help="the same wall-clock training budget for every trainable "
                      "method: each training loop stops at its first checkpoint past it (see README)")
     run.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
+    run.add_argument("--allow-failures", action="store_true",
+                     help=f"exit 0 even when cells failed (default: exit {EXIT_FAILED_CELLS})")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     rep = sub.add_parser("report", help="regenerate a run directory's report from its results database")
@@ -73,9 +82,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg.data_root is not None and not Path(cfg.data_root).expanduser().is_dir():
         raise UserError(f"data root {cfg.data_root} does not exist or is not a directory")
     if cfg.device == "cuda":
-        import torch
+        from harness.gpu import cuda_device_count  # asks a child process: no CUDA context here
 
-        if not torch.cuda.is_available():
+        if cuda_device_count() == 0:
             raise UserError("--device cuda was requested but no CUDA GPU is available (use --device auto or cpu)")
     if cfg.executor == "ray":
         import importlib.util
@@ -90,7 +99,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     state = "interrupted" if summary.interrupted else "done"
     print(f"{state}: {summary.ok} ok, {summary.failed} failed, {summary.skipped_done} already done "
           f"of {summary.total} cells in {summary.seconds:.0f} s; report: {paths[-1] if paths else run_dir}")
-    return 130 if summary.interrupted else 0
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    if summary.failed_in_grid and not args.allow_failures:
+        print(f"{summary.failed_in_grid} of {summary.total} cells failed (exit {EXIT_FAILED_CELLS}; "
+              "--allow-failures exits 0)", file=sys.stderr)
+        return EXIT_FAILED_CELLS
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -167,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -82,9 +82,9 @@ class Config:
         one per CPU core up to ``MAX_AUTO_JOBS``, each cell then with cores / jobs torch threads."""
         if self.jobs != "auto":
             return int(self.jobs)
-        import torch
+        from harness.gpu import resolve_device  # asks a child process: no CUDA context here
 
-        if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()):
+        if resolve_device(self.device) == "cuda":
             return 1
         return max(1, min(os.cpu_count() or 1, MAX_AUTO_JOBS))
 

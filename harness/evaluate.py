@@ -32,8 +32,8 @@ def _sync(device: str) -> None:
     try:
         import torch
 
-        if device.startswith("cuda") and torch.cuda.is_available():
-            torch.cuda.synchronize()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
     except ImportError:  # pragma: no cover
         pass
 
@@ -114,7 +114,8 @@ def peak_memory(device: str) -> dict[str, float]:
     if device.startswith("cuda"):
         import torch
 
-        out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        out["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        out["peak_cuda_reserved_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
     return out
 
 
@@ -128,7 +129,7 @@ def evaluate_cell(model, dataset: Dataset, splits: Splits, *, seed: int, sample_
     if device.startswith("cuda"):
         import torch
 
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)
     _, fit_wall_s = timed(lambda: model.fit(splits.train, splits.val), device)
     device = str(getattr(model, "device_", device))
     checkpoint_s = float(getattr(model, "checkpoint_s_", 0.0))

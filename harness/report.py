@@ -432,6 +432,16 @@ def _md_published(table: PublishedTable) -> str:
     return "\n".join(out)
 
 
+def device_note(env: dict[str, Any]) -> str:
+    """`` (GPU; float32 matmul precision P; sample metrics on the CPU)`` from the run's environment."""
+    parts = [env["gpu"]] if env.get("gpu") else []
+    if env.get("float32_matmul_precision"):
+        parts.append(f"float32 matmul precision {env['float32_matmul_precision']}")
+    if env.get("sample_metrics_device"):
+        parts.append(f"sample metrics on the {env['sample_metrics_device'].upper()}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 def summary_line(data: ReportData, code: Callable[[str], str] = lambda s: f"`{s}`",
                  count: Callable[[int], str] = str) -> str:
     """What was run: profile, seeds, device, code, cell counts, likelihood kinds.
@@ -439,7 +449,7 @@ def summary_line(data: ReportData, code: Callable[[str], str] = lambda s: f"`{s}
     ``code`` and ``count`` format names and cell counts (Markdown by default)."""
     env = data.meta.get("environment", {})
     return (f"Profile {code(', '.join(sorted(data.df.profile.unique())))}, {len(data.seeds)} seed(s) "
-            f"({', '.join(map(str, data.seeds))}), device {code(env.get('device', '?'))}, code "
+            f"({', '.join(map(str, data.seeds))}), device {code(env.get('device', '?'))}{device_note(env)}, code "
             f"{code(env.get('code_version', '?'))}. {count(data.n_ok)} cell(s) ok, {count(data.n_failed)} failed"
             f"{f', {count(data.n_skipped)} skipped (method unavailable here)' if data.n_skipped else ''}. "
             "Likelihood kinds: exact, bound (a lower bound), estimate; n/a where a method has no likelihood.")

@@ -52,6 +52,24 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
 
+#: Run-lock descriptors held by this process. A forked child closes its copies at once: a flock
+#: belongs to the open file, so a worker outliving its parent would otherwise keep the lock.
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in _HELD_LOCKS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
 def _jsonable(obj: Any) -> Any:
     """Convert numpy scalars/arrays and non-finite floats to JSON-safe values."""
     if isinstance(obj, dict):
@@ -144,9 +162,11 @@ class ResultsStore:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+        _HELD_LOCKS.add(fd)
 
     def release_run_lock(self) -> None:
         if self._lock_fd is not None:
+            _HELD_LOCKS.discard(self._lock_fd)
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None

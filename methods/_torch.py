@@ -34,8 +34,10 @@ def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
 @contextmanager
 def seeded_init(seed: int) -> Iterator[None]:
     """Build networks inside this block: the CPU RNG is seeded with ``seed`` and the
-    caller's global RNG state is restored afterwards (networks are built on CPU)."""
-    with torch.random.fork_rng(devices=[]):
+    caller's global RNG state is restored afterwards. Networks are built on the CPU
+    whatever the default device (the same initial weights on every device); move
+    them with ``.to(device)``."""
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         torch.manual_seed(seed)
         yield
 

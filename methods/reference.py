@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from methods import register
-from methods._torch import Standardizer
+from methods._torch import Standardizer, resolve_device
 from methods.base import Float, Int, Method, Seq
 
 LOG_2PI = math.log(2 * math.pi)
@@ -91,6 +91,7 @@ class KDE(Method):
 
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
         rng = np.random.default_rng(self.seed)
+        self.device_ = resolve_device(self.device)
         self.scaler_ = Standardizer(train)
         z = self.scaler_.forward(train)
         if len(z) > self.params["max_train"]:
@@ -102,10 +103,10 @@ class KDE(Method):
             zval = self.scaler_.forward(val)
         if len(zval) > self.params["max_val"]:
             zval = zval[rng.choice(len(zval), self.params["max_val"], replace=False)]
-        self.centers_ = torch.as_tensor(z, dtype=torch.float64)
+        self.centers_ = torch.as_tensor(z, dtype=torch.float64, device=self.device_)
         scott = len(z) ** (-1.0 / (self.dim_ + 4))
         with self.phase("bandwidth"):
-            zv = torch.as_tensor(zval, dtype=torch.float64)
+            zv = torch.as_tensor(zval, dtype=torch.float64, device=self.device_)
             hs = [f * scott for f in self.params["factors"]]
             scores = dict(zip(hs, kde_log_prob(zv, self.centers_, hs).mean(dim=1).tolist()))
         self.bandwidth_ = max(scores, key=scores.get)
@@ -114,9 +115,9 @@ class KDE(Method):
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
         rng = np.random.default_rng(seed)
-        c = self.centers_.numpy()[rng.integers(0, len(self.centers_), n)]
+        c = self.centers_[torch.as_tensor(rng.integers(0, len(self.centers_), n), device=self.device_)].cpu().numpy()
         return self.scaler_.inverse(c + self.bandwidth_ * rng.standard_normal((n, self.dim_)))
 
     def _log_prob(self, x: np.ndarray) -> np.ndarray:
-        z = torch.as_tensor(self.scaler_.forward(x), dtype=torch.float64)
-        return kde_log_prob(z, self.centers_, self.bandwidth_).numpy() + self.scaler_.log_det
+        z = torch.as_tensor(self.scaler_.forward(x), dtype=torch.float64, device=self.device_)
+        return kde_log_prob(z, self.centers_, self.bandwidth_).cpu().numpy() + self.scaler_.log_det

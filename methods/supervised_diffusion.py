@@ -323,7 +323,7 @@ def minimise(params, batch_loss: Callable[[], torch.Tensor], *, steps: int, lr: 
     checkpoint steps (``is_checkpoint``); True stops early (training budget spent)."""
     opt = torch.optim.Adam(params, lr=lr, foreach=True)
     sched = schedule(opt)
-    loss = torch.zeros(())
+    loss = torch.zeros((), device="cpu")
     for step in range(1, steps + 1):
         loss = batch_loss()
         opt.zero_grad(set_to_none=True)
@@ -371,7 +371,7 @@ def fit_generator(net: nn.Module, z: torch.Tensor, x: torch.Tensor, *, iters: in
     with torch.no_grad():
         sq = sum(float((net(z[i : i + SAMPLE_BATCH]) - x[i : i + SAMPLE_BATCH]).square().sum())
                  for i in range(0, len(z), SAMPLE_BATCH))
-    return check_loss(torch.tensor(sq / x.numel()), iters, name)
+    return check_loss(torch.tensor(sq / x.numel(), device="cpu"), iters, name)
 
 
 @register

@@ -162,8 +162,8 @@ _verdicts: dict[tuple, bool] = {}  # (device type, dtype, d) -> fused kernel usa
 def _self_check(block: Block, dtype: torch.dtype, d: int, device: torch.device) -> bool:
     """Does ``block`` agree with the plain path on a small random problem (with several blocks' worth of bias)?"""
     g = torch.Generator(device="cpu").manual_seed(0)
-    q = torch.randn(70, d, generator=g, dtype=torch.float64).to(device, dtype)
-    k = torch.randn(300, d, generator=g, dtype=torch.float64).to(device, dtype)
+    q = torch.randn(70, d, generator=g, dtype=torch.float64, device="cpu").to(device, dtype)
+    k = torch.randn(300, d, generator=g, dtype=torch.float64, device="cpu").to(device, dtype)
     bias = -0.5 * (k * k).sum(1) / 0.3
     out, lse = block(q, k, bias, 1 / 0.3)
     ref_out, ref_lse = _block_plain(q, k, bias, 1 / 0.3)
@@ -280,7 +280,7 @@ ScoreFn = Callable[[Tensor, float], Tensor]
 
 def time_grid(steps: int, dtype: torch.dtype = torch.float64) -> Tensor:
     """Uniform grid t_0 = 1 > t_1 > ... > t_steps = 0 (steps + 1 points)."""
-    return torch.linspace(1.0, 0.0, steps + 1, dtype=dtype)
+    return torch.linspace(1.0, 0.0, steps + 1, dtype=dtype, device="cpu")
 
 
 def _velocity(z: Tensor, t: float, score_fn: ScoreFn, schedule: Schedule) -> Tensor:

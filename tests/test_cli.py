@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import methods
-from harness.__main__ import main
+from harness.__main__ import EXIT_FAILED_CELLS, main
 from harness.store import ResultsStore
 from methods.base import Method
 
@@ -111,7 +111,7 @@ def broken_methods():
 def test_failing_method_gives_failed_row_and_grid_goes_on(tmp_path, broken_methods, capsys):
     code = main(["run", "--methods", "exploding_test_method,nan_test_method,gaussian", "--datasets", "8gaussians",
                  "--seeds", "1", "--profile", "smoke", "--sample-size", "200", "--no-progress", "--out", str(tmp_path)])
-    assert code == 0
+    assert code == EXIT_FAILED_CELLS  # the report is written, and the status says cells failed
     rows = {r["method"]: r for r in ResultsStore(tmp_path, create=False).rows()}
     assert rows["gaussian"]["status"] == "ok"
     assert rows["exploding_test_method"]["status"] == "failed"
