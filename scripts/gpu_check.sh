@@ -85,7 +85,7 @@ tail -n 1 "$OUT/tests.txt" | tee -a "$LOG"
 
 # 3. the grid through the real CLI (exit 3 = a cell failed: recorded, and the check goes on)
 RUN=$WORK/run
-COMMON=(--device "$DEVICE" --out "$RUN" --no-progress --jobs "$JOBS")
+COMMON=(--device "$DEVICE" --out "$RUN" --no-progress --jobs "$JOBS" --seeds 1)
 log "grid: $METHODS on $DATASETS at $PROFILE"
 "$PY" -m harness run "${COMMON[@]}" --profile "$PROFILE" --methods "$METHODS" --datasets "$DATASETS" \
     --time-limit "$LIMIT" >>"$LOG" 2>&1 || FAILED+=("grid at $PROFILE (exit $?)")

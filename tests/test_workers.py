@@ -83,7 +83,7 @@ def test_cuda_probe_on_this_torch_creates_no_context_here():
         assert count == 0
 
 
-FEW = ["--methods", "gaussian,kde,maf,training_free_ode", "--datasets", "8gaussians,rings",
+FEW = ["--methods", "gaussian,kde,maf,training_free_ode", "--datasets", "8gaussians,rings", "--seeds", "1",
        "--profile", "smoke", "--sample-size", "200", "--no-progress", "--jobs", "2"]
 
 
