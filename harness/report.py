@@ -249,8 +249,9 @@ def likelihood_kinds(df: pd.DataFrame, methods: list[str]) -> dict[str, str | No
 def _registered_kind(method: str) -> str | None:
     try:
         import methods
+        from harness.variants import base_of
 
-        return methods.get(method).log_prob_kind
+        return methods.get(base_of(method)).log_prob_kind
     except Exception:  # noqa: BLE001 - unknown or unavailable method: no likelihood known
         return None
 
