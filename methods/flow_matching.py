@@ -23,8 +23,10 @@ Profiles
 --------
 smoke : tiny, for the contract test (about a second on 512 points).
 quick : 2-core CPU budget: 3,000 Adam steps of 512 rows (lr 2e-3 cosine-annealed), MLP 3 x 128
-        SELU, independent coupling, dopri5 with rtol = atol = 1e-3; fit 9-10 s on 20,000 2-D
-        points, one thread (see the README's teacher-ablation section for the measured cells).
+        SELU, independent coupling, dopri5 with rtol = atol = 1e-3 (NFE about 20 to sample and 50
+        for the likelihood on 8gaussians). Measured on 8gaussians (20,000 points, one thread, the
+        2-core machine shared with other jobs): fit 16 s, 5,000 samples 1.1 s, 5,000 exact
+        log-densities 3.0 s; test log-likelihood -3.03, KL 0.19.
 paper : the authors' published 2-D settings (Tong et al. 2024, torchcfm examples): MLP of 3 hidden
         layers of width 64 with SELU and t as an input, batch 256, Adam lr 1e-3 constant, 20,000
         steps, exact minibatch OT (OT-CFM), dopri5 with rtol = atol = 1e-4. Theirs adds a Gaussian

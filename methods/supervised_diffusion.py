@@ -17,6 +17,15 @@ Learning of Generative Models for Density Estimation", arXiv 2310.14458
        by mean squared error with Adam;
     3. sampling: x = G(z) for fresh z, one forward pass.
 
+Teachers (``teacher``; beyond the paper). ``"training_free"`` (default) is the paper's: the
+Monte-Carlo score of the data, no training. ``"score_model"`` fits a VP score network
+(``score_diffusion`` with ``teacher_profile``) and labels by its probability-flow ODE;
+``"flow_matching"`` fits a flow-matching velocity field (``flow_matching``) and labels by
+integrating it from the same noise, which makes G a one-step distillation of that flow (rectified
+flow's distillation, Liu et al. 2023; Luhman & Luhman 2021). Same noise, G, student and budgets;
+the learned teacher's training is the fit phase ``"teacher"``, its ODE solve is ``"labeling"``.
+``info_["label_nfe"]`` is the teacher's evaluations per trajectory.
+
 Likelihood (beyond the paper). G is not invertible, so its density is not
 available; we distil G into an *invertible student*: a rational-quadratic
 coupling flow T: x -> z (nflows; Durkan et al. 2019), trained in two stages:
