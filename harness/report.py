@@ -218,8 +218,14 @@ def _order(values: list[str], preferred: list[str]) -> list[str]:
 
 
 def method_order(df: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
-    """Methods in the config's order, then the rest sorted."""
+    """Methods (and method variants, expanded) in the config's order, then the rest sorted."""
+    from harness.variants import expand_all
+
     preferred = cfg.get("methods") if isinstance(cfg.get("methods"), list) else []
+    try:
+        preferred = [v.name for v in expand_all(preferred)]
+    except UserError:  # a config from before variants, or hand-edited: keep its names as they are
+        pass
     return _order(sorted(df.method.unique()), list(preferred))
 
 

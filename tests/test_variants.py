@@ -119,3 +119,12 @@ def test_list_shows_the_variants_of_a_spec(capsys):
     out = capsys.readouterr().out
     assert "supervised_diffusion[teacher=score_model]" in out and "supervised_diffusion[teacher=flow_matching]" in out
     assert "'training_free' -> 'score_model'" in out
+
+
+def test_report_orders_variants_as_the_config_lists_them():
+    import pandas as pd
+
+    from harness.report import method_order
+
+    df = pd.DataFrame({"method": ["kde", "sd[t=b]", "sd[t=a]"]})
+    assert method_order(df, {"methods": ["sd[t=b,a]", "kde"]}) == ["sd[t=b]", "sd[t=a]", "kde"]
