@@ -52,7 +52,7 @@ from torchdiffeq import odeint
 from methods import register
 from methods._sde import divergence_exact, standard_normal_log_prob
 from methods._torch import Standardizer, generator, minibatches, mlp, resolve_device, seeded_init, to_tensor
-from methods.base import Method
+from methods.base import Bool, Choice, Float, Int, Method, Spec
 from methods.supervised_diffusion import _single_cpu_thread, minimise
 
 SOLVERS = ("dopri5", "euler", "midpoint", "rk4")
@@ -188,13 +188,16 @@ class FlowMatching(Method):
                       solver="dopri5", ode_steps=100, rtol=1e-4, atol=1e-4, eval_batch=4096),
     }
 
+    param_specs: ClassVar[dict[str, Spec]] = {
+        "trace": Choice(*TRACES), "hutchinson_probes": Int(min=1), "hidden": Int(min=1), "layers": Int(min=1),
+        "steps": Int(min=1), "batch": Int(min=1), "lr": Float(gt=0), "anneal": Bool(), "ot": Bool(),
+        "solver": Choice(*SOLVERS), "ode_steps": Int(min=1), "rtol": Float(gt=0), "atol": Float(gt=0),
+        "eval_batch": Int(min=1),
+    }
+
     # ------------------------------------------------------------------ fit
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
         p = self.params
-        if p["solver"] not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {p['solver']!r}")
-        if p["trace"] not in TRACES:
-            raise ValueError(f"trace must be one of {TRACES}, got {p['trace']!r}")
         self.device_ = resolve_device(self.device)
         self.exact_trace_ = p["trace"] == "exact" or (p["trace"] == "auto" and self.dim_ <= EXACT_TRACE_MAX_DIM)
         self.log_prob_kind = "exact" if self.exact_trace_ else "estimate"

@@ -167,6 +167,7 @@ _Z, _MC, _BATCH, _STUDENT, _INIT_G, _INIT_T, _SAMPLE_Z, _SAMPLE_MC, _GAP_Z, _DIS
 #: Teachers of the labels: the training-free score (the paper) or a learned model, by its method name.
 #: A learned one must offer ``transport(z) -> (x, nfe)``, the deterministic ODE map of noise to data.
 TEACHERS = {"training_free": None, "score_model": "score_diffusion", "flow_matching": "flow_matching"}
+TEACHER_PROFILES = ("smoke", "quick", "paper")
 
 
 def _seed_for(seed: int, stream: int) -> int:
@@ -426,7 +427,7 @@ class SupervisedDiffusion(Method):
         "student_layers": Int(min=1), "student_bins": Int(min=2), "student_hidden": Int(min=1),
         "student_blocks": Int(min=1), "student_tail_bound": Float(gt=0), "student_steps": Int(min=0),
         "student_distill_steps": Int(min=0), "student_batch_size": Int(min=1), "student_lr": Float(gt=0),
-        "student_mle_steps": Int(min=0),
+        "student_mle_steps": Int(min=0), "teacher": Choice(*TEACHERS), "teacher_profile": Choice(*TEACHER_PROFILES),
     }
 
     # ----------------------------------------------------------------- fit
@@ -434,7 +435,7 @@ class SupervisedDiffusion(Method):
         p, (n, d) = self.params, train.shape
         teacher = _teacher_settings(p, d)
         _check_choice("teacher", p["teacher"], tuple(TEACHERS))
-        _check_choice("teacher_profile", p["teacher_profile"], ("smoke", "quick", "paper"))
+        _check_choice("teacher_profile", p["teacher_profile"], TEACHER_PROFILES)
         n_pairs = max(PAPER_PAIRS, n) if p["n_pairs"] == "auto" else _check_int("n_pairs", p["n_pairs"])
         hidden = paper_hidden(d) if p["hidden"] == "auto" else _check_int("hidden", p["hidden"])
         student = self._student_settings()

@@ -262,6 +262,8 @@ def test_teacher_is_its_own_fit_phase_and_labels_cost_its_evaluations(teacher, l
         assert model.info_["label_nfe"] == label_nfe
 
 
-def test_unknown_teacher_is_rejected():
-    with pytest.raises(ValueError, match="teacher"):
-        methods.create("supervised_diffusion", "smoke", device="cpu", teacher="oracle").fit(np.zeros((8, 2)) + np.arange(8)[:, None])
+def test_unknown_teacher_is_rejected_at_create():
+    from harness.errors import UserError
+
+    with pytest.raises(UserError, match="teacher = 'oracle' is not valid"):
+        methods.create("supervised_diffusion", "smoke", device="cpu", teacher="oracle")

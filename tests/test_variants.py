@@ -94,7 +94,8 @@ def test_variants_are_rows_of_their_own_and_resume(tmp_path, capsys):
     ("gaussian[rigde=0.5]", "did you mean 'ridge'"),
     ("gaussian[ridge=0.5", "name[param=value"),
     ("gausian[ridge=0.5]", "did you mean 'gaussian'"),
-    ("supervised_diffusion[teacher=oracle]", "teacher"),
+    ("supervised_diffusion[teacher=oracle]", "teacher = 'oracle' is not valid"),
+    ("flow_matching[ot=1,solver=euler]", "ot = 1 is not valid"),
 ])
 def test_bad_variants_exit_2_before_the_grid_runs(methods_arg, needle, tmp_path, capsys):
     out = tmp_path / "x"
