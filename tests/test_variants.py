@@ -67,7 +67,7 @@ def test_plain_cells_keep_their_keys_and_variants_get_their_own():
     assert variant.params()["ridge"] == 0.5
 
 
-GRID = ["--methods", "gaussian,gaussian[ridge=0.5]", "--datasets", "8gaussians", "--profile", "smoke",
+GRID = ["--methods", "gaussian,gaussian[ridge=0.5]", "--datasets", "8gaussians", "--seeds", "1", "--profile", "smoke",
         "--sample-size", "300", "--no-progress", "--jobs", "1"]
 
 
