@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--salvage", action="store_true", help="move a damaged results database aside and keep its "
                      "readable rows in a new one (then `run` recomputes the rest)")
 
-    sub.add_parser("list", help="list methods, datasets and profiles")
+    lst = sub.add_parser("list", help="list methods, datasets and profiles")
+    lst.add_argument("--methods", help="show the method variants this spec expands to, e.g. "
+                     "'supervised_diffusion[teacher=training_free,score_model]', with their parameters")
+    lst.add_argument("--profile", default="quick", help="profile whose parameters --methods shows (default quick)")
 
     data = sub.add_parser("data", help="manage the data root")
     dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -126,11 +129,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_list(_: argparse.Namespace) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     import datasets
     import methods
+
+    if getattr(args, "methods", None):
+        return list_variants(args.methods, args.profile)
 
     unavailable = methods.unavailable()
     rows = []
@@ -151,6 +157,27 @@ def cmd_list(_: argparse.Namespace) -> int:
                       "yes" if ds.has_density else "no", "yes" if ok else f"no: {why}"])
     print("\nDatasets\n" + tabulate(drows, headers=["dataset", "dim", "train/val/test", "true density", "available"], tablefmt="simple"))
     print("\nProfiles: smoke (seconds, for tests), quick (minutes, CPU; the default), paper (the published settings)")
+    print("Method variants: --methods 'name[param=value,...]' runs a method with other parameters as its own row; "
+          "a list of values expands into one variant each (list --methods SPEC shows them)")
+    return 0
+
+
+def list_variants(spec: str, profile: str) -> int:
+    """One line per method variant of ``spec``: its row name, base method, likelihood kind and parameters."""
+    from tabulate import tabulate
+
+    import methods
+    from harness import config as config_mod
+
+    cfg = config_mod.validate({"methods": spec, "profile": profile, "datasets": ["8gaussians"]})
+    variants, _, skipped = config_mod.resolve_names(cfg)
+    rows = []
+    for v in variants:
+        params = methods.profile_params(v.base, profile)
+        shown = ", ".join(f"{k}={params[k]!r} -> {val!r}" for k, val in v.params) or "(profile defaults)"
+        kind = methods.get(v.base).log_prob_kind or "none"
+        rows.append([v.name, v.base, kind, shown if v.name not in skipped else f"unavailable: {skipped[v.name]}"])
+    print(tabulate(rows, headers=["row name", "method", "likelihood", f"parameters ({profile})"], tablefmt="simple"))
     return 0
 
 

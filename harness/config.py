@@ -3,7 +3,9 @@
 A config file is TOML with these top-level keys (all optional)::
 
     name = "my-run"                 # run directory reports/<name> unless --out
-    methods = ["gaussian", "kde"]   # or "all" (every available method)
+    methods = ["gaussian", "kde"]   # or "all" (every available method); variants such as
+                                    # "supervised_diffusion[teacher=score_model,flow_matching]"
+                                    # (harness/variants.py) run as rows of their own
     datasets = ["8gaussians"]       # or "2d" (every 2-D toy set); default 8gaussians, checkerboard, circles
     seeds = 3                       # seeds 0..2 (the default); or a list [0, 3, 7] (each 0 .. 2^32 - 1)
     profile = "quick"               # smoke | quick | paper
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError, suggest
+from harness.variants import Variant, expand_all
 
 TOY_2D = ["8gaussians", "checkerboard", "rings", "circles", "moons", "swissroll", "pinwheel", "2spirals"]
 #: The embedded default grid (`make run`): three seeds on three 2-D sets with known densities, so every
@@ -130,10 +133,12 @@ def parse_seeds(value: Any, where: str = "seeds") -> list[int]:
 
 
 def _name_list(value: Any, key: str) -> list[str] | str:
+    from harness.variants import split_top_level
+
     if isinstance(value, str):
         if value in ("all", "2d"):
             return value
-        items = [v.strip() for v in value.split(",") if v.strip()]
+        items = [v for v in split_top_level(value) if v] if key == "methods" else [v.strip() for v in value.split(",") if v.strip()]
     elif isinstance(value, list) and all(isinstance(v, str) for v in value):
         items = value
     else:
@@ -284,20 +289,21 @@ def build(config_file: str | None, overrides: dict[str, Any]) -> Config:
     return validate(merged, source="config") if overrides else cfg
 
 
-def resolve_names(cfg: Config) -> tuple[list[str], list[str], dict[str, str]]:
-    """Expand "all"/"2d", check every name, and return (methods, datasets, skipped-method reasons)."""
+def resolve_names(cfg: Config) -> tuple[list[Variant], list[str], dict[str, str]]:
+    """Expand "all"/"2d" and method variants, check every name and variant parameter, and return
+    (method variants, datasets, skipped-method reasons by variant name)."""
     import datasets
     import methods
 
     unavailable = methods.unavailable()
     if cfg.methods == "all":
-        meths = [m for m in methods.names() if m not in unavailable]
+        meths = [Variant(m) for m in methods.names() if m not in unavailable]
         skipped = {m: r for m, r in unavailable.items() if m in methods.names()}
     else:
-        meths = list(dict.fromkeys(cfg.methods))
-        for m in meths:
-            methods.get(m)  # raises a UserError with a suggestion
-        skipped = {m: unavailable[m] for m in meths if m in unavailable}
+        meths = expand_all(cfg.methods)
+        for v in meths:
+            methods.get(v.base)  # raises a UserError with a suggestion
+        skipped = {v.name: unavailable[v.base] for v in meths if v.base in unavailable}
     dsets = TOY_2D if cfg.datasets == "2d" else list(dict.fromkeys(cfg.datasets))
     if cfg.datasets == "all":
         dsets = datasets.names()
@@ -306,10 +312,11 @@ def resolve_names(cfg: Config) -> tuple[list[str], list[str], dict[str, str]]:
             datasets.get(d).dim  # reads and checks the file now: a malformed table is a config error
         else:
             datasets.get_class(d)
+    bases = list(dict.fromkeys(v.base for v in meths))
     for m in cfg.params:
-        if m not in meths:
-            raise UserError(f"params given for method '{m}' which is not in this run{suggest(m, meths)}")
-    for m in meths:  # names, types, ranges and choices of every parameter, before any cell runs
-        if m not in skipped:
-            methods.resolve_params(m, cfg.profile, cfg.params.get(m))
+        if m not in bases:
+            raise UserError(f"params given for method '{m}' which is not in this run{suggest(m, bases)}")
+    for v in meths:  # names, types, ranges and choices of every parameter (variants' too), before any cell runs
+        if v.name not in skipped:
+            methods.resolve_params(v.base, cfg.profile, {**cfg.params.get(v.base, {}), **dict(v.params)})
     return meths, dsets, skipped

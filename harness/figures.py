@@ -73,6 +73,7 @@ KNOWN_STYLES: dict[str, tuple[str, str]] = {
     "nsf_ar": ("#2ca02c", "^"),
     "nsf_c": ("#bcbd22", "<"),
     "score_diffusion": ("#9467bd", "P"),
+    "flow_matching": ("#e7ba52", "d"),
     "gan": ("#ff7f0e", "X"),
     "vae": ("#8c564b", "h"),
     "gaussian": ("#7f7f7f", ">"),

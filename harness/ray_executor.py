@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.errors import UserError
-from harness.runner import Cell, RunSummary, base_row, one_line, record, run_cell
+from harness.runner import Cell, RunSummary, cell_row, one_line, record, run_cell
 
 #: Splits loaded by this worker process, reused by every cell it runs.
 _WORKER_SPLITS: dict = {}
@@ -86,7 +86,7 @@ def run_ray(pending: list[Cell], cfg, run_dir: Path, store, summary: RunSummary,
                 result = ray.get(ref)
             except Exception as e:  # noqa: BLE001 - lost worker (after one retry), task error
                 result = {"status": "failed", "error": _ray_error(e), "metrics": {}, "timings": {}, "info": {}}
-            record(store, summary, {**base_row(cell, cfg_hash, version), **result}, on_row)
+            record(store, summary, cell_row(cell, result, cfg_hash, version), on_row)
             bar.set_postfix_str(cell.label)
             bar.update()
     except KeyboardInterrupt:

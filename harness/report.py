@@ -218,8 +218,14 @@ def _order(values: list[str], preferred: list[str]) -> list[str]:
 
 
 def method_order(df: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
-    """Methods in the config's order, then the rest sorted."""
+    """Methods (and method variants, expanded) in the config's order, then the rest sorted."""
+    from harness.variants import expand_all
+
     preferred = cfg.get("methods") if isinstance(cfg.get("methods"), list) else []
+    try:
+        preferred = [v.name for v in expand_all(preferred)]
+    except UserError:  # a config from before variants, or hand-edited: keep its names as they are
+        pass
     return _order(sorted(df.method.unique()), list(preferred))
 
 
@@ -249,8 +255,9 @@ def likelihood_kinds(df: pd.DataFrame, methods: list[str]) -> dict[str, str | No
 def _registered_kind(method: str) -> str | None:
     try:
         import methods
+        from harness.variants import base_of
 
-        return methods.get(method).log_prob_kind
+        return methods.get(base_of(method)).log_prob_kind
     except Exception:  # noqa: BLE001 - unknown or unavailable method: no likelihood known
         return None
 

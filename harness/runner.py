@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable, Iterator
 from harness import gpu
 from harness.config import Config, resolve_names
 from harness.store import ResultsStore
+from harness.variants import Variant
 
 ARTIFACT_DIR = "artifacts"
 #: Longest single wait on the workers (s): a far deadline is reached in slices (select's limit is ~24 days).
@@ -55,7 +56,11 @@ FORKSERVER_PRELOAD = ["numpy", "torch", "torch._dynamo", "harness.runner", "harn
 
 @dataclass(frozen=True)
 class Cell:
-    """One (method, dataset, seed) of a grid, with its profile, overrides and device."""
+    """One (method, dataset, seed) of a grid, with its profile, overrides and device.
+
+    ``method`` is the registered (base) method; ``variant`` the parameters of a method variant
+    (harness/variants.py), applied over the config's ``overrides``; ``name`` the row's method name.
+    """
 
     method: str
     dataset: str
@@ -66,22 +71,33 @@ class Cell:
     sample_size: int = 5000
     data_root: str | None = None
     budget: float | None = None  # training seconds (``run --budget``); None: train to the planned steps
+    variant: tuple[tuple[str, Any], ...] = ()
 
     @property
     def key(self) -> str:
         spec = [self.method, self.dataset, self.seed, self.profile, list(self.overrides), self.device, self.sample_size]
         if self.budget is not None:  # cells without a budget keep their keys (resume of older runs)
             spec.append({"budget": self.budget})
+        if self.variant:  # plain methods keep the keys of earlier run directories
+            spec.append(list(self.variant))
         return hashlib.sha1(json.dumps(spec, default=str).encode()).hexdigest()[:16]
 
     @property
+    def name(self) -> str:
+        return Variant(self.method, self.variant).name
+
+    @property
     def label(self) -> str:
-        return f"{self.method}/{self.dataset}/s{self.seed}"
+        return f"{self.name}/{self.dataset}/s{self.seed}"
+
+    def method_params(self) -> dict[str, Any]:
+        """The overrides of this cell: the config's ``[params.<method>]``, then the variant's."""
+        return {**dict(self.overrides), **dict(self.variant)}
 
     def params(self) -> dict[str, Any]:
         import methods
 
-        return methods.resolve_params(self.method, self.profile, dict(self.overrides))
+        return methods.resolve_params(self.method, self.profile, self.method_params())
 
 
 def code_version() -> str:
@@ -103,9 +119,9 @@ def make_cells(cfg: Config, *, include_skipped: bool = False) -> tuple[list[Cell
     the skipped methods too when ``include_skipped``."""
     meths, dsets, skipped = resolve_names(cfg)
     cells = [
-        Cell(m, d, s, cfg.profile, tuple(sorted(cfg.params.get(m, {}).items())), cfg.device,
-             cfg.sample_size, cfg.data_root, getattr(cfg, "budget", None))
-        for d in dsets for m in meths if include_skipped or m not in skipped for s in cfg.seeds
+        Cell(v.base, d, s, cfg.profile, tuple(sorted(cfg.params.get(v.base, {}).items())), cfg.device,
+             cfg.sample_size, cfg.data_root, getattr(cfg, "budget", None), variant=v.params)
+        for d in dsets for v in meths if include_skipped or v.name not in skipped for s in cfg.seeds
     ]
     return cells, skipped
 
@@ -133,11 +149,21 @@ def base_row(cell: Cell, cfg_hash: str, version: str, device: str | None = None)
     try:
         params = cell.params()
     except Exception:  # noqa: BLE001
-        params = dict(cell.overrides)
-    return {"cell_key": cell.key, "method": cell.method, "dataset": cell.dataset, "seed": cell.seed,
+        params = cell.method_params()
+    return {"cell_key": cell.key, "method": cell.name, "dataset": cell.dataset, "seed": cell.seed,
             "profile": cell.profile, "params": params,
             "device": device if device is not None else resolve_device(cell.device),
             "code_version": version, "config_hash": cfg_hash}
+
+
+def cell_row(cell: Cell, result: dict[str, Any], cfg_hash: str, version: str, device: str | None = None
+             ) -> dict[str, Any]:
+    """The results row of ``cell``: identity fields and ``result``; a variant's row also records its
+    base method and parameters in ``info["variant"]``."""
+    row = {**base_row(cell, cfg_hash, version, device), **result}
+    if cell.variant:
+        row["info"] = {**(row.get("info") or {}), "variant": {"method": cell.method, "params": dict(cell.variant)}}
+    return row
 
 
 def one_line(exc: BaseException) -> str:
@@ -173,7 +199,7 @@ def run_cell(cell: Cell, splits_cache: dict, run_dir: Path | None) -> dict[str, 
 
         device = str(torch_device(cell.device))
         device_fields = {"device": device, **gpu.device_info(device), **gpu.apply_precision_policy()}
-        model = methods.create(cell.method, cell.profile, device=device, seed=cell.seed, **dict(cell.overrides))
+        model = methods.create(cell.method, cell.profile, device=device, seed=cell.seed, **cell.method_params())
         model.budget_s = cell.budget
         preload_optimiser_imports()
         art = run_dir / ARTIFACT_DIR / f"{cell.key}.npz" if run_dir is not None else None
@@ -462,8 +488,8 @@ def run_grid(cfg: Config, run_dir: Path, *, isolate: bool = True, progress: bool
 
         os.environ[NO_PROGRESS_ENV] = "1"
     cells, skipped = make_cells(cfg, include_skipped=True)
-    skipped_cells = [c for c in cells if c.method in skipped]
-    cells = [c for c in cells if c.method not in skipped]
+    skipped_cells = [c for c in cells if c.name in skipped]
+    cells = [c for c in cells if c.name not in skipped]
     device = resolve_device(cfg.device)
     with sigterm_as_interrupt():
         store = ResultsStore(run_dir)
@@ -523,7 +549,7 @@ def _run_pending(cfg: Config, cells: list[Cell], skipped_cells: list[Cell], skip
     cfg_hash, version = cfg.hash(), code_version()
     for cell in skipped_cells:  # unavailable here: a "skipped" row with the reason (a finished row stays)
         if done.get(cell.key) in (None, "skipped"):
-            store.put({**base_row(cell, cfg_hash, version, device), "status": "skipped", "error": skipped[cell.method],
+            store.put({**base_row(cell, cfg_hash, version, device), "status": "skipped", "error": skipped[cell.name],
                        "metrics": {}, "timings": {}, "info": {}})
     if cfg.executor == "ray":
         from harness.ray_executor import run_ray
@@ -537,7 +563,7 @@ def _run_pending(cfg: Config, cells: list[Cell], skipped_cells: list[Cell], skip
             if (cell.dataset, cell.seed) in load_errors:
                 result = {"status": "failed", "error": load_errors[(cell.dataset, cell.seed)],
                           "metrics": {}, "timings": {}, "info": {}}
-                record(store, summary, {**base_row(cell, cfg_hash, version, device), **result}, on_row)
+                record(store, summary, cell_row(cell, result, cfg_hash, version, device), on_row)
                 bar.update()
             else:
                 runnable.append(cell)
@@ -551,7 +577,7 @@ def _run_pending(cfg: Config, cells: list[Cell], skipped_cells: list[Cell], skip
             results = ((c, run_cell(c, splits_cache, run_dir)) for c in runnable)
         try:
             for cell, result in results:
-                record(store, summary, {**base_row(cell, cfg_hash, version, device), **result}, on_row)
+                record(store, summary, cell_row(cell, result, cfg_hash, version, device), on_row)
                 bar.update()
         finally:
             bar.close()

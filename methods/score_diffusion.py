@@ -170,6 +170,18 @@ class ScoreDiffusion(Method):
         """Score of the noised standardised data, -eps_theta(x, t) / s_t; x (n, d), t 0-d."""
         return -self.net_(x, t) / self.sde_.std(t)
 
+    @torch.no_grad()
+    def transport(self, z: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Standardised samples for prior noise ``z`` (n, d) on the device by the probability-flow ODE, in
+        batches (a deterministic map of z: the learned teacher of ``supervised_diffusion``); returns
+        (x (n, d), score evaluations summed over batches)."""
+        p, out, nfe = self.params, [], 0
+        for start in range(0, len(z), p["eval_batch"]):
+            x, k = ode_sample(self.sde_, self.score, z[start:start + p["eval_batch"]], p["eps_t"], p["rtol"], p["atol"])
+            out.append(x)
+            nfe += k
+        return torch.cat(out), nfe
+
     def _sample(self, n: int, seed: int) -> np.ndarray:
         p = self.params
         g = generator(seed, self.device_)

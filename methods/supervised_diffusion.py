@@ -17,6 +17,16 @@ Learning of Generative Models for Density Estimation", arXiv 2310.14458
        by mean squared error with Adam;
     3. sampling: x = G(z) for fresh z, one forward pass.
 
+Teachers (``teacher``; beyond the paper). ``"training_free"`` (default) is the paper's: the
+Monte-Carlo score of the data, no training. ``"score_model"`` fits a VP score network
+(``score_diffusion`` with ``teacher_profile``) and labels by its probability-flow ODE;
+``"flow_matching"`` fits a flow-matching velocity field (``flow_matching``) and labels by
+integrating it from the same noise, which makes G a one-step distillation of that flow (rectified
+flow's distillation, Liu et al. 2023; Luhman & Luhman 2021). Same noise, G, student and budgets;
+the learned teacher's training is the fit phase ``"teacher"``, its ODE solve is ``"labeling"``.
+``info_["label_nfe"]`` is the teacher's evaluations per trajectory. Measured comparison: the README,
+"What the training-free score buys".
+
 Likelihood (beyond the paper). G is not invertible, so its density is not
 available; we distil G into an *invertible student*: a rational-quadratic
 coupling flow T: x -> z (nflows; Durkan et al. 2019), trained in two stages:
@@ -124,6 +134,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, ClassVar, Iterator
@@ -152,7 +163,12 @@ PAPER_PAIRS = 200_000
 PAPER_LR_STEPS = ((0.25, 0.5), (0.5, 0.25), (0.6, 0.125))
 
 # Streams of the seeded generators (labels' noise, Monte-Carlo rows, minibatches...).
-_Z, _MC, _BATCH, _STUDENT, _INIT_G, _INIT_T, _SAMPLE_Z, _SAMPLE_MC, _GAP_Z, _DISTILL_Z = range(1, 11)
+_Z, _MC, _BATCH, _STUDENT, _INIT_G, _INIT_T, _SAMPLE_Z, _SAMPLE_MC, _GAP_Z, _DISTILL_Z, _TEACHER = range(1, 12)
+
+#: Teachers of the labels: the training-free score (the paper) or a learned model, by its method name.
+#: A learned one must offer ``transport(z) -> (x, nfe)``, the deterministic ODE map of noise to data.
+TEACHERS = {"training_free": None, "score_model": "score_diffusion", "flow_matching": "flow_matching"}
+TEACHER_PROFILES = ("smoke", "quick", "paper")
 
 
 def _seed_for(seed: int, stream: int) -> int:
@@ -383,12 +399,14 @@ class SupervisedDiffusion(Method):
     log_prob_kind: ClassVar[str | None] = "exact"
     profiles: ClassVar[dict[str, dict]] = {
         "smoke": dict(
+            teacher="training_free", teacher_profile="smoke",
             eps=0.01, steps=20, solver="euler", score_mode="minibatch", mc_batch=256, chunk=5000,
             n_pairs=1024, hidden=32, iters=150, lr=2e-3, batch_size=256,
             student_layers=2, student_bins=8, student_hidden=16, student_blocks=1, student_tail_bound=5.0,
             student_steps=40, student_distill_steps=40, student_batch_size=256, student_lr=5e-3, student_mle_steps=0,
         ),
         "quick": dict(
+            teacher="training_free", teacher_profile="quick",
             eps=0.01, steps=100, solver="euler", score_mode="minibatch", mc_batch=1000, chunk=5000,
             n_pairs=20_000, hidden=256, iters=4000, lr=2e-3, batch_size=512,
             student_layers=4, student_bins=16, student_hidden=64, student_blocks=1, student_tail_bound=5.0,
@@ -396,6 +414,7 @@ class SupervisedDiffusion(Method):
             student_mle_steps=0,
         ),
         "paper": dict(
+            teacher="training_free", teacher_profile="paper",
             eps=0.01, steps=500, solver="euler", score_mode="minibatch", mc_batch=1000, chunk="auto",
             n_pairs="auto", hidden="auto", iters=20_000, lr=2e-3, batch_size=None,
             student_layers=8, student_bins=16, student_hidden=128, student_blocks=2, student_tail_bound=5.0,
@@ -409,13 +428,15 @@ class SupervisedDiffusion(Method):
         "student_layers": Int(min=1), "student_bins": Int(min=2), "student_hidden": Int(min=1),
         "student_blocks": Int(min=1), "student_tail_bound": Float(gt=0), "student_steps": Int(min=0),
         "student_distill_steps": Int(min=0), "student_batch_size": Int(min=1), "student_lr": Float(gt=0),
-        "student_mle_steps": Int(min=0),
+        "student_mle_steps": Int(min=0), "teacher": Choice(*TEACHERS), "teacher_profile": Choice(*TEACHER_PROFILES),
     }
 
     # ----------------------------------------------------------------- fit
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
         p, (n, d) = self.params, train.shape
         teacher = _teacher_settings(p, d)
+        _check_choice("teacher", p["teacher"], tuple(TEACHERS))
+        _check_choice("teacher_profile", p["teacher_profile"], TEACHER_PROFILES)
         n_pairs = max(PAPER_PAIRS, n) if p["n_pairs"] == "auto" else _check_int("n_pairs", p["n_pairs"])
         hidden = paper_hidden(d) if p["hidden"] == "auto" else _check_int("hidden", p["hidden"])
         student = self._student_settings()
@@ -428,11 +449,8 @@ class SupervisedDiffusion(Method):
         self.scaler_ = Standardizer(train)
         data = to_tensor(self.scaler_.forward(train), device)
 
-        with self.phase("labeling"):
-            z = torch.randn(n_pairs, d, generator=_stream(self.seed, _Z, device), device=device)
-            x0 = flow_to_data(z, data, teacher["schedule"], steps=teacher["steps"], solver=teacher["solver"],
-                              mode=teacher["mode"], mc_batch=teacher["mc_batch"], chunk=teacher["chunk"],
-                              generator=_stream(self.seed, _MC, device))
+        z = torch.randn(n_pairs, d, generator=_stream(self.seed, _Z, device), device=device)
+        x0, label_nfe = self._label(z, train, data, teacher)
         self.checkpoint("labels", 0, 0)  # labels done: a time, no quality (G does not exist yet)
         with self.phase("training"), _single_cpu_thread(device):
             mse = self._train_generator(z, x0, hidden, **generator_fit)
@@ -441,11 +459,32 @@ class SupervisedDiffusion(Method):
             gap, cross_entropy = self._student_fidelity(d)
 
         self.info_.update({
-            "n_pairs": n_pairs, "hidden": hidden, "label_nfe": _nfe(teacher["steps"], teacher["solver"]),
+            "n_pairs": n_pairs, "hidden": hidden, "label_nfe": label_nfe,
             "label_mean_sq_norm": float(x0.square().sum(dim=1).mean()),
             "train_mse": mse, "student_regression_mse": reg, "student_distill_nll": distill,
             "student_mle_nll": nll, "student_generator_gap": gap, "student_generator_ce": cross_entropy,
         })
+
+    def _label(self, z: torch.Tensor, train: np.ndarray, data: torch.Tensor, teacher: dict[str, Any]):
+        """Labels x0 (n, d) for the noise ``z`` (n, d), standardised, from the chosen teacher, and the teacher's
+        evaluations per trajectory. A learned teacher (``TEACHERS``) is first fitted to ``train`` with
+        ``teacher_profile``, in its own fit phase "teacher"; it standardises the data as we do."""
+        name = self.params["teacher"]
+        if name == "training_free":
+            with self.phase("labeling"):
+                x0 = flow_to_data(z, data, teacher["schedule"], steps=teacher["steps"], solver=teacher["solver"],
+                                  mode=teacher["mode"], mc_batch=teacher["mc_batch"], chunk=teacher["chunk"],
+                                  generator=_stream(self.seed, _MC, self.device_))
+            return x0, _nfe(teacher["steps"], teacher["solver"])
+        import methods
+
+        with self.phase("teacher"):
+            model = methods.create(TEACHERS[name], self.params["teacher_profile"], device=str(self.device_),
+                                   seed=_seed_for(self.seed, _TEACHER)).fit(train)
+        with self.phase("labeling"):
+            x0, nfe = model.transport(z)
+        self.info_["teacher_final_loss"] = model.info_.get("final_loss")
+        return x0, nfe / math.ceil(len(z) / model.params["eval_batch"])
 
     def _train_generator(self, z: torch.Tensor, x0: torch.Tensor, hidden: int, **fit: Any) -> float:
         """Build G (d -> hidden -> hidden -> d, tanh; seeded init) and fit it to the pairs; returns the MSE."""

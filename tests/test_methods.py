@@ -6,10 +6,20 @@ import numpy as np
 import pytest
 
 import methods
+from harness.variants import base_of, expand
 from methods import NotFittedError, NotSupported
 
 AVAILABLE = methods.available()
+#: Registered methods plus method variants whose parameters change the procedure (each teacher of the generator).
+VARIANTS = ["supervised_diffusion[teacher=score_model]", "supervised_diffusion[teacher=flow_matching]"]
+CASES = AVAILABLE + [v for v in VARIANTS if base_of(v) in AVAILABLE]
 N_TRAIN = 512
+
+
+def create_case(case: str, **kwargs):
+    """A smoke-profile instance of a method or method variant (``name[param=value,...]``)."""
+    (variant,) = expand(case)
+    return methods.create(variant.base, "smoke", **dict(variant.params), **kwargs)
 
 
 def eight_gaussians(n: int, seed: int) -> np.ndarray:
@@ -24,10 +34,10 @@ def data():
     return eight_gaussians(N_TRAIN, 0), eight_gaussians(128, 1), eight_gaussians(64, 2)
 
 
-@pytest.fixture(scope="module", params=AVAILABLE)
+@pytest.fixture(scope="module", params=CASES)
 def fitted(request, data):
     train, val, _ = data
-    return methods.create(request.param, "smoke", device="cpu", seed=0).fit(train, val)
+    return create_case(request.param, device="cpu", seed=0).fit(train, val)
 
 
 def test_registry_lists_every_method_with_profiles():

@@ -245,3 +245,25 @@ def test_quick_likelihood_on_miniboone_small_beats_the_gaussian(shared_data_root
     baseline = methods.create("gaussian", "quick").fit(splits.train).log_prob(splits.test)
     assert np.isfinite(lp).all()
     assert lp.mean() > baseline.mean()
+
+
+@pytest.mark.parametrize("teacher, label_nfe", [("training_free", 20), ("flow_matching", 4 * 8), ("score_model", None)])
+def test_teacher_is_its_own_fit_phase_and_labels_cost_its_evaluations(teacher, label_nfe):
+    """Smoke profile: 20 Euler steps of the free score; the flow-matching teacher's smoke solver is RK4 with
+    8 steps (4 evaluations each); the score model's is adaptive."""
+    x = np.random.default_rng(0).multivariate_normal(MU, COV, size=512)
+    model = methods.create("supervised_diffusion", "smoke", device="cpu", teacher=teacher).fit(x)
+    learned = teacher != "training_free"
+    assert set(model.fit_phases_) == {"labeling", "training", "student"} | ({"teacher"} if learned else set())
+    assert ("teacher_final_loss" in model.info_) == learned
+    if label_nfe is None:
+        assert model.info_["label_nfe"] > 0
+    else:
+        assert model.info_["label_nfe"] == label_nfe
+
+
+def test_unknown_teacher_is_rejected_at_create():
+    from harness.errors import UserError
+
+    with pytest.raises(UserError, match="teacher = 'oracle' is not valid"):
+        methods.create("supervised_diffusion", "smoke", device="cpu", teacher="oracle")
