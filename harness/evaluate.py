@@ -2,7 +2,8 @@
 
 Metrics (see DESIGN.md): test log-likelihood (mean nats, standard error, kind),
 KL(p || q) on test points when the true density is known, sample-quality
-metrics against the test split, fit time with phases, sampling and log_prob
+metrics against the test split, memorisation and outlying samples against the
+training split (``harness.memorisation``), fit time with phases, sampling and log_prob
 throughput (after a warm-up, device synchronised), peak memory.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from datasets.base import Dataset, Splits
+from harness.memorisation import memorisation_metrics
 
 #: Points per side of the log-density grid saved for 2-D figures.
 GRID_POINTS = 100
@@ -146,6 +148,7 @@ def evaluate_cell(model, dataset: Dataset, splits: Splits, *, seed: int, sample_
     timings.update(samp_t)
     quality = sample_quality(dataset, splits.test, samples, seed, sample_size)
     metrics.update(quality)
+    metrics.update(memorisation_metrics(splits.train, splits.test, samples, seed=seed))
     for key, value in metrics.items():
         if isinstance(value, float) and math.isnan(value) and key not in ("test_loglik_se", "kl_se"):
             raise CellFailure(f"metric '{key}' is NaN")
