@@ -136,7 +136,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
@@ -667,7 +667,7 @@ class TrainingFreeODE(Method):
         with self.phase("setup"):  # all the "training" there is: standardise and store the data
             self.scaler_ = Standardizer(train)
             self.data_ = to_tensor(self.scaler_.forward(train), self.device_)
-        with self.phase("bandwidth"):
+        with self.phase("bandwidth") if self.teacher_["schedule"] is None else nullcontext():
             resolve_schedule(self.teacher_, self.data_, val, self.scaler_, self.seed, self.info_)
         self.info_["nfe"] = _nfe(self.teacher_["steps"], self.teacher_["solver"])
 
