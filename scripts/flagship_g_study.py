@@ -103,6 +103,29 @@ def measure_teacher(name: str, mix: Mixture, train, val, test) -> dict:
             "energy_to_test": energy_distance(test, draws), **mass_placement(mix, draws, test)}
 
 
+def error_concentration(model, mix: Mixture, train: np.ndarray, test: np.ndarray, n: int = 2000) -> dict:
+    """Is G's error spread evenly or concentrated on a few z (between basins of the label map)?
+
+    Labels 2,000 fresh z as in training; returns the share of G's squared error carried by the 10%
+    of pairs with the largest error, and the thin-region share of G(z) on those pairs and on the rest.
+    """
+    teacher = _teacher_settings(model.params, train.shape[1])
+    data = to_tensor(model.scaler_.forward(train), "cpu")
+    z = torch.randn(n, train.shape[1], generator=torch.Generator().manual_seed(98))
+    x0 = flow_to_data(z, data, Schedule(eps=model.info_["eps"]), steps=teacher["steps"], solver=teacher["solver"],
+                      mode=teacher["mode"], mc_batch=teacher["mc_batch"], chunk=teacher["chunk"],
+                      generator=torch.Generator().manual_seed(97))
+    with torch.no_grad():
+        g = model.net_(z)
+    err = (g - x0).square().sum(1).numpy()
+    top = err >= np.quantile(err, 0.9)
+    thin = np.quantile(mix.log_prob(test), 0.01)
+    g_thin = mix.log_prob(model.scaler_.inverse(g.double().numpy())) < thin
+    label_thin = mix.log_prob(model.scaler_.inverse(x0.double().numpy())) < thin
+    return {"top10_error_share": float(err[top].sum() / err.sum()), "thin_share_top10": float(g_thin[top].mean()),
+            "thin_share_rest": float(g_thin[~top].mean()), "label_thin_share": float(label_thin.mean())}
+
+
 def measure(name: str, mix: Mixture, train, val, test) -> dict:
     t0 = time.perf_counter()
     model = methods.create("supervised_diffusion", "quick", seed=0, device="cpu", **SETTINGS[name]).fit(train, val)
@@ -129,6 +152,7 @@ def measure(name: str, mix: Mixture, train, val, test) -> dict:
         "component_tv": float(0.5 * np.abs(share - mix.weights).sum()),
         "component_share": share.round(4).tolist(),
         "kl_by_component": [float(gap[comp_test == c].mean()) for c in range(len(mix.weights))],
+        **error_concentration(model, mix, train, test),
     }
 
 
