@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import methods
+from harness.errors import UserError
 from harness.sample_metrics import c2st_accuracy
 from methods.training_free_score import choose_eps, kde_log_likelihood
 
@@ -100,5 +101,5 @@ def test_auto_eps_is_recorded_and_used_by_both_methods():
     assert auto.teacher_["schedule"].eps == chosen and 0 < chosen < 1
     no_val = methods.create("training_free_ode", "smoke", seed=0, eps="auto").fit(train)  # 10% of train held out
     assert 0.5 < no_val.info_["eps"] / chosen < 2
-    with pytest.raises(ValueError, match="auto"):
-        methods.create("training_free_ode", "smoke", eps="best").fit(train)
+    with pytest.raises(UserError, match="'auto' or a finite number in \\(0, 1\\)"):  # the declared spec, at create
+        methods.create("training_free_ode", "smoke", eps="best")
