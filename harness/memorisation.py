@@ -35,6 +35,7 @@ data-copying in generative models", AISTATS 2020.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -95,7 +96,7 @@ def data_copying_ct(train: np.ndarray, test: np.ndarray, samples: np.ndarray, *,
                     ) -> tuple[float | None, int]:
     """The C_T statistic (Meehan et al. 2020) on standardised arrays; returns (C_T, cells used).
 
-    k-means cells (``cells``, default ``min(20, n_test // 50)``) are fitted on the training
+    k-means cells (``cells``, default ``min(20, n_test // 50)``; scipy's ``kmeans2``, k-means++) are fitted on the training
     rows; in each cell the samples' nearest-training-row distances are compared with the test
     rows' by a Mann-Whitney z-score, and C_T is the mean of those z-scores weighted by the
     test rows' share of each cell, over the cells holding at least ``min_samples`` samples and
@@ -103,17 +104,19 @@ def data_copying_ct(train: np.ndarray, test: np.ndarray, samples: np.ndarray, *,
     sd sqrt(sum w^2) (about 1/sqrt(k)); a copying model gives strongly negative values.
     None when no cell qualifies.
     """
-    from sklearn.cluster import KMeans
+    from scipy.cluster.vq import kmeans2, vq
 
     k = cells if cells is not None else max(1, min(CT_CELLS, len(test) // 50))
     rng = np.random.default_rng(seed)
     fit_rows = train if len(train) <= CT_MAX_TRAIN_FIT else train[rng.choice(len(train), CT_MAX_TRAIN_FIT, replace=False)]
-    kmeans = KMeans(n_clusters=min(k, len(fit_rows)), n_init=1, random_state=seed).fit(fit_rows)
-    test_cell, sample_cell = kmeans.predict(test), kmeans.predict(samples)
+    with warnings.catch_warnings():  # an empty cell is harmless here: it holds no sample and is skipped
+        warnings.simplefilter("ignore", UserWarning)
+        centres, _ = kmeans2(fit_rows, min(k, len(fit_rows)), minit="++", seed=rng)
+    test_cell, sample_cell = vq(test, centres)[0], vq(samples, centres)[0]
     d_test = nearest_distances(test, train) if test_distances is None else test_distances
     d_samples = nearest_distances(samples, train) if sample_distances is None else sample_distances
     z_scores, weights = [], []
-    for c in range(kmeans.n_clusters):
+    for c in range(len(centres)):
         in_test, in_samples = test_cell == c, sample_cell == c
         if in_samples.sum() < min_samples or not in_test.any():
             continue
