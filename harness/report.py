@@ -194,7 +194,7 @@ class ReportData:
 
 
 def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """One flat record per row: identity columns, metrics.*, timings.*."""
+    """One flat record per row: identity columns, metrics.*, timings.*, info.* (scalars only)."""
     flat = []
     for r in rows:
         rec = {k: r[k] for k in ("method", "dataset", "seed", "profile", "device", "status", "error", "code_version", "config_hash", "cell_key")}
