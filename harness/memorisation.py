@@ -39,12 +39,14 @@ import warnings
 
 import numpy as np
 import torch
+from scipy.cluster.vq import kmeans2, vq
+from scipy.spatial import cKDTree
 
 OUTLIER_SDS = 10.0  #: a coordinate this many training SDs from the training mean is an outlier
 CLOSE_QUANTILE = 0.01  #: test-to-train distance quantile that defines "too close"
 CT_CELLS = 20  #: k-means cells of the data-copying test (fewer when there are few test rows)
 CT_MIN_SAMPLES = 20  #: cells with fewer samples are left out of C_T (the paper's tau = 20 / m)
-CT_MAX_TRAIN_FIT = 20_000  #: training rows used to fit the k-means cells
+CT_MAX_TRAIN_FIT = 5_000  #: training rows used to fit the k-means cells (a partition; cheap)
 KDTREE_MAX_DIM = 16
 CHUNK_ENTRIES = 4_000_000  #: distance-matrix entries held at once by the matrix-product path
 
@@ -64,8 +66,6 @@ class Standardiser:
 def nearest_distances(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Euclidean distance from each row of ``queries`` (m, d) to its nearest row of ``reference`` (N, d): (m,)."""
     if queries.shape[1] <= KDTREE_MAX_DIM:
-        from scipy.spatial import cKDTree
-
         return cKDTree(reference).query(queries, k=1)[0].astype(np.float64)
     shift = reference.mean(axis=0)  # centring keeps |a|^2 + |b|^2 - 2ab accurate in float32
     ref = torch.from_numpy((reference - shift).astype(np.float32))
@@ -82,11 +82,9 @@ def nearest_distances(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
 def mann_whitney_z(x: np.ndarray, y: np.ndarray) -> float:
     """z-score of the Mann-Whitney U of ``x`` against ``y``: U = #{(i, j): x_i > y_j} (ties count 1/2),
     z = (U - m n / 2) / sqrt(m n (m + n + 1) / 12). Negative when x tends to be smaller than y."""
-    from scipy.stats import rankdata
-
     m, n = len(x), len(y)
-    ranks = rankdata(np.concatenate([x, y]))
-    u = ranks[:m].sum() - m * (m + 1) / 2.0
+    y = np.sort(y)
+    u = float((np.searchsorted(y, x, "left") + np.searchsorted(y, x, "right")).sum()) / 2.0
     return float((u - m * n / 2.0) / math.sqrt(m * n * (m + n + 1) / 12.0))
 
 
@@ -104,8 +102,6 @@ def data_copying_ct(train: np.ndarray, test: np.ndarray, samples: np.ndarray, *,
     sd sqrt(sum w^2) (about 1/sqrt(k)); a copying model gives strongly negative values.
     None when no cell qualifies.
     """
-    from scipy.cluster.vq import kmeans2, vq
-
     k = cells if cells is not None else max(1, min(CT_CELLS, len(test) // 50))
     rng = np.random.default_rng(seed)
     fit_rows = train if len(train) <= CT_MAX_TRAIN_FIT else train[rng.choice(len(train), CT_MAX_TRAIN_FIT, replace=False)]
