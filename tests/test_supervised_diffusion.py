@@ -255,7 +255,7 @@ def test_teacher_is_its_own_fit_phase_and_labels_cost_its_evaluations(teacher, l
     x = np.random.default_rng(0).multivariate_normal(MU, COV, size=512)
     model = methods.create("supervised_diffusion", "smoke", device="cpu", teacher=teacher).fit(x)
     learned = teacher != "training_free"
-    assert set(model.fit_phases_) == {"labeling", "training", "student"} | ({"teacher"} if learned else set())
+    assert set(model.fit_phases_) == {"labeling", "training", "student"} | ({"teacher"} if learned else {"fidelity"})
     assert ("teacher_final_loss" in model.info_) == learned
     if label_nfe is None:
         assert model.info_["label_nfe"] > 0
