@@ -88,6 +88,37 @@ class HistogramTV:
         sm.histogram_tv(self.model, lambda p: -0.5 * (p * p).sum(1) - np.log(2 * np.pi), ((-5, 5), (-5, 5)), seed=0)
 
 
+class Memorisation:
+    """Memorisation and outlier metrics of one cell (20,000 training rows, 5,000 test rows and samples),
+    and their CPU time as a ratio of the sample-quality metrics' on the same machine (target: below 1)."""
+
+    params = [list(DIMS)]
+    param_names = ["d"]
+    timeout = 300
+    number = 1
+    repeat = 2
+
+    def setup(self, d: int) -> None:
+        from harness.memorisation import memorisation_metrics
+
+        self.metrics = memorisation_metrics
+        rng = np.random.default_rng(d + 1)
+        self.train = rng.normal(size=(4 * N, d))
+        self.reference, self.model = _samples(d)
+
+    def time_memorisation_metrics(self, d: int) -> None:
+        self.metrics(self.train, self.reference, self.model, seed=0)
+
+    def track_cpu_ratio_to_sample_metrics(self, d: int) -> float:
+        start = time.process_time()
+        self.metrics(self.train, self.reference, self.model, seed=0)
+        mid = time.process_time()
+        sm.compute_sample_metrics(self.reference, self.model, seed=0)
+        return (mid - start) / (time.process_time() - mid)
+
+    track_cpu_ratio_to_sample_metrics.unit = "ratio"
+
+
 def _best(fn, rounds: int) -> tuple[float, float]:
     """Best-of-``rounds`` (wall, CPU) seconds."""
     wall, cpu = float("inf"), float("inf")

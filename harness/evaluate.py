@@ -2,7 +2,8 @@
 
 Metrics (see DESIGN.md): test log-likelihood (mean nats, standard error, kind),
 KL(p || q) on test points when the true density is known, sample-quality
-metrics against the test split, fit time with phases, sampling and log_prob
+metrics against the test split, memorisation and outlying samples against the
+training split (``harness.memorisation``), fit time with phases, sampling and log_prob
 throughput (after a warm-up, device synchronised), peak memory.
 """
 

@@ -21,7 +21,7 @@ from typing import Any
 from harness.report import (CD_FIGURE, PUBLISHED_INTRO, PUBLISHED_TITLE, TIED, Entry, MetricTable, PublishedTable,
                             ReportData, _published_cells, best_overview, best_text, exclusion_notes, headline, most_seeds,
                             rank_conclusions, ranked_tables, ranks_legend, ranks_overview, reading_text,
-                            summary_line)
+                            outlier_note, summary_line)
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: #222;
@@ -183,6 +183,8 @@ def summary_html(data: ReportData, figures: list[Path], styles: dict) -> list[st
     """The opening section: how to read the report, ranks across datasets with the critical-difference
     diagram, and the best method per dataset and metric."""
     parts = ['<h2 id="summary">Summary</h2>', f'<p class="summary">{_marked(headline(data))}</p>']
+    note = outlier_note(data, code=lambda s: f"<code>{_esc(s)}</code>")
+    parts += [f'<p class="summary"><b>Warning.</b> {note}</p>'] if note else []
     if ranked_tables(data):
         parts += ['<h3 id="ranks">Ranks across datasets</h3>',
                   '<ul class="conclusions">' + "".join(f"<li>{_esc(c)}</li>" for c in rank_conclusions(data)) + "</ul>"]

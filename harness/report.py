@@ -51,7 +51,7 @@ class TableSpec:
     key: str
     title: str
     better: str  # "higher" | "lower" | "half" (closest to 0.5) | "target" (closest to ``target``) | "none"
-    source: str = "metrics"  # "metrics" | "timings"
+    source: str = "metrics"  # "metrics" | "timings" | "info"
     needs_likelihood: bool = False
     target: float = 0.0
     se_key: str | None = None
@@ -76,6 +76,19 @@ TABLES: tuple[TableSpec, ...] = (
               short="Marginal KL"),
     TableSpec("histogram_tv", "Histogram total variation vs the true density (lower is better)", "lower",
               short="Hist. TV"),
+    TableSpec("nn_distance_ratio", "Memorisation: median distance of samples to their nearest training row over that of "
+              "test rows (1 is fresh data; below 1, samples sit closer to training rows)", "target", target=1.0,
+              short="NN distance ratio"),
+    TableSpec("nn_close_fraction", "Memorisation: fraction of samples closer to a training row than the closest 1% of "
+              "test rows (0.01 is fresh data)", "target", target=0.01, short="Close fraction"),
+    TableSpec("data_copying_ct", "Memorisation: data-copying statistic C_T (Meehan et al. 2020; about 0 ± 0.3 for "
+              "fresh data, strongly negative means copying)", "target", short="C_T"),
+    TableSpec("outlier_fraction", "Outlying samples: fraction with a coordinate over 10 training SDs from the training "
+              "mean (lower is better)", "lower", short="Outlier fraction"),
+    TableSpec("max_abs_z", "Outlying samples: largest deviation from the training mean (training SDs)", "none",
+              short="Largest deviation"),
+    TableSpec("teacher_fidelity_energy", "Teacher fidelity: energy distance between G(z) and the teacher's labels on "
+              "held-out z (supervised generator only; lower is better)", "lower", source="info", short="G vs teacher"),
     TableSpec("fit_s", "Fit time (s, lower is better)", "lower", source="timings", short="Fit time"),
     TableSpec("samples_per_s", "Sampling throughput (samples/s, higher is better)", "higher", source="timings",
               short="Sampling rate"),
@@ -181,11 +194,11 @@ class ReportData:
 
 
 def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """One flat record per row: identity columns, metrics.*, timings.*."""
+    """One flat record per row: identity columns, metrics.*, timings.*, info.* (scalars only)."""
     flat = []
     for r in rows:
         rec = {k: r[k] for k in ("method", "dataset", "seed", "profile", "device", "status", "error", "code_version", "config_hash", "cell_key")}
-        for src in ("metrics", "timings"):
+        for src in ("metrics", "timings", "info"):
             for k, v in (r.get(src) or {}).items():
                 if isinstance(v, (dict, list)):
                     continue
@@ -597,6 +610,20 @@ def best_text(best: str | None, tied: list[str]) -> str:
     return best + (f" ({TIED} {', '.join(tied)})" if tied else "")
 
 
+def outlier_note(data: ReportData, code: Callable[[str], str] = lambda s: f"`{s}`") -> str | None:
+    """A warning sentence naming every (method, dataset) with outlying samples (``outlier_fraction`` > 0), or None."""
+    col = "metrics.outlier_fraction"
+    if col not in data.df.columns:
+        return None
+    ok = data.df[(data.df.status == "ok") & (pd.to_numeric(data.df[col], errors="coerce") > 0)]
+    if ok.empty:
+        return None
+    worst = ok.groupby(["method", "dataset"]).agg(share=(col, "max"), z=("metrics.max_abs_z", "max"))
+    cells = [f"{code(m)} on {code(ds)} ({r.share:.2%} of samples, up to {r.z:.3g} SDs)" for (m, ds), r in worst.iterrows()]
+    return ("Outlying samples (a coordinate more than 10 training SDs from the training mean; sample metrics "
+            "barely register a few): " + "; ".join(cells) + ".")
+
+
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None, figures: list[str] | None = None) -> str:
     """The whole Markdown report for ``rows``; ``figures`` are paths relative to the report."""
     data = build(rows, meta)
@@ -625,6 +652,7 @@ def markdown_summary(data: ReportData, figures: list[str]) -> list[str]:
     from harness.figures import caption
 
     lines = ["## Summary", "", headline(data), ""]
+    lines += [f"**Warning.** {note}", ""] if (note := outlier_note(data)) else []
     if ranked_tables(data):
         lines += ["### Ranks across datasets", ""]
         lines += [f"- {c}" for c in rank_conclusions(data)] + [""]

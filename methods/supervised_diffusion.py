@@ -82,6 +82,13 @@ width 0.08 on rings, about 0.35 nats of KL alone), and the student cannot
 be sharper than its labels. Grid integrals of exp(log_prob) on the three sets
 are 0.9988-0.9996 (quick profile, 401^2 grid).
 
+The teacher is a kernel density (DESIGN.md, "The flagship"): its labels are samples of
+p_0 = mean_j N(x_j, eps I) on standardised data, bandwidth sqrt(eps). ``eps="auto"`` (ours) picks
+eps by the validation log-likelihood of that KDE (``resolve_schedule``; ``info_["eps"]`` records the
+value used); docs/flagship.md compares it with the paper's fixed 0.01. ``info_`` also separates G's
+error from its teacher's on 1,000 held-out labelled pairs (``_teacher_fidelity``): the energy distance
+between G(z) and the labels of the same z, and (with validation data) both against validation rows.
+
 Profiles
 --------
 ``paper``: the authors' UCI code (DESIGN.md, "The flagship"): explicit Euler,
@@ -136,7 +143,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
@@ -147,7 +154,7 @@ from methods import register
 from methods._checkpoint import is_checkpoint
 from methods._torch import seeded_init, Standardizer, batched, check_loss, generator, minibatches, mlp, resolve_device, to_tensor
 from methods.base import Choice, Float, Int, Method, Spec
-from methods.training_free_score import MODES, SOLVERS, Schedule, flow_to_data
+from methods.training_free_score import MODES, SOLVERS, Schedule, choose_eps, flow_to_data
 
 SAMPLE_BATCH = 65_536  # rows per forward pass of G on a GPU
 #: On a CPU, rows per pass of G that keep its activations in cache: 2,048 rows sampled
@@ -155,6 +162,8 @@ SAMPLE_BATCH = 65_536  # rows per forward pass of G on a GPU
 CPU_SAMPLE_BATCH = 2_048
 LOG_PROB_BATCH = 8_192  # rows per forward pass of the student
 CHECK_EVERY = 100  # optimiser steps between divergence checks (each one syncs the device)
+EPS_VAL_ROWS = 2_000  # validation rows scored by eps="auto"
+FIDELITY_PAIRS = 1_000  # held-out labelled pairs on which G is compared with its teacher
 
 #: Paper hidden width by data dimension: POWER, GAS, HEPMASS, MINIBOONE (authors' code).
 PAPER_HIDDEN = {6: 256, 8: 512, 21: 1024, 43: 1400}
@@ -163,7 +172,8 @@ PAPER_PAIRS = 200_000
 PAPER_LR_STEPS = ((0.25, 0.5), (0.5, 0.25), (0.6, 0.125))
 
 # Streams of the seeded generators (labels' noise, Monte-Carlo rows, minibatches...).
-_Z, _MC, _BATCH, _STUDENT, _INIT_G, _INIT_T, _SAMPLE_Z, _SAMPLE_MC, _GAP_Z, _DISTILL_Z, _TEACHER = range(1, 12)
+_Z, _MC, _BATCH, _STUDENT, _INIT_G, _INIT_T, _SAMPLE_Z, _SAMPLE_MC, _GAP_Z, _DISTILL_Z, _TEACHER, _EPS, _HOLD_Z, _HOLD_MC = (
+    range(1, 15))
 
 #: Teachers of the labels: the training-free score (the paper) or a learned model, by its method name.
 #: A learned one must offer ``transport(z) -> (x, nfe)``, the deterministic ODE map of noise to data.
@@ -232,27 +242,58 @@ def _check_positive(name: str, value: Any) -> float:
 
 #: Parameter specs of the probability-flow teacher (both methods below).
 TEACHER_SPECS: dict[str, Spec] = {
-    "eps": Float(gt=0, lt=1), "steps": Int(min=1), "solver": Choice(*SOLVERS), "score_mode": Choice(*MODES),
+    "eps": Choice("auto") | Float(gt=0, lt=1), "steps": Int(min=1), "solver": Choice(*SOLVERS), "score_mode": Choice(*MODES),
     "mc_batch": Int(min=1), "chunk": Choice("auto") | Int(min=1),
 }
 
 def _teacher_settings(params: dict[str, Any], d: int) -> dict[str, Any]:
-    """Validated probability-flow settings; ``chunk="auto"`` is 2,000 when d = 43 (MINIBOONE) else 5,000."""
-    eps = _check_positive("eps", params["eps"])
-    if eps >= 1:
-        raise ValueError(f"eps must lie in (0, 1), got {eps}")
+    """Validated probability-flow settings; ``chunk="auto"`` is 2,000 when d = 43 (MINIBOONE) else 5,000.
+
+    ``schedule`` is None for ``eps="auto"`` until ``resolve_schedule`` has chosen eps on data.
+    """
+    eps = params["eps"]
+    if eps != "auto":
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise ValueError(f"eps must be a number in (0, 1) or 'auto', got {eps!r}")
+        eps = float(eps)
     _check_choice("solver", params["solver"], SOLVERS)
     _check_choice("score_mode", params["score_mode"], MODES)
     chunk = params["chunk"]
     chunk = (2000 if d == 43 else 5000) if chunk == "auto" else _check_int("chunk", chunk)
     return {
-        "schedule": Schedule(eps=eps),
+        "schedule": None if eps == "auto" else Schedule(eps=eps),
         "steps": _check_int("steps", params["steps"]),
         "solver": params["solver"],
         "mode": params["score_mode"],
         "mc_batch": _check_int("mc_batch", params["mc_batch"]),
         "chunk": chunk,
     }
+
+
+def resolve_schedule(teacher: dict[str, Any], data: torch.Tensor, val: np.ndarray | None, scaler: Standardizer,
+                     seed: int, info: dict[str, Any]) -> None:
+    """Set ``teacher["schedule"]``, choosing eps on data when it is "auto" (beyond the paper).
+
+    "auto": the eps whose kernel density p_0 = mean_j N(x_j, eps I) of the standardised training rows
+    ``data`` (N, d) scores the highest mean log-likelihood on up to 2,000 validation rows
+    (``choose_eps``; 10% of the training rows held out when ``val`` is None). p_0 is the density the
+    teacher samples (DESIGN.md, "The flagship"), so this is a KDE's bandwidth selection. Records
+    ``info["eps"]`` and, for "auto", ``info["eps_val_loglik"]`` ({eps: nats, standardised units}).
+    """
+    if teacher["schedule"] is None:
+        g = np.random.default_rng(_seed_for(seed, _EPS))
+        if val is None:
+            perm = torch.from_numpy(g.permutation(len(data))).to(data.device)
+            cut = max(1, len(data) // 10)
+            centres, held = data[perm[cut:]], data[perm[:cut]]
+        else:
+            centres, held = data, to_tensor(scaler.forward(val), data.device)
+        if len(held) > EPS_VAL_ROWS:
+            held = held[torch.from_numpy(g.choice(len(held), EPS_VAL_ROWS, replace=False)).to(data.device)]
+        eps, scores = choose_eps(centres, held.to(data.dtype))
+        teacher["schedule"] = Schedule(eps=eps)
+        info["eps_val_loglik"] = {f"{e:.4g}": v for e, v in sorted(scores.items())}
+    info["eps"] = teacher["schedule"].eps
 
 
 def _nfe(steps: int, solver: str) -> int:
@@ -449,11 +490,16 @@ class SupervisedDiffusion(Method):
         self.scaler_ = Standardizer(train)
         data = to_tensor(self.scaler_.forward(train), device)
 
+        with self.phase("bandwidth") if teacher["schedule"] is None else nullcontext():
+            resolve_schedule(teacher, data, val, self.scaler_, self.seed, self.info_)
         z = torch.randn(n_pairs, d, generator=_stream(self.seed, _Z, device), device=device)
         x0, label_nfe = self._label(z, train, data, teacher)
         self.checkpoint("labels", 0, 0)  # labels done: a time, no quality (G does not exist yet)
         with self.phase("training"), _single_cpu_thread(device):
             mse = self._train_generator(z, x0, hidden, **generator_fit)
+        if self.params["teacher"] == "training_free":  # held-out labels from the same probability flow
+            with self.phase("fidelity"):
+                self.info_.update(self._teacher_fidelity(data, teacher, min(FIDELITY_PAIRS, n_pairs), val))
         with self.phase("student"), _nflows_warnings_silenced(), _single_cpu_thread(device):
             reg, distill, nll = self._train_student(z, x0, data, student)
             gap, cross_entropy = self._student_fidelity(d)
@@ -485,6 +531,33 @@ class SupervisedDiffusion(Method):
             x0, nfe = model.transport(z)
         self.info_["teacher_final_loss"] = model.info_.get("final_loss")
         return x0, nfe / math.ceil(len(z) / model.params["eval_batch"])
+
+    @torch.no_grad()
+    def _teacher_fidelity(self, data: torch.Tensor, teacher: dict[str, Any], n: int,
+                          val: np.ndarray | None) -> dict[str, float]:
+        """How far G is from its teacher, on ``n`` fresh pairs labelled like the training ones but held out.
+
+        In data units: ``teacher_fidelity_energy``, the energy distance between G(z) and the teacher's
+        labels (G's error against what it was taught); ``heldout_mse``, mean |G(z) - x0|^2 per coordinate
+        (standardised, comparable with ``train_mse``); with ``val``, ``teacher_val_energy`` and
+        ``generator_val_energy``, the labels' and G's energy distance to up to ``n`` validation rows
+        (the teacher's own error and G's, on the same footing).
+        """
+        from harness.sample_metrics import energy_distance
+
+        z = torch.randn(n, data.shape[1], generator=_stream(self.seed, _HOLD_Z, self.device_), device=self.device_)
+        x0 = flow_to_data(z, data, teacher["schedule"], steps=teacher["steps"], solver=teacher["solver"],
+                          mode=teacher["mode"], mc_batch=teacher["mc_batch"], chunk=teacher["chunk"],
+                          generator=_stream(self.seed, _HOLD_MC, self.device_))
+        x_g = batched(self.net_, z, SAMPLE_BATCH)
+        out = {"heldout_mse": float((x_g - x0).square().mean())}
+        labels, drawn = (self.scaler_.inverse(x.double().cpu().numpy()) for x in (x0, x_g))
+        out["teacher_fidelity_energy"] = energy_distance(labels, drawn)
+        if val is not None and len(val) >= 2:
+            rows = val[np.random.default_rng(_seed_for(self.seed, _HOLD_Z)).permutation(len(val))[:n]]
+            out["teacher_val_energy"] = energy_distance(rows, labels)
+            out["generator_val_energy"] = energy_distance(rows, drawn)
+        return out
 
     def _train_generator(self, z: torch.Tensor, x0: torch.Tensor, hidden: int, **fit: Any) -> float:
         """Build G (d -> hidden -> hidden -> d, tanh; seeded init) and fit it to the pairs; returns the MSE."""
@@ -601,6 +674,8 @@ class TrainingFreeODE(Method):
         with self.phase("setup"):  # all the "training" there is: standardise and store the data
             self.scaler_ = Standardizer(train)
             self.data_ = to_tensor(self.scaler_.forward(train), self.device_)
+        with self.phase("bandwidth") if self.teacher_["schedule"] is None else nullcontext():
+            resolve_schedule(self.teacher_, self.data_, val, self.scaler_, self.seed, self.info_)
         self.info_["nfe"] = _nfe(self.teacher_["steps"], self.teacher_["solver"])
 
     def _sample(self, n: int, seed: int) -> np.ndarray:

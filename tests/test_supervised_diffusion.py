@@ -163,8 +163,9 @@ def test_sampling_and_fitting_are_deterministic_per_seed(gauss_data, gauss_model
 
 
 def test_fit_records_phases_and_diagnostics(gauss_model):
-    assert set(gauss_model.fit_phases_) == {"labeling", "training", "student"}
+    assert set(gauss_model.fit_phases_) == {"labeling", "training", "fidelity", "student"}  # "bandwidth" for eps="auto"
     info = gauss_model.info_
+    assert info["eps"] == 0.01 and abs(info["teacher_fidelity_energy"]) < 0.05 and 0 < info["heldout_mse"] < 0.05
     assert info["n_pairs"] == GAUSS_FIT["n_pairs"] and info["label_nfe"] == GAUSS_FIT["steps"]
     assert 0 < info["train_mse"] < 0.05
     assert info["student_generator_gap"] < 0.05  # the student's inverse tracks G
@@ -254,7 +255,7 @@ def test_teacher_is_its_own_fit_phase_and_labels_cost_its_evaluations(teacher, l
     x = np.random.default_rng(0).multivariate_normal(MU, COV, size=512)
     model = methods.create("supervised_diffusion", "smoke", device="cpu", teacher=teacher).fit(x)
     learned = teacher != "training_free"
-    assert set(model.fit_phases_) == {"labeling", "training", "student"} | ({"teacher"} if learned else set())
+    assert set(model.fit_phases_) == {"labeling", "training", "student"} | ({"teacher"} if learned else {"fidelity"})
     assert ("teacher_final_loss" in model.info_) == learned
     if label_nfe is None:
         assert model.info_["label_nfe"] > 0
