@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from datasets.base import Dataset, Splits
+from harness.memorisation import memorisation_metrics
 
 #: Points per side of the log-density grid saved for 2-D figures.
 GRID_POINTS = 100
@@ -147,6 +148,7 @@ def evaluate_cell(model, dataset: Dataset, splits: Splits, *, seed: int, sample_
     timings.update(samp_t)
     quality = sample_quality(dataset, splits.test, samples, seed, sample_size)
     metrics.update(quality)
+    metrics.update(memorisation_metrics(splits.train, splits.test, samples, seed=seed))
     for key, value in metrics.items():
         if isinstance(value, float) and math.isnan(value) and key not in ("test_loglik_se", "kl_se"):
             raise CellFailure(f"metric '{key}' is NaN")
