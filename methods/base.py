@@ -258,12 +258,14 @@ class Method(ABC):
     param_specs : parameter name -> ``Spec`` (``Choice``, ``Int``, ``Float``, ``Bool``, ``Seq``, ``a | b``),
         checked by ``methods.resolve_params`` (hence ``methods.create`` and grid planning). A profile
         parameter without an entry is checked against the types of its profile values.
+    min_dim : the smallest data dimension the method supports (``fit`` refuses fewer columns).
     """
 
     name: ClassVar[str]
     log_prob_kind: ClassVar[str | None] = None
     profiles: ClassVar[dict[str, dict]] = {"smoke": {}, "quick": {}, "paper": {}}
     param_specs: ClassVar[dict[str, Spec]] = {}
+    min_dim: ClassVar[int] = 1
     #: Wall-clock training budget in seconds (None: none), set before ``fit`` (``run --budget``):
     #: training loops stop at their first checkpoint past it (see ``checkpoint``).
     budget_s: float | None = None
@@ -281,6 +283,8 @@ class Method(ABC):
         train = check_array(train, "train")
         if train.shape[0] < 2:
             raise ValueError(f"train needs at least 2 rows, got {train.shape[0]}")
+        if train.shape[1] < self.min_dim:
+            raise ValueError(f"{self.name} needs data with at least {self.min_dim} dimensions, got d={train.shape[1]}")
         if val is not None:
             val = check_array(val, "val", dim=train.shape[1])
         self.fit_phases_: dict[str, float] = {}

@@ -119,6 +119,7 @@ class _NflowsFlow(Method):
     """
 
     log_prob_kind: ClassVar[str] = "exact"
+    min_dim: ClassVar[int] = 2  # a 1-D autoregressive or coupling step has nothing to condition on
     param_specs: ClassVar[dict[str, Spec]] = {
         "n_layers": Int(min=1), "hidden": Int(min=1), "n_blocks": Int(min=1), "dropout": Float(min=0, lt=1),
         "batch_norm": Bool(), "use_lu": Bool(),
