@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 # pip constraint: torch is pinned to 2.13.0 (any other spelling pulls a multi-GB CUDA build)
 PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test test-all bench gpu-check gpu-wheels list clean browser
+.PHONY: run test test-all lint bench gpu-check gpu-wheels list clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ test: $(VENV)/.installed-test browser
 
 test-all: $(VENV)/.installed-test browser
 	$(PY) -m pytest -q
+
+# ruff (configured in pyproject.toml): lint rules, then the formatter's verdict without rewriting.
+lint: $(VENV)/.installed-test
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 bench: $(VENV)/.installed-bench
 	$(PY) -m asv machine --yes --machine local >/dev/null

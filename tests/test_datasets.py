@@ -18,8 +18,7 @@ import pytest
 import datasets
 from conftest import SHARED_DATA
 from datasets import Dataset, DataUnavailable, Splits
-from integrals import grid_integral, importance_integral, p_log_p, refined_grid_integral
-
+from integrals import density, grid_integral, importance_integral, p_log_p, refined_grid_integral
 
 
 def in_shared_data(name: str) -> bool:
@@ -39,7 +38,7 @@ N_SAMPLE = 20_000
 N_IMPORTANCE = 200_000
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(name: str, root: Path | None) -> tuple[Dataset, Splits]:
     dataset = datasets.get(name)
     return dataset, dataset.load(seed=0, root=root)
@@ -73,10 +72,19 @@ def density_box(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return low - margin, high + margin
 
 
+@functools.cache
+def grid_moments(name: str, root: Path | None) -> list[tuple[float, float]]:
+    """[(integral of p, last change), (integral of p log p, last change)] on the refined grid (d <= 2)
+    over ``density_box`` of the training rows."""
+    dataset, splits = load(name, root)
+    box = density_box(splits.train)
+    return refined_grid_integral(dataset.log_prob, *box, integrands=(density, p_log_p))
+
+
 # ----------------------------------------------------------------- splits
 def test_splits_have_shapes_dtype_and_finite_values(loaded):
     dataset, splits, _ = loaded
-    for part, x in zip(("train", "val", "test"), (splits.train, splits.val, splits.test)):
+    for part, x in zip(("train", "val", "test"), (splits.train, splits.val, splits.test), strict=True):
         assert x.ndim == 2 and len(x) > 0, f"{part}: shape {x.shape}"
         assert x.shape[1] == dataset.dim == splits.dim, f"{part}: {x.shape[1]} columns, dim {dataset.dim}"
         assert np.issubdtype(x.dtype, np.floating), f"{part}: dtype {x.dtype}"
@@ -94,7 +102,7 @@ def test_splits_share_no_row(loaded):
 def test_same_seed_same_splits(loaded):
     dataset, splits, root = loaded
     again = datasets.get(dataset.name).load(seed=0, root=root)
-    for a, b in zip((splits.train, splits.val, splits.test), (again.train, again.val, again.test)):
+    for a, b in zip((splits.train, splits.val, splits.test), (again.train, again.val, again.test), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -128,7 +136,7 @@ def test_known_density_integrates_to_one(request, name):
     sampling with a Gaussian proposal twice as wide as the training rows, within 5 standard errors."""
     dataset, splits = load(name, data_root(request, name))
     if dataset.dim <= 2:
-        integral, change = refined_grid_integral(dataset.log_prob, *density_box(splits.train))
+        (integral, change), _ = grid_moments(name, data_root(request, name))
         assert change < 5e-3, f"grid did not converge: last change {change:.3g}"
         assert abs(integral - 1.0) < 0.01, f"{name}: the density integrates to {integral:.4f}"
     else:
@@ -154,14 +162,13 @@ def test_samples_are_seeded_and_match_the_density(name):
     assert log_p.shape == (N_SAMPLE,) and np.isfinite(log_p).all(), "samples outside the density's support"
     if dataset.dim > 2:
         return  # no grid: the normalisation test covers the density, the finite check the support
-    box = density_box(x)
-    mass, mass_change = refined_grid_integral(dataset.log_prob, *box)
-    neg_entropy, change = refined_grid_integral(dataset.log_prob, *box, integrand=p_log_p)
+    (mass, mass_change), (neg_entropy, change) = grid_moments(name, None)
     expected = neg_entropy / mass
     se = log_p.std(ddof=1) / np.sqrt(N_SAMPLE)
     tolerance = 5 * se + change + abs(expected) * mass_change
     assert abs(log_p.mean() - expected) < tolerance, (
-        f"{name}: mean log p of samples {log_p.mean():.4f}, E_p[log p] {expected:.4f} (tolerance {tolerance:.3g})")
+        f"{name}: mean log p of samples {log_p.mean():.4f}, E_p[log p] {expected:.4f} (tolerance {tolerance:.3g})"
+    )
 
 
 # ----------------------------------------------------------------- the integrators themselves
@@ -188,11 +195,12 @@ def test_grid_integral_of_a_gaussian(d):
 
 def test_refined_grid_integral_of_a_square_with_jumps():
     """The uniform density on [0, 1]^2 over a box whose grid lines miss its edges converges to 1."""
+
     def log_prob(x: np.ndarray) -> np.ndarray:
         inside = ((x >= 0) & (x <= 1)).all(axis=1)
         return np.where(inside, 0.0, -np.inf)
 
-    integral, change = refined_grid_integral(log_prob, np.full(2, -0.3333), np.full(2, 1.4142))
+    [(integral, change)] = refined_grid_integral(log_prob, np.full(2, -0.3333), np.full(2, 1.4142))
     assert change < 5e-3 and abs(integral - 1.0) < 5e-3
 
 

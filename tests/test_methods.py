@@ -44,8 +44,10 @@ CASES += [(v, 2) for v in VARIANTS if base_of(v) in AVAILABLE]
 UNSUPPORTED = [(name, d) for name in AVAILABLE for d in DIMS if d < min_dim(name)]
 #: Known failures of test_density_integrates_to_one, case -> reason (strict: fixing one makes the test say so).
 NOT_NORMALISED = {
-    ("score_diffusion", 2): "grid integral 0.978 at the smoke ODE tolerances rtol = atol = 1e-2; the same model's "
-                            "density integrates to 1.00001 at 1e-6 in float64: the smoke solve, not the model",
+    ("score_diffusion", 2): (
+        "grid integral 0.978 at the smoke ODE tolerances rtol = atol = 1e-2; the same model's "
+        "density integrates to 1.00001 at 1e-6 in float64: the smoke solve, not the model"
+    ),
 }
 
 
@@ -55,8 +57,9 @@ def density_case(case: tuple[str, int]) -> Any:
 
 
 #: 2-D cases of methods with a likelihood (the class's kind; an instance may downgrade to "estimate").
-DENSITY_CASES = [density_case((case, d)) for case, d in CASES
-                 if d == 2 and methods.get(base_of(case)).log_prob_kind is not None]
+DENSITY_CASES = [
+    density_case((case, d)) for case, d in CASES if d == 2 and methods.get(base_of(case)).log_prob_kind is not None
+]
 
 
 def case_id(case: tuple[str, int]) -> str:
@@ -111,7 +114,7 @@ def fit_and_use(case: str, d: int, train: np.ndarray, val: np.ndarray, test: np.
     return model, samples, log_prob
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fitted_case(case: str, d: int) -> Fitted:
     train, val, test = box_data(N_TRAIN, d, 0), box_data(N_VAL, d, 1), box_data(N_TEST, d, 2)
     before = global_random_state()
@@ -248,12 +251,15 @@ def fitted_2d() -> list[Fitted]:
     return [fitted_case(case, d) for case, d in CASES if d == 2]
 
 
-@pytest.mark.parametrize("bad, match", [
-    (np.zeros((10, 3)), "columns"),
-    (np.full((10, 2), np.nan), "NaN"),
-    (np.zeros(10), "2-D"),
-    ([["a", "b"]], "numeric"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros((10, 3)), "columns"),
+        (np.full((10, 2), np.nan), "NaN"),
+        (np.zeros(10), "2-D"),
+        ([["a", "b"]], "numeric"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(fitted_2d, bad, match):
     for fitted in fitted_2d:
         if fitted.model.log_prob_kind is None:  # no likelihood: NotSupported whatever the input
