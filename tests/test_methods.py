@@ -225,12 +225,13 @@ def test_density_integrates_to_one(fitted_density):
     """exact: the grid integral of exp(log_prob) is 1 within 2%; bound: at most 1.02.
 
     The training data lie in [-2, 2]^2 (clusters of sd 0.5, overall sd about 0.95); the grid
-    covers [-10, 10]^2 (about 10 data sds beyond the data) with spacing h = 0.1 = sd / 5 of a
-    cluster. Two checks make the integral trustworthy before it is judged: the interleaved
-    h = 0.2 sub-grids agree within 1% (the discretisation error at 2h; the full grid's is
-    smaller), and the outermost ring of cells holds under 1e-4 of mass (the box holds the
-    density). A bound's exp is an unbiased (importance-weighted) estimate of a normalised
-    density, so its integral is at most 1 up to the same tolerance.
+    covers [-10, 10]^2 (8 units, over 8 data sds, beyond the data) with spacing h = 0.1, a fifth
+    of a cluster's sd. Two checks make the integral trustworthy before it is judged: the
+    interleaved h = 0.2 sub-grids agree within 1% (the discretisation error at 2h; the full
+    grid's is smaller), and the outermost ring of cells holds under 1e-4 of mass (the box holds
+    the density). exp of an importance-weighted bound with K samples is an unbiased estimate of
+    the model's normalised density (E[mean of the K weights] = p), so its integral is 1 up to
+    Monte-Carlo noise and must not exceed 1 beyond the tolerance.
     """
     model = fitted_density.model
     if model.log_prob_kind == "estimate":
