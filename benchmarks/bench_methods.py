@@ -105,7 +105,7 @@ def speed_ratios(profile: str, d: int, rounds: int = 2, device: str = "cpu",
     sampler settings (score_diffusion: probability-flow ODE at that profile's tolerance), timed
     interleaved (device synchronised), best of ``rounds``; the ratios; and score_diffusion's NFE per
     sample. ``samples``: samples per timed call (default RATIO_SAMPLES)."""
-    from methods._torch import synchronize
+    from harness.toolkit.device import synchronize
 
     samples = RATIO_SAMPLES if samples is None else samples
     models = {name: fitted_cheaply(name, profile, d, device=device) for name in RATIO_SAMPLES}
@@ -193,7 +193,7 @@ class LabelMemory:
         self.z = torch.randn(2_000, 2, generator=g)
 
     def peakmem_labels(self, n_rows):
-        from methods.training_free_score import flow_to_data
+        from harness.toolkit.training_free_score import flow_to_data
 
         flow_to_data(self.z, self.data, steps=10, mode="exact")
 

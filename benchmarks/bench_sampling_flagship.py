@@ -35,11 +35,11 @@ import torch
 
 try:
     import methods
-    from methods._torch import resolve_device, synchronize
+    from harness.toolkit.device import resolve_device, synchronize
 except ImportError:  # plain `python benchmarks/bench_sampling_flagship.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import methods
-    from methods._torch import resolve_device, synchronize
+    from harness.toolkit.device import resolve_device, synchronize
 
 DIMS = (2, 43)
 N_TRAIN = 5_000

@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 try:
-    from methods.training_free_score import Schedule, flow_to_data, fused_backend, score
+    from harness.toolkit.training_free_score import Schedule, flow_to_data, fused_backend, score
 except ImportError:  # plain `python benchmarks/bench_score.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from methods.training_free_score import Schedule, flow_to_data, fused_backend, score
+    from harness.toolkit.training_free_score import Schedule, flow_to_data, fused_backend, score
 
 N_ROWS, N_QUERIES, T = 20_000, 4_000, 0.5
 ROUNDS = 5

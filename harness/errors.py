@@ -20,3 +20,7 @@ def unknown(kind: str, name: str, valid: Iterable[str]) -> UserError:
     """A UserError for an unknown name, suggesting the closest valid one."""
     valid = sorted(valid)
     return UserError(f"unknown {kind} '{name}'{suggest(name, valid)}; valid: {', '.join(valid)}")
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a NaN or infinite loss."""

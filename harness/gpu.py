@@ -48,10 +48,11 @@ def cuda_device_count() -> int:
 
 
 def resolve_device(requested: str) -> str:
-    """"auto" -> "cuda" when a GPU is visible, else "cpu"; other values unchanged (no CUDA context)."""
-    if requested == "auto":
-        return "cuda" if cuda_device_count() > 0 else "cpu"
-    return requested
+    """The device a cell will get (``harness.toolkit.device.resolve_device``), decided without a CUDA
+    context in this process: "auto" -> "cuda" when a GPU is visible, else "cpu"."""
+    from harness.toolkit.device import resolve_device as resolve
+
+    return str(resolve(requested, cuda_available=lambda: cuda_device_count() > 0))
 
 
 def matmul_precision() -> str:

@@ -42,6 +42,8 @@ import torch
 from scipy.cluster.vq import kmeans2, vq
 from scipy.spatial import cKDTree
 
+from harness.toolkit.standardise import Standardiser
+
 OUTLIER_SDS = 10.0  #: a coordinate this many training SDs from the training mean is an outlier
 CLOSE_QUANTILE = 0.01  #: test-to-train distance quantile that defines "too close"
 CT_CELLS = 20  #: k-means cells of the data-copying test (fewer when there are few test rows)
@@ -49,18 +51,6 @@ CT_MIN_SAMPLES = 20  #: cells with fewer samples are left out of C_T (the paper'
 CT_MAX_TRAIN_FIT = 5_000  #: training rows used to fit the k-means cells (a partition; cheap)
 KDTREE_MAX_DIM = 16
 CHUNK_ENTRIES = 4_000_000  #: distance-matrix entries held at once by the matrix-product path
-
-
-class Standardiser:
-    """x -> (x - mean) / sd with the training data's mean and sd (sd 0 counts as 1)."""
-
-    def __init__(self, train: np.ndarray) -> None:
-        self.mean = train.mean(axis=0)
-        sd = train.std(axis=0)
-        self.sd = np.where(sd > 0, sd, 1.0)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mean) / self.sd
 
 
 def nearest_distances(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:

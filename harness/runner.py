@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from harness import gpu
+from harness.gpu import resolve_device
 from harness.config import Config, resolve_names
 from harness.store import ResultsStore
 from harness.variants import Variant
@@ -126,11 +127,6 @@ def make_cells(cfg: Config, *, include_skipped: bool = False) -> tuple[list[Cell
     return cells, skipped
 
 
-def resolve_device(requested: str) -> str:
-    """The device a cell will get, decided without a CUDA context in this process."""
-    return gpu.resolve_device(requested)
-
-
 def start_method(device: str) -> str:
     """How a cell worker starts: ``forkserver`` for CUDA cells, ``fork`` for CPU cells (see the module
     docstring); ``$DENSITYBENCH_START_METHOD`` overrides both."""
@@ -195,7 +191,7 @@ def run_cell(cell: Cell, splits_cache: dict, run_dir: Path | None) -> dict[str, 
             splits_cache[(cell.dataset, cell.seed)] = ds.load(seed=cell.seed, root=cell.data_root)
         splits = splits_cache[(cell.dataset, cell.seed)]
         methods.get(cell.method)  # loads the registry (and plugin modules) before the device is resolved
-        from methods._torch import resolve_device as torch_device
+        from harness.toolkit.device import resolve_device as torch_device
 
         device = str(torch_device(cell.device))
         device_fields = {"device": device, **gpu.device_info(device), **gpu.apply_precision_policy()}
@@ -359,7 +355,7 @@ def _context(method: str):
 def worker_env(quiet: bool) -> dict[str, str]:
     """The ``DENSITYBENCH_*`` settings a worker gets; ``quiet`` silences its progress bars (concurrent
     cells' bars would interleave)."""
-    from methods._torch import NO_PROGRESS_ENV
+    from harness.toolkit.device import NO_PROGRESS_ENV
 
     env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
     return {**env, NO_PROGRESS_ENV: "1"} if quiet else env
@@ -484,7 +480,7 @@ def run_grid(cfg: Config, run_dir: Path, *, isolate: bool = True, progress: bool
 
     run_dir = Path(run_dir)
     if not progress:
-        from methods._torch import NO_PROGRESS_ENV
+        from harness.toolkit.device import NO_PROGRESS_ENV
 
         os.environ[NO_PROGRESS_ENV] = "1"
     cells, skipped = make_cells(cfg, include_skipped=True)

@@ -20,7 +20,7 @@ samples and isolates failures; ``DENSITY_METRICS`` describes ``histogram_tv``.
 
 Cost (``benchmarks/bench_metrics.py``, 5,000 x 5,000 rows, CPU seconds): all
 five metrics about 1.7 s at d = 2 and 2.0 s at d = 63, C2ST about half of
-it. Torch work runs single-threaded (``TORCH_THREADS``): the blocks are small,
+it. Torch work runs single-threaded (``harness.toolkit.distances.TORCH_THREADS``): the blocks are small,
 and on a busy 2-core machine a second thread only spin-waits.
 
 Example::
@@ -41,44 +41,24 @@ Liu et al., arXiv 2310.14458 (per-dimension marginal KL with
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
 
-CHUNK_ENTRIES = 4_000_000  # pairwise-matrix entries held at once (16 MB in float32)
+from harness.toolkit.distances import TORCH_THREADS, energy_distance
+from harness.toolkit.distances import centred_float32 as _centered_tensors
+from harness.toolkit.distances import check_pair as _pair
+from harness.toolkit.distances import check_samples as _samples
+from harness.toolkit.distances import cross_sum as _cross_sum
+from harness.toolkit.distances import torch_threads as _torch_threads
+from harness.toolkit.distances import within_sum as _within_sum
+
 MEDIAN_SUBSAMPLE = 2000  # pooled points used for the median heuristic
 KDE_BANDWIDTH = 0.2  # scipy gaussian_kde bw_method of the paper
 KDE_GRID = 1000
 KL_FLOOR = 1e-10  # added to normalised gridded densities before the log
-TORCH_THREADS = 1  # torch intra-op threads inside the metrics (see _torch_threads)
-
-
-# ----------------------------------------------------------------- validation
-
-
-def _samples(x: np.ndarray, name: str, min_rows: int = 2) -> np.ndarray:
-    """``x`` as a finite float64 (n, d) array with n >= min_rows, or ValueError."""
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (n, d), got shape {arr.shape}")
-    if arr.shape[0] < min_rows or arr.shape[1] < 1:
-        raise ValueError(f"{name} needs at least {min_rows} rows and 1 column, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).any(axis=1).sum())
-        raise ValueError(f"{name} has {bad} rows with NaN or inf")
-    return arr
-
-
-def _pair(reference: np.ndarray, model: np.ndarray, min_rows: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Validate both samples and check their dimensions agree."""
-    ref = _samples(reference, "reference", min_rows)
-    mod = _samples(model, "model", min_rows)
-    if ref.shape[1] != mod.shape[1]:
-        raise ValueError(f"reference has d={ref.shape[1]} but model has d={mod.shape[1]}")
-    return ref, mod
 
 
 def _subsample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -86,67 +66,6 @@ def _subsample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     if len(x) <= n:
         return x
     return x[np.sort(rng.choice(len(x), size=n, replace=False))]
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Run torch with ``n`` intra-op threads, restoring the previous count after.
-
-    The metrics' torch work is small blocks and tiny MLP steps: on a busy
-    2-core machine two threads spin-wait and ran C2ST 15x slower (30 s vs 2 s
-    of CPU) than one, with identical results.
-    """
-    old = torch.get_num_threads()
-    if old != n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if old != n:
-            torch.set_num_threads(old)
-
-
-def _centered_tensors(ref: np.ndarray, mod: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both samples minus their pooled mean, as float32 tensors.
-
-    Centring keeps the |a|^2 + |b|^2 - 2 a.b expansion accurate in float32.
-    """
-    shift = np.concatenate([ref, mod]).mean(axis=0)
-    return (torch.from_numpy((ref - shift).astype(np.float32)), torch.from_numpy((mod - shift).astype(np.float32)))
-
-
-# ------------------------------------------------------- pairwise-sum kernels
-
-
-def _block_sq_dists(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
-    """Squared distances (len(a), len(b)), clamped at 0."""
-    out = torch.addmm(b_sq[None, :], a, b.T, alpha=-2.0)
-    return out.add_((a * a).sum(1)[:, None]).clamp_min_(0.0)
-
-
-def _cross_sum(a: torch.Tensor, b: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> float:
-    """sum_{i,j} fn(|a_i - b_j|^2) in row chunks, accumulated in float64."""
-    b_sq = (b * b).sum(1)
-    rows = max(1, CHUNK_ENTRIES // len(b))
-    total = 0.0
-    for start in range(0, len(a), rows):
-        total += fn(_block_sq_dists(a[start : start + rows], b, b_sq)).sum(dtype=torch.float64).item()
-    return total
-
-
-def _within_sum(a: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> float:
-    """sum_{i != j} fn(|a_i - a_j|^2), computing each off-diagonal block once."""
-    a_sq = (a * a).sum(1)
-    rows = max(1, CHUNK_ENTRIES // len(a))
-    total = 0.0
-    for start in range(0, len(a), rows):
-        stop = min(start + rows, len(a))
-        values = fn(_block_sq_dists(a[start:stop], a[start:], a_sq[start:]))
-        values.diagonal().zero_()  # the diagonal of this block is i == j
-        diag_block = values[:, : stop - start].sum(dtype=torch.float64).item()
-        later = values[:, stop - start :].sum(dtype=torch.float64).item()
-        total += diag_block + 2.0 * later  # later columns stand for their mirror image too
-    return total
 
 
 def median_bandwidth(reference: np.ndarray, model: np.ndarray, *, seed: int = 0) -> float:
@@ -194,26 +113,6 @@ def mmd2(reference: np.ndarray, model: np.ndarray, *, seed: int = 0, bandwidth: 
         kyy = _within_sum(y, kernel) / (m * (m - 1))
         kxy = _cross_sum(x, y, kernel) / (n * m)
     return float(kxx + kyy - 2.0 * kxy)
-
-
-def energy_distance(reference: np.ndarray, model: np.ndarray, *, seed: int = 0) -> float:
-    """Energy statistic 2 E|X - Y| - E|X - X'| - E|Y - Y'| (Szekely & Rizzo 2013).
-
-    This is the *squared* energy distance of texts that call its square root the
-    energy distance; we return the statistic itself, with unbiased within-sample
-    means over i != j (so it can be slightly negative when the laws agree).
-    Deterministic: ``seed`` is accepted for the common signature only.
-
-    reference (n, d), model (m, d) -> float. Lower is better; 0 is ideal.
-    """
-    ref, mod = _pair(reference, model)
-    x, y = _centered_tensors(ref, mod)
-    n, m = len(x), len(y)
-    with _torch_threads(TORCH_THREADS):
-        exy = _cross_sum(x, y, torch.sqrt_) / (n * m)
-        exx = _within_sum(x, torch.sqrt_) / (n * (n - 1))
-        eyy = _within_sum(y, torch.sqrt_) / (m * (m - 1))
-    return float(2.0 * exy - exx - eyy)
 
 
 def sliced_wasserstein(reference: np.ndarray, model: np.ndarray, *, seed: int = 0, n_projections: int = 200) -> float:

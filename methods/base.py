@@ -21,7 +21,12 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 import numpy as np
 
-from methods import _checkpoint
+from harness.errors import DivergenceError
+from harness.toolkit import checkpoint as _checkpoint
+from harness.toolkit.device import synchronize
+from harness.toolkit.distances import energy_distance
+from harness.toolkit.seeding import numpy_stream, stream_seed
+from harness.toolkit.standardise import Standardiser
 
 try:  # Python 3.11+
     from typing import Self
@@ -37,10 +42,6 @@ class NotSupported(NotImplementedError):
 
 class NotFittedError(RuntimeError):
     """Raised when ``sample`` or ``log_prob`` is called before ``fit``."""
-
-
-class DivergenceError(RuntimeError):
-    """Raised when training produces a NaN or infinite loss."""
 
 
 def check_array(x: Any, name: str = "x", dim: int | None = None) -> np.ndarray:
@@ -259,6 +260,7 @@ class Method(ABC):
         checked by ``methods.resolve_params`` (hence ``methods.create`` and grid planning). A profile
         parameter without an entry is checked against the types of its profile values.
     min_dim : the smallest data dimension the method supports (``fit`` refuses fewer columns).
+    plot_style : (colour, matplotlib marker) of the method in figures; None: the report picks one.
     """
 
     name: ClassVar[str]
@@ -266,6 +268,7 @@ class Method(ABC):
     profiles: ClassVar[dict[str, dict]] = {"smoke": {}, "quick": {}, "paper": {}}
     param_specs: ClassVar[dict[str, Spec]] = {}
     min_dim: ClassVar[int] = 1
+    plot_style: ClassVar[tuple[str, str] | None] = None
     #: Wall-clock training budget in seconds (None: none), set before ``fit`` (``run --budget``):
     #: training loops stop at their first checkpoint past it (see ``checkpoint``).
     budget_s: float | None = None
@@ -342,19 +345,17 @@ class Method(ABC):
                    sample: Callable[[int, int], np.ndarray] | None = None) -> bool:
         """Record a training checkpoint; returns True when the training budget is spent (stop now).
 
-        Training loops call it every ``_checkpoint.checkpoint_every(planned)`` steps and at their last
+        Training loops call it every ``harness.toolkit.checkpoint.checkpoint_every(planned)`` steps and at their last
         step (a schedule fixed in steps). ``phase`` names the loop, ``step`` of ``planned`` its progress.
-        Quality on the validation rows (``_checkpoint.CHECKPOINT_ROWS``; none when ``fit`` got no
+        Quality on the validation rows (``CHECKPOINT_ROWS``; none when ``fit`` got no
         ``val``): ``val_loglik``, a mean validation log-likelihood already computed (float, its cost
         stays training time) or a function rows (m, d) -> (m,) log densities in data units; else
-        ``sample(n, seed)`` -> (n, d) samples in data units, scored by the energy statistic. The
+        ``sample(n, seed)`` -> (n, d) samples in data units, scored by the energy distance. The
         time recorded, ``t``, is the training time since ``fit`` began, every checkpoint's
         evaluation time (``eval_s``) excluded; ``fit_phases_`` exclude it too.
         """
         if self.device_is_cuda():
-            import torch
-
-            torch.cuda.synchronize()
+            synchronize(self.device_)
         now = self.clock()
         elapsed = now - self.fit_start_ - self.checkpoint_s_
         record: dict[str, Any] = {"phase": phase, "step": int(step), "planned": int(planned), "t": elapsed}
@@ -364,12 +365,12 @@ class Method(ABC):
             record["val_loglik"] = float(value)
         elif rows is not None and sample is not None:
             scale = self.checkpoint_scale_
-            drawn = np.asarray(sample(len(rows), self.seed + _checkpoint.SAMPLE_SEED), dtype=np.float64)
-            record["val_energy"] = _checkpoint.energy_statistic(scale(drawn), scale(rows))
+            drawn = np.asarray(sample(len(rows), stream_seed(self.seed, _checkpoint.CHECKPOINT_STREAM)), dtype=np.float64)
+            record["val_energy"] = energy_distance(scale(drawn), scale(rows))
         scored = "val_loglik" in record or "val_energy" in record
         if scored and "checkpoint_reference" not in self.info_:
             self.info_["checkpoint_reference"] = _checkpoint.gaussian_reference(
-                self.checkpoint_train_, rows, self.checkpoint_scale_, self.seed + _checkpoint.SAMPLE_SEED)
+                self.checkpoint_train_, rows, self.checkpoint_scale_, numpy_stream(self.seed, _checkpoint.CHECKPOINT_STREAM))
         record["eval_s"] = self.clock() - now
         self.checkpoint_s_ += record["eval_s"]
         self.checkpoints_.append(record)
@@ -387,7 +388,7 @@ class Method(ABC):
         self.budget_spent_ = False
         self.checkpoint_rows_ = None if val is None else val[: _checkpoint.CHECKPOINT_ROWS]
         self.checkpoint_train_ = train
-        self.checkpoint_scale_ = _checkpoint.Scale(train)
+        self.checkpoint_scale_ = Standardiser(train)
         self.fit_start_ = self.clock()
 
     def _training_progress(self) -> dict[str, Any]:

@@ -1,43 +1,4 @@
-"""Conditional flow matching with the straight path (Lipman et al. 2023, arXiv 2210.02747; Liu et al. 2023,
-arXiv 2209.03003) and optional minibatch optimal-transport coupling (Tong et al. 2024, arXiv 2302.00482).
-
-Noise x0 ~ N(0, I) at t = 0, standardised data x1 at t = 1, x_t = (1 - t) x0 + t x1. An MLP velocity
-field v(x, t) is fitted by E_{t, x0, x1} |v(x_t, t) - (x1 - x0)|^2, t ~ U(0, 1); its minimiser is
-E[x1 - x0 | x_t], the velocity of an ODE whose marginals follow the path, so integrating
-dx/dt = v from noise samples the data. ``ot=True`` pairs each minibatch's noise and data rows by
-the exact optimal assignment for squared distance (POT ``ot.emd``) instead of independently.
-
-Sampling: torchdiffeq from t = 0 to 1, adaptive ``dopri5`` (``rtol``, ``atol``) or a fixed-step
-``euler`` / ``midpoint`` / ``rk4`` with ``ode_steps`` steps. Likelihood: the instantaneous change of
-variables, log p_1(x) = log N(x_0; 0, I) - int_0^1 div v(x_t, t) dt, integrated from the data back
-to t = 0. ``trace="auto"`` takes the exact divergence (one backward pass per dimension, kind
-"exact": the ODE model's density up to solver error) when d <= ``EXACT_TRACE_MAX_DIM`` = 10, and
-otherwise Hutchinson's estimator with ``hutchinson_probes`` Rademacher probes per point carried
-through one solve (kind "estimate", unbiased for the log density; ``info_["hutchinson_se"]`` is the
-standard error its probes add to the mean test log-likelihood). The kind is fixed at ``fit`` (it
-depends on d) and set on the instance, so the results row records the kind actually used.
-``info_`` records ``nfe_sample`` and ``nfe_log_prob`` (velocity evaluations per ODE solve, summed
-over batches) as ``score_diffusion`` does.
-
-Profiles
---------
-smoke : tiny, for the contract test (about a second on 512 points).
-quick : 2-core CPU budget: 3,000 Adam steps of 512 rows (lr 2e-3 cosine-annealed), MLP 3 x 128
-        SELU, independent coupling, dopri5 with rtol = atol = 1e-3 (NFE about 20 to sample and 50
-        for the likelihood on 8gaussians). Measured on 8gaussians (20,000 points, one thread, the
-        2-core machine shared with other jobs): fit 16 s, 5,000 samples 1.1 s, 5,000 exact
-        log-densities 3.0 s; test log-likelihood -3.03, KL 0.19.
-paper : the authors' published 2-D settings (Tong et al. 2024, torchcfm examples): MLP of 3 hidden
-        layers of width 64 with SELU and t as an input, batch 256, Adam lr 1e-3 constant, 20,000
-        steps, exact minibatch OT (OT-CFM), dopri5 with rtol = atol = 1e-4. Theirs adds a Gaussian
-        path width sigma = 0.1; ours keeps sigma = 0 so the endpoints are exactly N(0, I) and the
-        data, which the likelihood needs.
-
-Example::
-
-    m = methods.create("flow_matching", "smoke", ot=True).fit(x)
-    m.sample(100); m.log_prob(x[:100]); m.log_prob_kind, m.info_["nfe_log_prob"]
-"""
+"""Conditional flow matching (straight path, optional minibatch optimal-transport coupling)."""
 
 from __future__ import annotations
 
@@ -49,11 +10,17 @@ import torch
 from torch import nn
 from torchdiffeq import odeint
 
+from harness.toolkit.device import resolve_device, single_cpu_thread, to_tensor
+from harness.toolkit.gaussian import standard_normal_log_prob
+from harness.toolkit.nets import mlp
+from harness.toolkit.sde import divergence_exact
+from harness.toolkit.seeding import seeded_init, torch_stream
+from harness.toolkit.standardise import Standardiser
+from harness.toolkit.training import Adam, minibatches, train
 from methods import register
-from methods._sde import divergence_exact, standard_normal_log_prob
-from methods._torch import Standardizer, generator, minibatches, mlp, resolve_device, seeded_init, to_tensor
 from methods.base import Bool, Choice, Float, Int, Method, Spec
-from methods.supervised_diffusion import _single_cpu_thread, minimise
+
+__all__ = ["FlowMatching", "VelocityField", "ot_pairing", "straight_path", "transport", "ode_log_prob", "rademacher"]
 
 SOLVERS = ("dopri5", "euler", "midpoint", "rk4")
 FIXED_STEP = ("euler", "midpoint", "rk4")
@@ -61,6 +28,8 @@ TRACES = ("auto", "exact", "hutchinson")
 #: Largest dimension for which ``trace="auto"`` computes the exact divergence (d backward passes).
 EXACT_TRACE_MAX_DIM = 10
 
+NOISE, VALIDATION, LOG_PROB, SAMPLE = 1, 2, 3, 4  # seed-stream purposes
+CHECK_EVERY = 100  # steps between divergence checks (each one waits for the device)
 _COMMON = dict(trace="auto", hutchinson_probes=4)
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # v(x (n, d), t 0-d) -> (n, d)
@@ -175,9 +144,48 @@ def rademacher(shape: tuple[int, ...], g: torch.Generator, device: torch.device,
 # ------------------------------------------------------------------ the method
 @register
 class FlowMatching(Method):
-    """Conditional flow matching (straight path, optional minibatch OT); see the module docstring."""
+    """Conditional flow matching: an MLP velocity field v(x, t) transports N(0, I) at t = 0 to the data at t = 1.
+
+    With x_t = (1 - t) x0 + t x1 (noise x0, standardised data x1), v is fitted by
+    E |v(x_t, t) - (x1 - x0)|^2, t ~ U(0, 1), whose minimiser E[x1 - x0 | x_t] moves the path's
+    marginals; ``ot=True`` pairs each minibatch's noise and data by the exact optimal assignment
+    (POT ``ot.emd``). Sampling integrates dx/dt = v (torchdiffeq; ``solver``). Likelihood: the
+    instantaneous change of variables from the data back to t = 0, with the exact divergence
+    (kind "exact") when d <= ``EXACT_TRACE_MAX_DIM`` under ``trace="auto"``, else Hutchinson's
+    estimator with ``hutchinson_probes`` probes per point (kind "estimate"; ``info_["hutchinson_se"]``
+    is the standard error it adds to the mean). The kind is set on the instance at ``fit``.
+
+    Parameters
+    ----------
+    hidden, layers : MLP width and depth (SELU).
+    steps, batch, lr, anneal : Adam steps, rows per step, learning rate, cosine decay.
+    ot : minibatch optimal-transport coupling.
+    solver, ode_steps, rtol, atol : ODE solver ("dopri5" adaptive, or fixed-step with ``ode_steps``).
+    trace, hutchinson_probes : divergence "auto", "exact" or "hutchinson" and its probes.
+    eval_batch : rows per ODE solve.
+
+    Profiles: ``paper`` takes Tong et al.'s 2-D settings (3 x 64 SELU, batch 256, Adam 1e-3, 20,000
+    steps, exact minibatch OT, dopri5 at 1e-4; their path width sigma = 0.1 is 0 here so that the
+    endpoints are exactly N(0, I) and the data); ``quick``: 3,000 steps of 512 rows, 3 x 128,
+    lr 2e-3 cosine, independent coupling, dopri5 at 1e-3.
+
+    References
+    ----------
+    Lipman, Chen, Ben-Hamu, Nickel & Le, "Flow Matching for Generative Modeling", ICLR 2023.
+    Liu, Gong & Liu, "Flow Straight and Fast", ICLR 2023.
+    Tong et al., "Improving and Generalizing Flow-Based Generative Models with Minibatch Optimal
+    Transport", TMLR 2024.
+
+    Example
+    -------
+    ::
+
+        m = methods.create("flow_matching", "smoke", seed=0, ot=True).fit(x)
+        m.sample(100); m.log_prob(x[:100]); m.log_prob_kind, m.info_["nfe_log_prob"]
+    """
 
     name: ClassVar[str] = "flow_matching"
+    plot_style: ClassVar[tuple[str, str]] = ("#e7ba52", "d")
     log_prob_kind: ClassVar[str | None] = "exact"  # per instance after fit: "estimate" when Hutchinson is used
     profiles: ClassVar[dict[str, dict]] = {
         "smoke": dict(_COMMON, hidden=32, layers=2, steps=200, batch=256, lr=3e-3, anneal=True, ot=False,
@@ -201,11 +209,11 @@ class FlowMatching(Method):
         self.device_ = resolve_device(self.device)
         self.exact_trace_ = p["trace"] == "exact" or (p["trace"] == "auto" and self.dim_ <= EXACT_TRACE_MAX_DIM)
         self.log_prob_kind = "exact" if self.exact_trace_ else "estimate"
-        self.scaler_ = Standardizer(train)
+        self.scaler_ = Standardiser(train)
         x = to_tensor(self.scaler_.forward(train), self.device_)
         with seeded_init(self.seed):
             self.net_ = VelocityField(self.dim_, p["hidden"], p["layers"]).to(self.device_)
-        with self.phase("training"), _single_cpu_thread(self.device_):
+        with self.phase("training"), single_cpu_thread(self.device_):
             self.info_["final_loss"] = self._train(x)
         self.net_.eval()
         if val is not None:
@@ -223,21 +231,16 @@ class FlowMatching(Method):
 
     def _train(self, x: torch.Tensor) -> float:
         p = self.params
-        batches = minibatches(len(x), p["batch"], p["steps"], generator(self.seed, "cpu"), self.device_)
-        g = generator(self.seed + 1, self.device_)
-
-        def schedule(opt: torch.optim.Optimizer):
-            if p["anneal"]:
-                return torch.optim.lr_scheduler.CosineAnnealingLR(opt, p["steps"])
-            return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-
-        loss = minimise(self.net_.parameters(), lambda: self._loss(x[next(batches)], g), steps=p["steps"],
-                        lr=p["lr"], schedule=schedule, name=self.name)
-        return float(loss.detach())
+        g = torch_stream(self.seed, NOISE, self.device_)
+        opt = Adam(self.net_.parameters(), p["lr"], schedule="cosine" if p["anneal"] else None, steps=p["steps"])
+        batches = minibatches(len(x), p["batch"], p["steps"], torch_stream(self.seed), self.device_)
+        result = train(lambda k, idx: opt.step(self._loss(x[idx], g)), p["steps"], name=self.name, batches=batches,
+                       check_every=CHECK_EVERY)
+        return float(result.loss)
 
     @torch.no_grad()
     def _eval_loss(self, x: torch.Tensor) -> float:
-        return float(self._loss(x, generator(self.seed + 2, self.device_)))
+        return float(self._loss(x, torch_stream(self.seed, VALIDATION, self.device_)))
 
     # ------------------------------------------------------------ inference
     def _solve(self) -> dict:
@@ -259,14 +262,14 @@ class FlowMatching(Method):
         return torch.cat(out), nfe
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
-        z = torch.randn(n, self.dim_, generator=generator(seed, self.device_), device=self.device_)
+        z = torch.randn(n, self.dim_, generator=torch_stream(seed, SAMPLE, self.device_), device=self.device_)
         x, self.info_["nfe_sample"] = self.transport(z)
         return self.scaler_.inverse(x.double().cpu().numpy())
 
     def _log_prob(self, x: np.ndarray) -> np.ndarray:
         p = self.params
         y = to_tensor(self.scaler_.forward(x), self.device_)
-        g = generator(self.seed + 3, self.device_)
+        g = torch_stream(self.seed, LOG_PROB, self.device_)
         lps, ses, nfe = [], [], 0
         for start in range(0, len(y), p["eval_batch"]):
             chunk = y[start:start + p["eval_batch"]]

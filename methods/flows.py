@@ -1,31 +1,15 @@
-"""Normalizing-flow baselines built from nflows 0.14 blocks: MAF, RealNVP and
-the two rational-quadratic neural spline flows (autoregressive and coupling).
+"""Normalizing-flow baselines from nflows 0.14 blocks: MAF, RealNVP and the two rational-quadratic spline flows.
 
-All four are trained by the shared maximum-likelihood loop
-(:func:`methods._mle.fit_mle`) on standardised data and give exact,
-normalised log densities. The nflows ``Flow`` transform maps data to noise, so
-``log_prob`` is one pass; ``sample`` runs the inverse, which for the
-autoregressive flows (``maf``, ``nsf_ar``) is sequential in the dimension:
-d passes of the MADE per layer.
-
-nflows 0.14 on current torch: ``NaiveLinear`` is never used (its inverse calls
-the removed ``torch.solve``); ``LULinear``'s inverse calls the deprecated
-``torch.triangular_solve`` and warns, which :func:`_nflows_warnings_silenced`
-filters around sampling, the only call that reaches it.
-
-Example::
-
-    m = methods.create("nsf_c", profile="quick", seed=0).fit(train, val)
-    lp = m.log_prob(test)        # (n,) exact log density, nats
-    x = m.sample(5000, seed=1)   # (5000, d)
+All four are fitted by maximum likelihood on standardised data (``harness.toolkit.mle.fit_mle``) and
+give exact, normalised log densities. nflows 0.14 on current torch: ``NaiveLinear`` is never used
+(its inverse calls the removed ``torch.solve``), and ``LULinear``'s deprecation warning is silenced
+around sampling.
 """
 
 from __future__ import annotations
 
-import warnings
-from contextlib import contextmanager
 from dataclasses import fields
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -48,28 +32,22 @@ from nflows.utils.torchutils import create_alternating_binary_mask
 from torch import nn
 from torch.nn import functional as F
 
+from harness.toolkit.compat import nflows_warnings_silenced
+from harness.toolkit.device import batched, resolve_device, to_tensor
+from harness.toolkit.mle import TrainConfig, fit_mle
+from harness.toolkit.seeding import global_torch_rng, seeded_init, stream_seed
+from harness.toolkit.standardise import Standardiser
 from methods import register
-from methods._mle import TrainConfig, fit_mle, rng_devices
-from methods._torch import seeded_init, Standardizer, batched, resolve_device, to_tensor
 from methods.base import Bool, Choice, Float, Int, Method, Spec
+
+__all__ = ["MAF", "RealNVP", "NSFAutoregressive", "NSFCoupling"]
 
 SAMPLE_BATCH = 10_000  # rows per inverse pass when sampling
 LOG_PROB_BATCH = 8192  # rows per forward pass in log_prob
 
-# Training keys shared by every flow profile: the fields of methods._mle.TrainConfig.
+SAMPLE = 3  # seed-stream purpose of sampling (fit_mle uses the primary stream and purposes 1, 2)
+# Training keys shared by every flow profile: the fields of harness.toolkit.mle.TrainConfig.
 _TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
-
-
-@contextmanager
-def _nflows_warnings_silenced() -> Iterator[None]:
-    """Silence the known warnings nflows 0.14 triggers on current torch, here only.
-
-    ``LULinear.inverse`` calls ``torch.triangular_solve`` (deprecated in favour
-    of ``torch.linalg.solve_triangular``); the result is correct.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"torch\.triangular_solve is deprecated", category=UserWarning)
-        yield
 
 
 class _TwoNets(nn.Module):
@@ -115,7 +93,7 @@ class _NflowsFlow(Method):
     (see each class); ``dropout`` in the conditioner nets; ``batch_norm`` adds
     a batch-norm transform after every step (MAF paper); ``use_lu`` precedes
     every step, and ends the flow, with a random permutation and an LU-factored
-    linear layer (NSF paper). Training keys: see ``methods._mle.TrainConfig``.
+    linear layer (NSF paper). Training keys: see ``harness.toolkit.mle.TrainConfig``.
     """
 
     log_prob_kind: ClassVar[str] = "exact"
@@ -123,7 +101,7 @@ class _NflowsFlow(Method):
     param_specs: ClassVar[dict[str, Spec]] = {
         "n_layers": Int(min=1), "hidden": Int(min=1), "n_blocks": Int(min=1), "dropout": Float(min=0, lt=1),
         "batch_norm": Bool(), "use_lu": Bool(),
-        # training (methods._mle.TrainConfig)
+        # training (harness.toolkit.mle.TrainConfig)
         "batch_size": Int(min=1), "lr": Float(gt=0), "steps": Int(min=1), "grad_clip": Choice(None) | Float(gt=0),
         "eval_every": Choice("epoch") | Int(min=1), "patience": Choice(None) | Int(min=1),
         "weight_decay": Float(min=0), "anneal": Bool(),
@@ -166,7 +144,7 @@ class _NflowsFlow(Method):
         d = train.shape[1]
         config = self._check_params(d)
         self.device_ = resolve_device(self.device)
-        self.scaler_ = Standardizer(train)
+        self.scaler_ = Standardiser(train)
         x_train = to_tensor(self.scaler_.forward(train), self.device_)
         x_val = None if val is None else to_tensor(self.scaler_.forward(val), self.device_)
         with seeded_init(self.seed):
@@ -188,8 +166,7 @@ class _NflowsFlow(Method):
     def _sample(self, n: int, seed: int) -> np.ndarray:
         chunks = []
         # nflows' StandardNormal draws from torch's global generator: fork it, seed it, restore it.
-        with torch.random.fork_rng(devices=rng_devices(self.device_)), _nflows_warnings_silenced():
-            torch.manual_seed(seed)
+        with global_torch_rng(stream_seed(seed, SAMPLE), self.device_), nflows_warnings_silenced():
             for start in range(0, n, SAMPLE_BATCH):
                 chunks.append(self.flow_.sample(min(SAMPLE_BATCH, n - start)))
         return self.scaler_.inverse(torch.cat(chunks).double().cpu().numpy())
@@ -243,6 +220,7 @@ class MAF(_NflowsFlow):
     """
 
     name = "maf"
+    plot_style = ("#1f77b4", "s")
     reverse_between = True
     profiles = _profiles(
         arch={
@@ -295,6 +273,7 @@ class RealNVP(_NflowsFlow):
     """
 
     name = "realnvp"
+    plot_style = ("#17becf", "D")
     profiles = _profiles(
         arch={
             "smoke": dict(n_layers=2, hidden=16, n_blocks=1, dropout=0.0, batch_norm=False, use_lu=False),
@@ -355,6 +334,7 @@ class NSFAutoregressive(_NflowsFlow):
     """
 
     name = "nsf_ar"
+    plot_style = ("#2ca02c", "^")
     reverse_between = True
     arch_keys = _NSF_ARCH_KEYS
     profiles = _NSF_PROFILES
@@ -390,6 +370,7 @@ class NSFCoupling(_NflowsFlow):
     """
 
     name = "nsf_c"
+    plot_style = ("#bcbd22", "<")
     arch_keys = _NSF_ARCH_KEYS
     profiles = _NSF_PROFILES
     param_specs = _NSF_SPECS

@@ -1,32 +1,4 @@
-"""Wasserstein GAN with gradient penalty (Gulrajani et al., NeurIPS 2017).
-
-Generator G: z ~ N(0, I_latent) -> x and critic D: x -> R, both MLPs. Each
-generator step follows ``n_critic`` critic steps on
-    E[D(G(z))] - E[D(x)] + lambda E[(|grad D(x_hat)| - 1)^2],
-x_hat uniform on segments between real and generated points; the generator
-minimises -E[D(G(z))]. Adam for both. No likelihood (``log_prob_kind`` None).
-
-Profiles
---------
-smoke : tiny, for the contract test (~1-2 s on 512 points).
-quick : 2-core CPU budget of ~8 s for fit on 20,000 2-D points + 5,000 samples:
-        450 generator steps of 64-unit MLPs, lr 1e-3, and the authors' toy-data
-        penalty lambda = 0.1 (``gan_toy.py``). Measured on a 2-D Gaussian,
-        lambda = 10 kept the generator oscillating (spread and correlation
-        swinging) for 1,500 steps at lr 1e-4 and 1e-3, while lambda = 0.1
-        matched it within 500 steps; on 8gaussians it covers all 8 modes.
-paper : Gulrajani et al. (2017). Algorithm 1 defaults: lambda = 10,
-        n_critic = 5, Adam lr 1e-4; betas (0.5, 0.9) and the toy-data setup of
-        the authors' ``gan_toy.py`` (three hidden ReLU layers of 512 units,
-        batch 256, 100,000 generator steps, noise size 2 for 2-D data).
-        Algorithm 1 states beta1 = 0 (we keep 0.5 from ``gan_toy.py``) and
-        ``gan_toy.py`` uses lambda = 0.1 on toy sets (as our quick profile does).
-
-Example::
-
-    m = methods.create("gan", "smoke").fit(x)
-    m.sample(1000)                       # (1000, d)
-"""
+"""Wasserstein GAN with gradient penalty (Gulrajani et al., NeurIPS 2017): a sampler without a likelihood."""
 
 from __future__ import annotations
 
@@ -34,14 +6,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.toolkit.device import resolve_device, to_tensor
+from harness.toolkit.nets import mlp
+from harness.toolkit.seeding import seeded_init, torch_stream
+from harness.toolkit.standardise import Standardiser
+from harness.toolkit.training import Adam, minibatches, train
 from methods import register
-from methods._checkpoint import is_checkpoint
-from methods._torch import (seeded_init, Standardizer, check_loss, generator, minibatches, mlp, progress,
-                            resolve_device, to_tensor)
 from methods.base import Choice, Float, Int, Method, Seq
+
+__all__ = ["WGANGP", "gradient_penalty"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
 SAMPLE_BATCH = 1 << 16
+NOISE, SAMPLE = 1, 2  # seed-stream purposes: training noise (latents, penalty points), sampling
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -54,10 +31,40 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
 
 @register
 class WGANGP(Method):
-    """WGAN-GP with MLP generator and critic; a sampler only."""
+    """WGAN-GP: MLP generator G: z ~ N(0, I) -> x and critic D: x -> R, trained in alternation.
+
+    Each generator step follows ``n_critic`` critic steps on
+    E[D(G(z))] - E[D(x)] + gp_weight E[(|grad D(x_hat)| - 1)^2] (x_hat uniform on segments between
+    real and generated points); the generator minimises -E[D(G(z))]. Adam for both, on
+    standardised data. No likelihood (``log_prob_kind`` None).
+
+    Parameters
+    ----------
+    latent_dim : noise size (None: max(d, 2)).
+    hidden, layers, activation : width, depth and activation of both MLPs.
+    steps : generator steps; n_critic : critic steps per generator step; batch : rows per step.
+    lr, betas : Adam settings of both networks; gp_weight : gradient-penalty weight lambda.
+
+    Profiles: ``paper`` is Algorithm 1 (lambda 10, n_critic 5, lr 1e-4) with the toy-data setup of the
+    authors' ``gan_toy.py`` (3 x 512 ReLU, batch 256, betas (0.5, 0.9), 100,000 steps); ``quick``
+    uses their toy-data lambda = 0.1 (lambda = 10 kept the generator oscillating on a 2-D Gaussian).
+
+    References
+    ----------
+    Gulrajani, Ahmed, Arjovsky, Dumoulin & Courville, "Improved Training of Wasserstein GANs",
+    NeurIPS 2017.
+
+    Example
+    -------
+    ::
+
+        m = methods.create("gan", "smoke", seed=0).fit(x)
+        m.sample(1000)                  # (1000, d)
+    """
 
     name = "gan"
     log_prob_kind = None
+    plot_style = ("#ff7f0e", "X")
     profiles = {
         "smoke": dict(latent_dim=None, hidden=32, layers=2, activation="relu", steps=60, n_critic=5,
                       batch=256, lr=1e-3, betas=(0.5, 0.9), gp_weight=0.1),
@@ -81,7 +88,7 @@ class WGANGP(Method):
                 raise ValueError(f"{key} must be a positive integer, got {p[key]!r}")
         self.device_ = resolve_device(self.device)
         self.latent_dim_ = int(p["latent_dim"] or max(self.dim_, 2))
-        self.scaler_ = Standardizer(train)
+        self.scaler_ = Standardiser(train)
         act = ACTIVATIONS[p["activation"]]
         with seeded_init(self.seed):
             gen = mlp(self.latent_dim_, self.dim_, p["hidden"], p["layers"], act)
@@ -91,40 +98,34 @@ class WGANGP(Method):
             self._train(to_tensor(self.scaler_.forward(train), self.device_))
 
     def _train(self, x: torch.Tensor) -> None:
-        p = self.params
-        g_cpu, g_dev = generator(self.seed, "cpu"), generator(self.seed + 1, self.device_)
-        opt_g = torch.optim.Adam(self.generator_.parameters(), lr=p["lr"], betas=tuple(p["betas"]))
-        opt_c = torch.optim.Adam(self.critic_.parameters(), lr=p["lr"], betas=tuple(p["betas"]))
+        p, n_critic = self.params, self.params["n_critic"]
+        g = torch_stream(self.seed, NOISE, self.device_)
+        opt_g = Adam(self.generator_.parameters(), p["lr"], betas=p["betas"])
+        opt_c = Adam(self.critic_.parameters(), p["lr"], betas=p["betas"])
         batch = min(p["batch"], len(x))
-        real_batches = iter(minibatches(len(x), batch, p["steps"] * p["n_critic"], g_cpu, self.device_))
-        critic_loss = gen_loss = float("nan")
-        for step in progress(range(p["steps"]), p["steps"], f"{self.name} training"):
-            for _ in range(p["n_critic"]):
-                real = x[next(real_batches)]
+        real_batches = minibatches(len(x), batch, p["steps"] * n_critic, torch_stream(self.seed), self.device_)
+        last: dict[str, torch.Tensor] = {}
+
+        def step(k: int, indices: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            for idx in indices:  # n_critic critic steps, then one generator step
+                real = x[idx]
                 with torch.no_grad():
-                    fake = self.generator_(self._noise(batch, g_dev))
-                wasserstein = self.critic_(fake).mean() - self.critic_(real).mean()
-                loss_c = wasserstein + p["gp_weight"] * gradient_penalty(self.critic_, real, fake, g_dev)
-                critic_loss = check_loss(loss_c, step, self.name)
-                opt_c.zero_grad(set_to_none=True)
-                loss_c.backward()
-                opt_c.step()
-            loss_g = -self.critic_(self.generator_(self._noise(batch, g_dev))).mean()
-            gen_loss = check_loss(loss_g, step, self.name)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            if is_checkpoint(step + 1, p["steps"]) and self.checkpoint("training", step + 1, p["steps"],
-                                                                       sample=self._sample):
-                break
-        self.info_.update(critic_loss=critic_loss, generator_loss=gen_loss,
-                          wasserstein_estimate=-float(wasserstein.detach()))
+                    fake = self.generator_(self._noise(batch, g))
+                last["wasserstein"] = self.critic_(fake).mean() - self.critic_(real).mean()
+                last["critic"] = opt_c.step(last["wasserstein"] + p["gp_weight"] * gradient_penalty(self.critic_, real, fake, g))
+            last["generator"] = opt_g.step(-self.critic_(self.generator_(self._noise(batch, g))).mean())
+            return torch.stack([last["critic"], last["generator"]])
+
+        train(step, p["steps"], name=self.name, batches=zip(*[real_batches] * n_critic),
+              hook=lambda k, _: self.checkpoint("training", k, p["steps"], sample=self._sample))
+        self.info_.update(critic_loss=float(last["critic"].detach()), generator_loss=float(last["generator"].detach()),
+                          wasserstein_estimate=-float(last["wasserstein"].detach()))
 
     def _noise(self, n: int, g: torch.Generator) -> torch.Tensor:
         return torch.randn(n, self.latent_dim_, generator=g, device=self.device_)
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
-        g = generator(seed, self.device_)
+        g = torch_stream(seed, SAMPLE, self.device_)
         with torch.no_grad():
             out = [self.generator_(self._noise(min(SAMPLE_BATCH, n - i), g)).cpu().numpy()
                    for i in range(0, n, SAMPLE_BATCH)]

@@ -11,11 +11,16 @@ import math
 import numpy as np
 import torch
 
+from harness.toolkit.device import resolve_device
+from harness.toolkit.gaussian import LOG_2PI
+from harness.toolkit.seeding import numpy_stream
+from harness.toolkit.standardise import Standardiser
 from methods import register
-from methods._torch import Standardizer, resolve_device
 from methods.base import Float, Int, Method, Seq
 
-LOG_2PI = math.log(2 * math.pi)
+__all__ = ["Gaussian", "KDE", "kde_log_prob"]
+
+SAMPLE = 1  # seed-stream purpose of the KDE's samples (its fit subsamples from the primary stream)
 
 
 @register
@@ -27,6 +32,7 @@ class Gaussian(Method):
     """
 
     name = "gaussian"
+    plot_style = ("#7f7f7f", ">")
     log_prob_kind = "exact"
     profiles = {p: {"ridge": 1e-6} for p in ("smoke", "quick", "paper")}
     param_specs = {"ridge": Float(min=0)}
@@ -41,7 +47,7 @@ class Gaussian(Method):
             self.log_norm_ = -0.5 * self.dim_ * LOG_2PI - np.log(np.diag(self.chol_)).sum()
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
-        eps = np.random.default_rng(seed).standard_normal((n, self.dim_))
+        eps = numpy_stream(seed).standard_normal((n, self.dim_))
         return self.mean_ + eps @ self.chol_.T
 
     def _log_prob(self, x: np.ndarray) -> np.ndarray:
@@ -81,6 +87,7 @@ class KDE(Method):
     """
 
     name = "kde"
+    plot_style = ("#000080", "*")
     log_prob_kind = "exact"
     profiles = {
         "smoke": {"factors": (0.25, 0.5, 1.0), "max_train": 2_000, "max_val": 500},
@@ -90,9 +97,9 @@ class KDE(Method):
     param_specs = {"factors": Seq(Float(gt=0)), "max_train": Int(min=2), "max_val": Int(min=1)}
 
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
-        rng = np.random.default_rng(self.seed)
+        rng = numpy_stream(self.seed)
         self.device_ = resolve_device(self.device)
-        self.scaler_ = Standardizer(train)
+        self.scaler_ = Standardiser(train)
         z = self.scaler_.forward(train)
         if len(z) > self.params["max_train"]:
             z = z[rng.choice(len(z), self.params["max_train"], replace=False)]
@@ -114,7 +121,7 @@ class KDE(Method):
         self.info_["val_scores"] = {f"{h:.4g}": s for h, s in scores.items()}
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
-        rng = np.random.default_rng(seed)
+        rng = numpy_stream(seed, SAMPLE)
         c = self.centers_[torch.as_tensor(rng.integers(0, len(self.centers_), n), device=self.device_)].cpu().numpy()
         return self.scaler_.inverse(c + self.bandwidth_ * rng.standard_normal((n, self.dim_)))
 

@@ -1,34 +1,4 @@
-"""Neural-score diffusion: VP-SDE with an MLP score network (Song et al., ICLR 2021).
-
-The network predicts the added noise, eps_theta(x_t, t), and the score is
--eps_theta / s_t. Denoising score matching with the weighting
-lambda(t) = s_t^2 then reads E_{t, x_0, eps} |eps_theta(m_t x_0 + s_t eps, t) - eps|^2
-with t ~ U(eps_t, 1). Time enters through sinusoidal features of t.
-
-Sampling: the probability-flow ODE solved by adaptive Dormand-Prince (RK45,
-torchdiffeq ``dopri5``) or Euler-Maruyama on the reverse SDE (``sampler``).
-Likelihood: the probability-flow ODE with the exact Jacobian trace (one
-backward pass per dimension) or Hutchinson's estimator (``trace``); kind
-"exact" (the ODE model's density, up to solver tolerance). Every call records
-its number of score evaluations in ``info_`` ("nfe_sample", "nfe_log_prob").
-
-Profiles
---------
-smoke : tiny, for the contract test (~1-2 s on 512 points).
-quick : 2-core CPU budget of ~20 s for fit on 20,000 points + 5,000 samples +
-        5,000 log-densities in 2-D: 3,000 steps, EMA 0.995, ODE rtol = atol =
-        1e-3 (test log-likelihood within 0.01 nats of the 1e-5 solve on
-        8gaussians) and eps_t 1e-3.
-paper : Song et al. (2021): beta_min 0.1, beta_max 20, eps_t 1e-5, likelihood
-        and ODE sampling by RK45 with rtol = atol = 1e-5, Adam lr 2e-4, grad clip
-        1, EMA 0.9999, batch 128 (their CIFAR-10 settings; App. C-D). The MLP
-        width/depth and step count are ours (the paper has no tabular model).
-
-Example::
-
-    m = methods.create("score_diffusion", "smoke").fit(x)
-    m.log_prob(x[:100]); m.info_["nfe_log_prob"]
-"""
+"""Neural-score diffusion: a VP-SDE score network; samples and likelihoods by the probability-flow ODE."""
 
 from __future__ import annotations
 
@@ -39,18 +9,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.toolkit.device import resolve_device, to_tensor
+from harness.toolkit.nets import mlp
+from harness.toolkit.sde import TRACES, VPSDE, em_sample, ode_log_prob, ode_sample
+from harness.toolkit.seeding import seeded_init, torch_stream
+from harness.toolkit.standardise import Standardiser
+from harness.toolkit.training import Adam, minibatches, train
 from methods import register
-from methods._checkpoint import is_checkpoint
-from methods._sde import TRACES, VPSDE, em_sample, ode_log_prob, ode_sample
-from methods._torch import (seeded_init, Standardizer, check_loss, generator, minibatches, mlp, progress,
-                            resolve_device, to_tensor)
 from methods.base import Choice, Float, Int, Method
+
+__all__ = ["ScoreDiffusion", "TimeConditionedMLP"]
 
 SAMPLERS = ("ode", "em")
 #: Validation rows of a training checkpoint's log-likelihood (of the usual 1,024). Each checkpoint solves
 #: the probability-flow ODE with Hutchinson's trace (one probe, one backward pass per evaluation instead
 #: of d): with 1,024 rows and the exact trace the checkpoints took 20% of the quick fit on 8gaussians.
 CHECKPOINT_ROWS = 256
+NOISE, VALIDATION, LOG_PROB, PROBE, SAMPLE = 1, 2, 3, 4, 5  # seed-stream purposes
 _COMMON = dict(beta_min=0.1, beta_max=20.0, trace="exact", sampler="ode", time_features=16)
 
 
@@ -72,10 +47,44 @@ class TimeConditionedMLP(nn.Module):
 
 @register
 class ScoreDiffusion(Method):
-    """VP-SDE score model; samples and likelihoods through the probability-flow ODE."""
+    """VP-SDE score model with an MLP noise predictor; samples and likelihoods by the probability-flow ODE.
+
+    The network predicts the added noise eps_theta(x_t, t) (score -eps_theta / s_t) and is trained by
+    denoising score matching with weight s_t^2, E |eps_theta(m_t x_0 + s_t eps, t) - eps|^2,
+    t ~ U(eps_t, 1), with sinusoidal time features and an EMA of the weights. Sampling solves the
+    probability-flow ODE (adaptive dopri5) or Euler-Maruyama on the reverse SDE (``sampler``); the
+    likelihood solves the ODE with the exact Jacobian trace or Hutchinson's estimator (``trace``),
+    kind "exact" (the ODE model's density up to solver tolerance). ``info_`` records the score
+    evaluations of each call ("nfe_sample", "nfe_log_prob").
+
+    Parameters
+    ----------
+    beta_min, beta_max : linear noise schedule; eps_t : smallest time.
+    hidden, layers, time_features : MLP width, depth and number of time features.
+    steps, batch, lr, grad_clip, ema_decay : Adam training settings and weight averaging.
+    rtol, atol : ODE tolerances; sampler : "ode" or "em"; em_steps : Euler-Maruyama steps.
+    trace : "exact" or "hutchinson"; eval_batch : rows per ODE solve.
+
+    Profiles: ``paper`` takes Song et al.'s CIFAR-10 settings (beta 0.1-20, eps_t 1e-5, RK45 at
+    1e-5, Adam 2e-4, clip 1, EMA 0.9999, batch 128; width, depth and steps are ours); ``quick``:
+    3,000 steps, EMA 0.995, tolerances 1e-3 (within 0.01 nats of 1e-5 on 8gaussians).
+
+    References
+    ----------
+    Song, Sohl-Dickstein, Kingma, Kumar, Ermon & Poole, "Score-Based Generative Modeling through
+    Stochastic Differential Equations", ICLR 2021.
+
+    Example
+    -------
+    ::
+
+        m = methods.create("score_diffusion", "smoke", seed=0).fit(x)
+        m.log_prob(x[:100]); m.info_["nfe_log_prob"]
+    """
 
     name = "score_diffusion"
     log_prob_kind = "exact"
+    plot_style = ("#9467bd", "P")
     profiles = {
         "smoke": dict(_COMMON, hidden=32, layers=2, steps=150, batch=256, lr=2e-3, grad_clip=1.0,
                       ema_decay=0.0, eps_t=1e-3, rtol=1e-2, atol=1e-2, em_steps=50, eval_batch=4096),
@@ -103,7 +112,7 @@ class ScoreDiffusion(Method):
             raise ValueError(f"eps_t must lie in (0, 1), got {p['eps_t']}")
         self.device_ = resolve_device(self.device)
         self.sde_ = VPSDE(p["beta_min"], p["beta_max"])
-        self.scaler_ = Standardizer(train)
+        self.scaler_ = Standardiser(train)
         x = to_tensor(self.scaler_.forward(train), self.device_)
         with seeded_init(self.seed):
             net = TimeConditionedMLP(self.dim_, p["hidden"], p["layers"], p["time_features"])
@@ -124,29 +133,27 @@ class ScoreDiffusion(Method):
 
     def _train(self, x: torch.Tensor) -> None:
         p = self.params
-        g_cpu, g_dev = generator(self.seed, "cpu"), generator(self.seed + 1, self.device_)
-        opt = torch.optim.Adam(self.net_.parameters(), lr=p["lr"])
+        g = torch_stream(self.seed, NOISE, self.device_)
+        opt = Adam(self.net_.parameters(), p["lr"], clip=p["grad_clip"] or None)
         ema = copy.deepcopy(self.net_) if p["ema_decay"] > 0 else self.net_
-        loss_value = float("nan")
-        batches = minibatches(len(x), p["batch"], p["steps"], g_cpu, self.device_)
-        for step, idx in enumerate(progress(batches, p["steps"], f"{self.name} training")):
-            loss = self._dsm_loss(self.net_, x[idx], g_dev)
-            loss_value = check_loss(loss, step, self.name)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if p["grad_clip"]:
-                nn.utils.clip_grad_norm_(self.net_.parameters(), p["grad_clip"])
-            opt.step()
+
+        def step(k: int, idx: torch.Tensor) -> torch.Tensor:
+            loss = opt.step(self._dsm_loss(self.net_, x[idx], g))
             if ema is not self.net_:
                 with torch.no_grad():
-                    decay = min(p["ema_decay"], (1 + step) / (10 + step))  # warm-up of the average
+                    decay = min(p["ema_decay"], k / (9 + k))  # warm-up of the average
                     for pe, pn in zip(ema.parameters(), self.net_.parameters()):
                         pe.lerp_(pn, 1.0 - decay)
-            if is_checkpoint(step + 1, p["steps"]) and self.checkpoint(
-                    "training", step + 1, p["steps"], val_loglik=lambda rows: self._checkpoint_log_prob(ema, rows[:CHECKPOINT_ROWS])):
-                break
+            return loss
+
+        def checkpoint(k: int, _: float) -> bool:
+            return self.checkpoint("training", k, p["steps"],
+                                   val_loglik=lambda rows: self._checkpoint_log_prob(ema, rows[:CHECKPOINT_ROWS]))
+
+        result = train(step, p["steps"], name=self.name, hook=checkpoint,
+                       batches=minibatches(len(x), p["batch"], p["steps"], torch_stream(self.seed), self.device_))
         self.net_ = ema
-        self.info_["final_loss"] = loss_value
+        self.info_["final_loss"] = float(result.loss)
 
     def _checkpoint_log_prob(self, net: nn.Module, x: np.ndarray) -> np.ndarray:
         """Log densities (n,) of rows ``x`` (n, d) under the score network ``net`` (the EMA average during
@@ -154,7 +161,7 @@ class ScoreDiffusion(Method):
         probe): unbiased, and its noise averages out over the rows of a checkpoint."""
         p = self.params
         y = to_tensor(self.scaler_.forward(x), self.device_)
-        g = generator(self.seed + 4, self.device_)
+        g = torch_stream(self.seed, PROBE, self.device_)
         probe = torch.randint(0, 2, y.shape, generator=g, device=self.device_).to(y.dtype) * 2 - 1
         lp, _ = ode_log_prob(self.sde_, lambda z, t: -net(z, t) / self.sde_.std(t), y, p["eps_t"], p["rtol"],
                              p["atol"], trace="hutchinson", probe=probe)
@@ -162,7 +169,7 @@ class ScoreDiffusion(Method):
 
     @torch.no_grad()
     def _dsm_eval(self, x: torch.Tensor) -> float:
-        g = generator(self.seed + 2, self.device_)
+        g = torch_stream(self.seed, VALIDATION, self.device_)
         return float(self._dsm_loss(self.net_, x[:10_000], g))
 
     # ------------------------------------------------------------ inference
@@ -184,7 +191,7 @@ class ScoreDiffusion(Method):
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
         p = self.params
-        g = generator(seed, self.device_)
+        g = torch_stream(seed, SAMPLE, self.device_)
         out, nfe = [], 0
         for start in range(0, n, p["eval_batch"]):
             z = torch.randn(min(p["eval_batch"], n - start), self.dim_, generator=g, device=self.device_)
@@ -200,7 +207,7 @@ class ScoreDiffusion(Method):
     def _log_prob(self, x: np.ndarray) -> np.ndarray:
         p = self.params
         y = to_tensor(self.scaler_.forward(x), self.device_)
-        g = generator(self.seed + 3, self.device_)
+        g = torch_stream(self.seed, LOG_PROB, self.device_)
         out, nfe = [], 0
         for start in range(0, len(y), p["eval_batch"]):
             chunk = y[start:start + p["eval_batch"]]

@@ -1,37 +1,4 @@
-"""Variational autoencoder with Gaussian encoder and decoder (Kingma & Welling, ICLR 2014).
-
-q(z|x) = N(mu_q(x), diag sigma_q(x)^2), p(z) = N(0, I),
-p(x|z) = N(mu_p(z), diag sigma_p(z)^2) with a learned per-point decoder scale
-floored at ``min_decoder_std`` (in standardised units) so the likelihood stays
-bounded. Trained by maximising the ELBO (one reparameterised sample, analytic
-KL) with Adam (eps 1e-4 as in Burda et al.), optionally with a cosine learning
-rate decay and a linear KL warm-up over the first ``kl_warmup`` fraction of
-steps (Bowman et al. 2016; without it quick fits on 8gaussians often used a
-single latent direction).
-
-``log_prob`` is the importance-weighted bound of Burda, Grosse & Salakhutdinov
-(ICLR 2016) with K = ``k_eval`` proposals from q:
-log p(x) >= E[log (1/K) sum_k p(x, z_k) / q(z_k|x)], which increases with K
-towards log p(x); kind "bound". It is evaluated in chunks of points and of
-proposals (memory bounded) with a generator seeded from ``seed``, so repeated
-calls give identical values.
-
-Profiles
---------
-smoke : tiny, for the contract test (~1-2 s on 512 points).
-quick : 2-core CPU budget of ~8 s for fit on 20,000 2-D points + 5,000 samples +
-        the K = 50 bound on 5,000 points: 2,000 steps, lr 2e-3 cosine, 5% warm-up.
-paper : Burda et al. (2016): two deterministic hidden layers of 200 tanh units
-        in encoder and decoder, Adam (beta 0.9, 0.999, eps 1e-4), lr 1e-3,
-        batch 20, no warm-up; evaluation with K = 1,000 (Burda et al. used 5,000
-        on MNIST and a stepwise lr decay). Latent size d and the step count are
-        ours (tabular data).
-
-Example::
-
-    m = methods.create("vae", "smoke").fit(x)
-    m.log_prob(x[:100])   # importance-weighted lower bound, nats
-"""
+"""Variational autoencoder with Gaussian encoder and decoder; likelihood by the importance-weighted bound."""
 
 from __future__ import annotations
 
@@ -41,20 +8,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.toolkit.device import resolve_device, to_tensor
+from harness.toolkit.gaussian import LOG_2PI
+from harness.toolkit.gaussian import diagonal_normal_log_prob as gaussian_log_prob
+from harness.toolkit.nets import mlp
+from harness.toolkit.seeding import seeded_init, torch_stream
+from harness.toolkit.standardise import Standardiser
+from harness.toolkit.training import Adam, minibatches, train
 from methods import register
-from methods._checkpoint import is_checkpoint
-from methods._torch import (seeded_init, Standardizer, check_loss, generator, minibatches, mlp, progress,
-                            resolve_device, to_tensor)
 from methods.base import Bool, Choice, Float, Int, Method
 
+__all__ = ["VAE", "GaussianMLP", "iwae_bound"]
+
 ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "relu": nn.ReLU}
-LOG_2PI = math.log(2.0 * math.pi)
 EVAL_ROWS = 1 << 16  # (proposal, point) pairs evaluated at once in the bound
-
-
-def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """log N(x; mean, diag std^2) summed over the last axis."""
-    return (-0.5 * ((x - mean) / std) ** 2 - torch.log(std) - 0.5 * LOG_2PI).sum(dim=-1)
+NOISE, VALIDATION, BOUND, SAMPLE = 1, 2, 3, 4  # seed-stream purposes
 
 
 class GaussianMLP(nn.Module):
@@ -92,10 +60,44 @@ def iwae_bound(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, k: int, 
 
 @register
 class VAE(Method):
-    """Gaussian VAE; likelihood = importance-weighted lower bound (Burda et al. 2016)."""
+    """Gaussian VAE: q(z|x) = N(mu_q(x), diag sigma_q(x)^2), p(z) = N(0, I), p(x|z) = N(mu_p(z), diag sigma_p(z)^2).
+
+    The decoder scale is learned per point and floored at ``min_decoder_std`` (standardised units)
+    so the likelihood stays bounded. Training maximises the ELBO (one reparameterised sample,
+    analytic KL) with Adam (eps 1e-4, as Burda et al.), an optional cosine decay and a linear KL
+    warm-up over the first ``kl_warmup`` fraction of steps (Bowman et al. 2016). ``log_prob`` is the
+    importance-weighted bound log (1/K) sum_k p(x, z_k) / q(z_k|x), K = ``k_eval`` (kind "bound";
+    it rises with K towards log p(x)), from a fixed stream so repeated calls agree.
+
+    Parameters
+    ----------
+    latent_dim : latent size (None: d).
+    hidden, layers, activation : width, depth and activation of encoder and decoder MLPs.
+    steps, batch, lr, cosine : Adam steps, rows per step, learning rate, cosine decay.
+    kl_warmup : fraction of steps over which the KL weight rises from 0 to 1.
+    min_decoder_std : floor of the decoder's standard deviation.
+    k_eval, eval_batch : proposals of the bound and rows per evaluation batch.
+
+    Profiles: ``paper`` follows Burda et al. (2016): 2 x 200 tanh units, Adam lr 1e-3, batch 20,
+    K = 1,000 (latent size and step count are ours); ``quick``: 2,000 steps, lr 2e-3 cosine, 5% warm-up.
+
+    References
+    ----------
+    Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014.
+    Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016.
+    Bowman et al., "Generating Sentences from a Continuous Space", CoNLL 2016.
+
+    Example
+    -------
+    ::
+
+        m = methods.create("vae", "smoke", seed=0).fit(x)
+        m.log_prob(x[:100])             # (100,) importance-weighted lower bound, nats
+    """
 
     name = "vae"
     log_prob_kind = "bound"
+    plot_style = ("#8c564b", "h")
     profiles = {
         "smoke": dict(latent_dim=None, hidden=32, layers=2, activation="silu", steps=200, batch=256,
                       lr=3e-3, cosine=True, kl_warmup=0.05, min_decoder_std=1e-3, k_eval=16, eval_batch=1024),
@@ -119,7 +121,7 @@ class VAE(Method):
             raise ValueError(f"k_eval must be a positive integer, got {p['k_eval']!r}")
         self.device_ = resolve_device(self.device)
         self.latent_dim_ = int(p["latent_dim"] or self.dim_)
-        self.scaler_ = Standardizer(train)
+        self.scaler_ = Standardiser(train)
         act = ACTIVATIONS[p["activation"]]
         with seeded_init(self.seed):
             encoder = GaussianMLP(self.dim_, self.latent_dim_, p["hidden"], p["layers"], act, 1e-4)
@@ -129,7 +131,7 @@ class VAE(Method):
             self._train(to_tensor(self.scaler_.forward(train), self.device_))
         if val is not None:
             with torch.no_grad():
-                g = generator(self.seed + 2, self.device_)
+                g = torch_stream(self.seed, VALIDATION, self.device_)
                 elbo = self._elbo(to_tensor(self.scaler_.forward(val[:10_000]), self.device_), g)
             self.info_["val_elbo"] = float(elbo) + self.scaler_.log_det
 
@@ -143,29 +145,22 @@ class VAE(Method):
 
     def _train(self, x: torch.Tensor) -> None:
         p = self.params
-        g_cpu, g_dev = generator(self.seed, "cpu"), generator(self.seed + 1, self.device_)
-        parameters = [*self.encoder_.parameters(), *self.decoder_.parameters()]
-        opt = torch.optim.Adam(parameters, lr=p["lr"], eps=1e-4)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, p["steps"]) if p["cosine"] else None
+        g = torch_stream(self.seed, NOISE, self.device_)
+        opt = Adam([*self.encoder_.parameters(), *self.decoder_.parameters()], p["lr"], eps=1e-4,
+                   schedule="cosine" if p["cosine"] else None, steps=p["steps"])
         warmup_steps = p["kl_warmup"] * p["steps"]
-        loss_value = float("nan")
-        batches = minibatches(len(x), p["batch"], p["steps"], g_cpu, self.device_)
-        for step, idx in enumerate(progress(batches, p["steps"], f"{self.name} training")):
-            kl_weight = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-            loss = -self._elbo(x[idx], g_dev, kl_weight)
-            loss_value = check_loss(loss, step, self.name)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            if is_checkpoint(step + 1, p["steps"]) and self.checkpoint("training", step + 1, p["steps"],
-                                                                       val_loglik=self._log_prob):
-                break
-        self.info_["final_elbo"] = -loss_value + self.scaler_.log_det
+
+        def step(k: int, idx: torch.Tensor) -> torch.Tensor:
+            kl_weight = min(1.0, k / warmup_steps) if warmup_steps > 0 else 1.0
+            return opt.step(-self._elbo(x[idx], g, kl_weight))
+
+        result = train(step, p["steps"], name=self.name, batches=minibatches(len(x), p["batch"], p["steps"],
+                                                                             torch_stream(self.seed), self.device_),
+                       hook=lambda k, _: self.checkpoint("training", k, p["steps"], val_loglik=self._log_prob))
+        self.info_["final_elbo"] = -float(result.loss) + self.scaler_.log_det
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
-        g = generator(seed, self.device_)
+        g = torch_stream(seed, SAMPLE, self.device_)
         out = []
         with torch.no_grad():
             for start in range(0, n, EVAL_ROWS):
@@ -177,7 +172,7 @@ class VAE(Method):
     def _log_prob(self, x: np.ndarray) -> np.ndarray:
         p = self.params
         y = to_tensor(self.scaler_.forward(x), self.device_)
-        g = generator(self.seed + 3, self.device_)
+        g = torch_stream(self.seed, BOUND, self.device_)
         k = int(p["k_eval"])
         out = [iwae_bound(self.encoder_, self.decoder_, y[i:i + p["eval_batch"]], k, g).cpu().numpy()
                for i in range(0, len(y), p["eval_batch"])]

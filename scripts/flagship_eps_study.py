@@ -24,7 +24,7 @@ import torch
 import datasets
 import methods
 from harness.evaluate import evaluate_cell
-from methods.training_free_score import kde_log_likelihood
+from harness.toolkit.training_free_score import kde_log_likelihood
 
 TEACHER = (("training_free_ode", {"eps": 0.01}), ("training_free_ode", {"eps": "auto"}))
 GENERATOR = (("supervised_diffusion", {"eps": 0.01}), ("supervised_diffusion", {"eps": "auto"}))

@@ -30,9 +30,9 @@ from scipy.stats import multivariate_normal
 
 import methods
 from harness.sample_metrics import energy_distance
-from methods._torch import to_tensor
+from harness.toolkit.device import to_tensor
 from methods.supervised_diffusion import _teacher_settings
-from methods.training_free_score import Schedule, flow_to_data
+from harness.toolkit.training_free_score import Schedule, flow_to_data
 
 SETTINGS = {
     "base": {},

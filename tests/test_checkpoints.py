@@ -13,7 +13,9 @@ from harness.config import Config
 from harness.curves import all_curves, markdown_section, time_to_quality
 from harness.runner import run_grid
 from harness.store import ResultsStore
-from methods._checkpoint import checkpoint_every, energy_statistic, gaussian_reference, Scale
+from harness.toolkit.checkpoint import checkpoint_every, gaussian_reference
+from harness.toolkit.distances import energy_distance
+from harness.toolkit.standardise import Standardiser
 
 
 def eight_gaussians(n: int, seed: int) -> np.ndarray:
@@ -87,13 +89,13 @@ def test_a_spent_budget_leaves_every_later_phase_one_checkpoint(toy):
     assert np.isfinite(model.log_prob(toy[1])).all()
 
 
-def test_energy_statistic_and_gaussian_reference():
+def test_energy_distance_and_gaussian_reference():
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((400, 2)), rng.standard_normal((400, 2)) + [3.0, 0.0]
     # E|X - Y| >= E|X - X'| for a shift of 3: clearly positive; near 0 for the same law
-    assert energy_statistic(x, y) > 1.0 and abs(energy_statistic(x, rng.standard_normal((400, 2)))) < 0.05
+    assert energy_distance(x, y) > 1.0 and abs(energy_distance(x, rng.standard_normal((400, 2)))) < 0.05
     train = rng.standard_normal((5000, 2)) * [2.0, 0.5]
-    ref = gaussian_reference(train, train[:1000], Scale(train), seed=0)
+    ref = gaussian_reference(train, train[:1000], Standardiser(train), np.random.default_rng(0))
     # the closed form: mean log N(x; 0, diag(4, 0.25)) = -log(2 pi) - log(2 * 0.5) - 1 (E of a chi2_2 / 2)
     assert ref["val_loglik"] == pytest.approx(-math.log(2 * math.pi) - 1.0, abs=0.06)
     assert abs(ref["val_energy"]) < 0.05

@@ -19,7 +19,7 @@ import torch
 import methods
 from harness.errors import UserError
 from harness.sample_metrics import c2st_accuracy
-from methods.training_free_score import choose_eps, kde_log_likelihood
+from harness.toolkit.training_free_score import choose_eps, kde_log_likelihood
 
 
 def _kde_samples(train: np.ndarray, eps: float, n: int, seed: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from torch import nn
 
 import datasets
 import methods
-from methods._mle import TrainConfig, fit_mle, hold_out
+from harness.toolkit.mle import TrainConfig, fit_mle, hold_out
 from methods.base import DivergenceError
 from methods.flows import _nflows_warnings_silenced
 

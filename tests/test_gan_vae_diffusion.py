@@ -1,6 +1,6 @@
 """Closed-form checks of the GAN, VAE and score-diffusion baselines.
 
-* VP-SDE machinery (methods._sde) driven by the exact score of a Gaussian:
+* VP-SDE machinery (harness.toolkit.sde) driven by the exact score of a Gaussian:
   the probability-flow likelihood equals the analytic log-density and the ODE
   and Euler-Maruyama samplers reproduce its moments.
 * The score_diffusion method with that exact score plugged in (standardising
@@ -25,7 +25,7 @@ from torch import nn
 
 import datasets
 import methods
-from methods._sde import VPSDE, em_sample, ode_log_prob, ode_sample
+from harness.toolkit.sde import VPSDE, em_sample, ode_log_prob, ode_sample
 
 F64 = torch.float64
 

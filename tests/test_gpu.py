@@ -13,7 +13,7 @@ pytestmark = pytest.mark.gpu
 
 
 def test_score_kernel_uses_fused_cuda_backend_and_matches_reference():
-    from methods.training_free_score import Schedule, fused_backend, score, score_reference
+    from harness.toolkit.training_free_score import Schedule, fused_backend, score, score_reference
 
     g = torch.Generator(device="cpu").manual_seed(0)
     for d in (2, 43):

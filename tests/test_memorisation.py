@@ -94,10 +94,10 @@ def test_outliers_are_counted_exactly():
     assert clean["outlier_fraction"] == 0.0 and clean["max_abs_z"] < OUTLIER_SDS
     planted = samples.copy()
     rows = [3, 70, 500, 999]
-    planted[rows[0], 0] = scale.mean[0] + 10.5 * scale.sd[0]
-    planted[rows[1], 2] = scale.mean[2] - 50 * scale.sd[2]
-    planted[rows[2], :] = scale.mean + 5e8 * scale.sd
-    planted[rows[3], 1] = scale.mean[1] + 9.9 * scale.sd[1]  # under the limit: not an outlier
+    planted[rows[0], 0] = scale.mean[0] + 10.5 * scale.std[0]
+    planted[rows[1], 2] = scale.mean[2] - 50 * scale.std[2]
+    planted[rows[2], :] = scale.mean + 5e8 * scale.std
+    planted[rows[3], 1] = scale.mean[1] + 9.9 * scale.std[1]  # under the limit: not an outlier
     out = outlying(scale, planted)
     assert out["outlier_fraction"] == 3 / 1000
     assert out["max_abs_z"] == pytest.approx(5e8, rel=1e-9)

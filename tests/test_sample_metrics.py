@@ -13,6 +13,7 @@ from scipy.special import gammaln, hyp1f1
 from scipy.stats import gaussian_kde, norm
 
 from harness import sample_metrics as sm
+from harness.toolkit import distances
 
 
 def gaussian(n: int, d: int, seed: int, shift: float = 0.0, scale: float = 1.0) -> np.ndarray:
@@ -35,9 +36,9 @@ def mean_abs_normal_1d(mu: float, s: float) -> float:
 # ------------------------------------------------------------ exact sums
 
 
-@pytest.mark.parametrize("chunk", [sm.CHUNK_ENTRIES, 1000])  # 1000 entries: many uneven chunks
+@pytest.mark.parametrize("chunk", [distances.CHUNK_ENTRIES, 1000])  # 1000 entries: many uneven chunks
 def test_mmd2_and_energy_match_brute_force(monkeypatch, chunk):
-    monkeypatch.setattr(sm, "CHUNK_ENTRIES", chunk)
+    monkeypatch.setattr(distances, "CHUNK_ENTRIES", chunk)
     x, y = gaussian(130, 3, 0) + 5.0, gaussian(90, 3, 1, shift=0.7, scale=1.3) + 5.0
     n, m = len(x), len(y)
     h = 1.7

@@ -23,7 +23,7 @@ from methods.supervised_diffusion import (
     paper_hidden,
     paper_lr_factor,
 )
-from methods._torch import generator
+from harness.toolkit.seeding import torch_stream
 
 MU = np.array([1.0, -2.0])
 COV = np.array([[2.0, 1.2], [1.2, 1.5]])
@@ -71,7 +71,7 @@ def test_student_is_invertible_with_consistent_log_det(d):
         # perturb away from the near-identity initialisation
         for p in flow.parameters():
             p.data += 0.3 * torch.randn_like(p)
-    x = torch.randn(64, d, generator=generator(1), dtype=torch.float64) * 2
+    x = torch.randn(64, d, generator=torch_stream(1), dtype=torch.float64) * 2
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         z, logdet = flow._transform(x)
@@ -84,13 +84,13 @@ def test_student_is_invertible_with_consistent_log_det(d):
 def test_student_regression_recovers_an_affine_map_density():
     """Pairs x = A z + b give the student the density N(b, A A^T) (closed form)."""
     a, b = torch.tensor([[1.0, 0.0], [0.6, 0.5]]), torch.tensor([0.5, -0.3])
-    z = torch.randn(4096, 2, generator=generator(0))
+    z = torch.randn(4096, 2, generator=torch_stream(0))
     x = z @ a.T + b
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         flow = build_student(2, layers=2, bins=8, hidden=16, blocks=1, tail_bound=5.0)
-    mse = fit_student_regression(flow, z, x, steps=300, batch=512, lr=5e-3, g=generator(1))
-    test = torch.randn(500, 2, generator=generator(2)) @ a.T + b
+    mse = fit_student_regression(flow, z, x, steps=300, batch=512, lr=5e-3, g=torch_stream(1))
+    test = torch.randn(500, 2, generator=torch_stream(2)) @ a.T + b
     with torch.no_grad():
         lp = flow.log_prob(test).numpy()
     truth = multivariate_normal(b.numpy(), (a @ a.T).numpy()).logpdf(test.numpy())
@@ -102,16 +102,16 @@ def test_student_distillation_recovers_the_generators_density_in_five_dimensions
     """Maximum likelihood on fresh draws of an affine generator G(z) = A z + b, from the flow's
     initialisation (no regression), gives the density N(b, A A^T) (closed form)."""
     d = 5
-    a = torch.eye(d) + 0.4 * torch.tril(torch.randn(d, d, generator=generator(0)), diagonal=-1)
+    a = torch.eye(d) + 0.4 * torch.tril(torch.randn(d, d, generator=torch_stream(0)), diagonal=-1)
     b = torch.linspace(-1.0, 1.0, d)
-    draws = generator(1)
+    draws = torch_stream(1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         flow = build_student(d, layers=2, bins=8, hidden=16, blocks=1, tail_bound=5.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         nll = fit_student_likelihood(flow, lambda: torch.randn(512, d, generator=draws) @ a.T + b, steps=400, lr=5e-3)
-        test = torch.randn(1000, d, generator=generator(2)) @ a.T + b
+        test = torch.randn(1000, d, generator=torch_stream(2)) @ a.T + b
         with torch.no_grad():
             lp = flow.log_prob(test).numpy()
     truth = multivariate_normal(b.numpy(), (a @ a.T).numpy()).logpdf(test.numpy())

@@ -14,8 +14,8 @@ import math
 import pytest
 import torch
 
-from methods import training_free_score as tfs
-from methods.training_free_score import Schedule, flow_to_data, probability_flow, score, score_reference
+from harness.toolkit import training_free_score as tfs
+from harness.toolkit.training_free_score import Schedule, flow_to_data, probability_flow, score, score_reference
 
 SCHED = Schedule()
 EPS = SCHED.eps

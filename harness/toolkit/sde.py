@@ -1,26 +1,24 @@
 """VP-SDE machinery for score-based diffusion (Song et al., ICLR 2021).
 
-Every function takes an arbitrary score function ``score(x, t) -> (n, d)`` with
-``x`` of shape (n, d) and ``t`` a 0-d tensor (one time for the whole batch), so
-a neural network and a closed-form score (tests) go through the same code.
-
-Forward process (VP-SDE): dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw with
-beta(t) = beta_min + t (beta_max - beta_min), so x_t | x_0 ~ N(m_t x_0, s_t^2 I),
-m_t = exp(-t^2 (beta_max - beta_min) / 4 - t beta_min / 2), s_t^2 = 1 - m_t^2.
-
-Probability-flow ODE: dx/dt = -1/2 beta(t) (x + score(x, t)); its marginals
-match the SDE's, and d log p_t(x_t)/dt = -div(drift), which gives the
-likelihood (Song et al. 2021, Sec. 4.3 and App. D.2).
+Every function takes a score function ``score(x (n, d), t 0-d) -> (n, d)``, so a neural network
+and a closed-form score (tests) go through the same code. Forward process
+dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw, beta(t) = beta_min + t (beta_max - beta_min), so
+x_t | x_0 ~ N(m_t x_0, s_t^2 I); the probability-flow ODE dx/dt = -1/2 beta(t) (x + score(x, t))
+has the SDE's marginals and d log p_t(x_t)/dt = -div(drift) gives the likelihood (Sec. 4.3, App. D.2).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torchdiffeq import odeint
+
+from harness.toolkit.gaussian import standard_normal_log_prob
+
+__all__ = ["TRACES", "VPSDE", "standard_normal_log_prob", "divergence_exact", "divergence_hutchinson", "ode_sample",
+           "ode_log_prob", "em_sample"]
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 TRACES = ("exact", "hutchinson")
@@ -56,11 +54,6 @@ class VPSDE:
         """Reverse-time SDE drift f - g^2 score = -1/2 beta(t) x - beta(t) score."""
         b = self.beta(t)
         return -0.5 * b * x - b * score(x, t)
-
-
-def standard_normal_log_prob(x: torch.Tensor) -> torch.Tensor:
-    """log N(x; 0, I) per row, (n, d) -> (n,)."""
-    return -0.5 * (x**2).sum(dim=1) - 0.5 * x.shape[1] * math.log(2 * math.pi)
 
 
 def divergence_exact(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

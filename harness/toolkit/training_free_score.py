@@ -1,27 +1,11 @@
-"""Training-free score of the data-smoothed density and probability-flow labels.
+"""The training-free score of the data-smoothed density, and the probability-flow labels built on it.
 
-The flagship method (Liu, Yang, Zhang, Bao, Cao and Zhang, "Diffusion-Model-
-Assisted Supervised Learning of Generative Models for Density Estimation",
-arXiv 2310.14458) replaces a learned score network by the exact score of the
-forward-process marginal of the empirical data,
-
-    p_t(z) = mean_j N(z; alpha_t x_j, beta_t^2 I),
-    S(z, t) = (sum_j w_j alpha_t x_j - z) / beta_t^2,
-    w_j = softmax_j(-|z - alpha_t x_j|^2 / (2 beta_t^2)),
-
-and integrates the probability-flow ODE from t = 1 back to t = 0 to turn
-Gaussian noise into labelled (noise, data) pairs.
-
-The weights are softmax attention: queries z, keys = values = alpha_t x_j,
-scale 1/beta_t^2 and a per-key bias -|alpha_t x_j|^2 / (2 beta_t^2) (the
--|z|^2 term is constant per query and cancels). ``score`` evaluates it with a
-fused attention kernel that also returns each block's log-sum-exp, so that
-blocks of data merge exactly in the log domain and memory stays bounded for
-any number of rows: on CPU ``aten._scaled_dot_product_flash_attention_for_cpu``
-(float32 and float64), on CUDA ``aten._scaled_dot_product_efficient_attention``
-(float32/16; checked once against the plain path before use). Any
-configuration the fused kernel rejects falls back to a log-domain
-matmul + logsumexp implementation.
+Liu et al. (arXiv 2310.14458) use the exact score of p_t(z) = mean_j N(z; alpha_t x_j, beta_t^2 I),
+S(z, t) = (sum_j w_j alpha_t x_j - z) / beta_t^2 with w_j = softmax_j(-|z - alpha_t x_j|^2 / (2 beta_t^2)):
+softmax attention with queries z, keys = values = alpha_t x_j and a per-key bias. ``score`` runs it
+through a fused attention kernel that returns each block's log-sum-exp (CPU flash attention, CUDA
+memory-efficient attention; checked against the plain log-domain path, which is the fallback),
+so blocks of data merge exactly and memory stays bounded.
 
 Example::
 
@@ -40,10 +24,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from methods._torch import progress as _progress
+from harness.toolkit.device import progress as _progress
 
-__all__ = ["Schedule", "score", "score_reference", "probability_flow", "flow_to_data", "fused_backend", "choose_eps",
-           "kde_log_likelihood"]
+__all__ = ["SOLVERS", "MODES", "EPS_GRID", "Schedule", "score", "score_reference", "time_grid", "probability_flow",
+           "flow_to_data", "fused_backend", "choose_eps", "kde_log_likelihood"]
 
 SOLVERS = ("euler", "heun")
 MODES = ("exact", "minibatch", "minibatch_refresh")

@@ -1,20 +1,10 @@
-"""Minibatch maximum-likelihood training shared by the likelihood-based methods.
+"""Minibatch maximum-likelihood training (the flows' loop) on the shared ``train`` loop.
 
-``fit_mle(model, log_prob, train, val, config, seed=..., name=...)`` runs Adam
-(optionally cosine-annealed to zero over ``config.steps``) on the mean negative
-log-likelihood, clips the gradient norm, evaluates the validation
-log-likelihood every ``config.eval_every`` steps, keeps a deep copy of the
-best-validation ``state_dict`` and restores it at the end, and stops early after
-``config.patience`` evaluations without improvement. A NaN/inf loss or gradient
-raises :class:`methods.base.DivergenceError`. Each evaluation is also a training
-checkpoint: ``checkpoint(step, planned, val_loglik)`` (``Method.checkpoint``)
-gets the mean log-likelihood of the first ``CHECKPOINT_ROWS`` validation rows
-and training stops when it returns True (budget spent).
-
-Randomness is local: minibatches come from a seeded ``torch.Generator``; dropout
-and anything else that draws from torch's global generator runs inside
-``torch.random.fork_rng`` seeded from ``seed``, so the caller's global RNG state
-is left untouched and a fit is reproducible.
+``fit_mle`` runs Adam (optionally cosine-annealed to zero) on the mean negative log-likelihood,
+evaluates the validation log-likelihood every ``eval_every`` steps, restores the best-validation
+parameters at the end and stops after ``patience`` evaluations without improvement. Each
+evaluation is a training checkpoint. Randomness is local: minibatches come from the seed's
+primary stream, and dropout draws from torch's global generator forked and seeded from ``seed``.
 
 Example::
 
@@ -32,12 +22,19 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from methods._checkpoint import CHECKPOINT_ROWS
-from methods._torch import batched, check_loss, generator, minibatches, progress
-from methods.base import DivergenceError
+from harness.errors import DivergenceError
+from harness.toolkit.checkpoint import CHECKPOINT_ROWS
+from harness.toolkit.device import batched
+from harness.toolkit.seeding import global_torch_rng, stream_seed, torch_stream
+from harness.toolkit.training import Adam, minibatches
+from harness.toolkit.training import train as train_loop
 
-VAL_FRACTION = 0.1  # share of train held out when no validation set is given
-EVAL_BATCH = 8192  # rows per log_prob call during validation
+__all__ = ["VAL_FRACTION", "HOLD_OUT_STREAM", "DROPOUT_STREAM", "TrainConfig", "hold_out", "mean_log_prob", "fit_mle"]
+
+VAL_FRACTION = 0.1  #: share of train held out when no validation set is given
+EVAL_BATCH = 8192  #: rows per log_prob call during validation
+HOLD_OUT_STREAM = 1  #: seed-stream purpose of the held-out rows (minibatches use the primary stream)
+DROPOUT_STREAM = 2  #: seed-stream purpose of torch's global generator during training (dropout)
 
 
 @dataclass(frozen=True)
@@ -97,12 +94,12 @@ def _positive_int(name: str, value: Any, extra: str = "") -> None:
 
 
 def hold_out(train: torch.Tensor, seed: int, fraction: float = VAL_FRACTION) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split ``train`` (n, d) into (train, val) with ``fraction`` of the rows (at least 1) held out."""
+    """Split ``train`` (n, d) into (train, val) with ``fraction`` of the rows (at least 1) held out at random."""
     n = train.shape[0]
     if n < 2:
         raise ValueError(f"need at least 2 training rows to hold out a validation set, got {n}")
     n_val = min(n - 1, max(1, round(fraction * n)))
-    perm = torch.randperm(n, generator=generator(seed)).to(train.device)
+    perm = torch.randperm(n, generator=torch_stream(seed, HOLD_OUT_STREAM)).to(train.device)
     return train[perm[n_val:]], train[perm[:n_val]]
 
 
@@ -110,13 +107,6 @@ def hold_out(train: torch.Tensor, seed: int, fraction: float = VAL_FRACTION) -> 
 def mean_log_prob(log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int = EVAL_BATCH) -> float:
     """Mean of ``log_prob`` over the rows of ``x``, evaluated in batches."""
     return float(batched(log_prob, x, batch).double().mean())
-
-
-def rng_devices(device: torch.device) -> list:
-    """Devices whose RNG ``fork_rng`` must save: none on CPU, the GPU in use otherwise."""
-    if device.type != "cuda":
-        return []
-    return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
 def fit_mle(
@@ -145,58 +135,46 @@ def fit_mle(
     """
     if val is None:
         train, val = hold_out(train, seed)
-    device = train.device
-    with torch.random.fork_rng(devices=rng_devices(device)):
-        torch.manual_seed(seed)
+    with global_torch_rng(stream_seed(seed, DROPOUT_STREAM), train.device):
         return _run(model, log_prob, train, val, config, seed, name, show_progress, checkpoint)
 
 
 def _run(model, log_prob, train, val, config, seed, name, show_progress, checkpoint) -> dict[str, Any]:
-    params = [p for p in model.parameters() if p.requires_grad]
-    # foreach: one fused kernel per update instead of one per tensor (the default only on GPU)
-    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps) if config.anneal else None
-    interval = config.eval_interval(train.shape[0])
-    batches = minibatches(train.shape[0], config.batch_size, config.steps, generator(seed), train.device)
-
+    opt = Adam([p for p in model.parameters() if p.requires_grad], config.lr, weight_decay=config.weight_decay,
+               schedule="cosine" if config.anneal else None, steps=config.steps, clip=config.grad_clip)
     best = {"val": -math.inf, "step": 0, "state": None}
     history: list[tuple[int, float, float]] = []
-    window_sum, window_n, evals_since_best, step, stopped_early, over_budget = 0.0, 0, 0, 0, False, False
-    bar = progress(batches, total=config.steps, desc=f"{name} training", enabled=show_progress)
-    model.train()
-    for step, idx in enumerate(bar, start=1):
-        window_sum += _train_step(params, log_prob, train[idx], optimizer, config.grad_clip, step, name)
-        window_n += 1
-        if scheduler is not None:
-            scheduler.step()
-        if step % interval and step != config.steps:
-            continue
-        train_ll = -window_sum / window_n
+    since_best = [0]
+    stop = {"early": False, "budget": False}
+
+    def evaluate(step: int, window_loss: float) -> bool:
         val_ll, head_ll = _validate(model, log_prob, val, step, name)
-        history.append((step, train_ll, val_ll))
-        window_sum, window_n = 0.0, 0
+        history.append((step, -window_loss, val_ll))
         if val_ll > best["val"]:
             best.update(val=val_ll, step=step, state=_snapshot(model))
-            evals_since_best = 0
+            since_best[0] = 0
         else:
-            evals_since_best += 1
-        bar.set_postfix(train_ll=f"{train_ll:.3f}", val_ll=f"{val_ll:.3f}", best=f"{best['val']:.3f}", refresh=False)
+            since_best[0] += 1
         if checkpoint is not None and checkpoint(step, config.steps, head_ll):
-            over_budget = True
-            break
-        if config.patience is not None and evals_since_best >= config.patience:
-            stopped_early = True
-            break
-    bar.close()
+            stop["budget"] = True
+        elif config.patience is not None and since_best[0] >= config.patience:
+            stop["early"] = True
+        return stop["budget"] or stop["early"]
+
+    model.train()
+    batches = minibatches(train.shape[0], config.batch_size, config.steps, torch_stream(seed), train.device)
+    result = train_loop(lambda k, idx: opt.step(-log_prob(train[idx]).mean()), config.steps, name=name,
+                        batches=batches, hook=evaluate, hook_every=config.eval_interval(train.shape[0]),
+                        show_progress=show_progress)
     model.load_state_dict(best["state"])
     model.eval()
     return {
-        "steps": step,
+        "steps": result.steps,
         "best_val_loglik": best["val"],
         "best_step": best["step"],
         "final_train_loss": -history[-1][1],
-        "stopped_early": stopped_early,
-        "stopped_by_budget": over_budget,
+        "stopped_early": stop["early"],
+        "stopped_by_budget": stop["budget"],
         "history": history,
     }
 
@@ -204,19 +182,6 @@ def _run(model, log_prob, train, val, config, seed, name, show_progress, checkpo
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     """A deep copy of ``model.state_dict()`` (parameters and buffers, detached clones)."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _train_step(params, log_prob, batch, optimizer, grad_clip, step, name) -> float:
-    """One Adam step on the mean NLL of ``batch``; returns the loss; raises on NaN/inf."""
-    optimizer.zero_grad(set_to_none=True)
-    loss = -log_prob(batch).mean()
-    value = check_loss(loss, step, name)
-    loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip is not None else math.inf, foreach=True)
-    if not torch.isfinite(norm):
-        raise DivergenceError(f"{name}: training diverged (gradient norm {float(norm)} at step {step}); try a lower learning rate")
-    optimizer.step()
-    return value
 
 
 def _validate(model, log_prob, val, step, name) -> tuple[float, float]:

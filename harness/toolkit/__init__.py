@@ -1,0 +1,11 @@
+"""Library code shared by the methods and the engine; the method registry never scans it.
+
+Modules: ``device`` (devices, batching, threads, progress), ``seeding`` (seed streams),
+``training`` (the Adam training loop), ``checkpoint`` (checkpoint schedule and reference),
+``standardise``, ``gaussian``, ``distances`` (energy distance), ``nets``, ``mle`` (maximum-likelihood
+loop), ``sde`` (VP-SDE), ``training_free_score``, ``compat`` (third-party quirks). They import only
+the standard library, numpy, scipy, torch (torchdiffeq for ``sde``) and ``harness.errors``.
+"""
+
+__all__ = ["device", "seeding", "training", "checkpoint", "standardise", "gaussian", "distances", "nets", "mle",
+           "sde", "training_free_score", "compat"]
