@@ -33,6 +33,9 @@ try:  # Python 3.11+
 except ImportError:  # pragma: no cover
     from typing_extensions import Self
 
+__all__ = ["Method", "NotSupported", "NotFittedError", "DivergenceError", "LOG_PROB_KINDS", "check_array", "Spec",
+           "AnyOf", "Choice", "Int", "Float", "Bool", "Str", "Seq", "spec_from_values"]
+
 LOG_PROB_KINDS = ("exact", "bound", "estimate", None)
 
 

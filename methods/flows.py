@@ -217,6 +217,19 @@ class MAF(_NflowsFlow):
       log_prob on 5,000 and 5,000 samples takes under 10 s on CPU: 5 MADEs of
       2 x 64 units with batch norm, batch 512, Adam 3e-3 cosine, 800 steps.
     * ``smoke``: ours, well under a second on 512 points (contract tests).
+
+    Parameters: see ``_NflowsFlow`` (architecture) and ``harness.toolkit.mle.TrainConfig`` (training).
+
+    References
+    ----------
+    Papamakarios, Pavlakou & Murray, "Masked Autoregressive Flow for Density Estimation", NeurIPS 2017.
+
+    Example
+    -------
+    ::
+
+        m = methods.create("maf", "smoke", seed=0).fit(train, val)
+        m.log_prob(test)                # (n,) exact log density, nats
     """
 
     name = "maf"
@@ -270,6 +283,19 @@ class RealNVP(_NflowsFlow):
       6 coupling layers with 1 x 64-unit nets and batch norm, batch 512,
       Adam 5e-3 cosine, 800 steps.
     * ``smoke``: ours, well under a second on 512 points.
+
+    Parameters: see ``_NflowsFlow`` (architecture) and ``harness.toolkit.mle.TrainConfig`` (training).
+
+    References
+    ----------
+    Dinh, Sohl-Dickstein & Bengio, "Density Estimation Using Real NVP", ICLR 2017.
+
+    Example
+    -------
+    ::
+
+        m = methods.create("realnvp", "smoke", seed=0).fit(train, val)
+        m.log_prob(test)                # (n,) exact log density, nats
     """
 
     name = "realnvp"
@@ -331,6 +357,19 @@ class NSFAutoregressive(_NflowsFlow):
       3 steps, 64 hidden, 1 residual block, 8 bins, batch 1024, Adam 5e-3
       cosine, 300 steps.
     * ``smoke``: ours, about a second on 512 points.
+
+    Parameters: see ``_NflowsFlow`` (architecture) and ``harness.toolkit.mle.TrainConfig`` (training).
+
+    References
+    ----------
+    Durkan, Bekasov, Murray & Papamakarios, "Neural Spline Flows", NeurIPS 2019.
+
+    Example
+    -------
+    ::
+
+        m = methods.create("nsf_ar", "smoke", seed=0).fit(train, val)
+        m.log_prob(test)                # (n,) exact log density, nats
     """
 
     name = "nsf_ar"
@@ -367,6 +406,19 @@ class NSFCoupling(_NflowsFlow):
       ``--base_transform_type rq-coupling``).
     * ``quick``: ours, as ``nsf_ar``.
     * ``smoke``: ours, about a second on 512 points.
+
+    Parameters: see ``_NflowsFlow`` (architecture) and ``harness.toolkit.mle.TrainConfig`` (training).
+
+    References
+    ----------
+    Durkan, Bekasov, Murray & Papamakarios, "Neural Spline Flows", NeurIPS 2019.
+
+    Example
+    -------
+    ::
+
+        m = methods.create("nsf_c", "smoke", seed=0).fit(train, val)
+        m.log_prob(test)                # (n,) exact log density, nats
     """
 
     name = "nsf_c"

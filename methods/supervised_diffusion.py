@@ -228,7 +228,7 @@ def fit_generator(net: nn.Module, z: torch.Tensor, x: torch.Tensor, *, iters: in
     with torch.no_grad():
         sq = sum(float((net(z[i : i + SAMPLE_BATCH]) - x[i : i + SAMPLE_BATCH]).square().sum())
                  for i in range(0, len(z), SAMPLE_BATCH))
-    return check_finite(torch.tensor(sq / x.numel()), iters, name)  # float32, as the labels
+    return check_finite(torch.tensor(sq / x.numel(), device="cpu"), iters, name)  # float32, as the labels
 
 
 @register

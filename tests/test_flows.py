@@ -20,7 +20,7 @@ import datasets
 import methods
 from harness.toolkit.mle import TrainConfig, fit_mle, hold_out
 from methods.base import DivergenceError
-from methods.flows import _nflows_warnings_silenced
+from harness.toolkit.compat import nflows_warnings_silenced
 
 FLOWS = ["maf", "realnvp", "nsf_ar", "nsf_c"]
 
@@ -73,7 +73,7 @@ def short_fits(toy) -> dict[str, methods.Method]:
 def test_transform_inverse_round_trip(short_fits, name):
     flow = copy.deepcopy(short_fits[name].flow_).double().eval()
     x = 2.0 * torch.randn(1000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))  # reaches the tails
-    with torch.no_grad(), _nflows_warnings_silenced():
+    with torch.no_grad(), nflows_warnings_silenced():
         z, logdet = flow._transform(x)
         x_back, logdet_inv = flow._transform.inverse(z)
     assert (z - x).abs().max() > 0.1  # a fitted flow is not the identity

@@ -103,7 +103,7 @@ def train(step: Callable[[int, torch.Tensor | None], torch.Tensor], steps: int, 
     items = iter(batches) if batches is not None else None
     bar = progress(None, steps, desc or f"{name} training", enabled=show_progress)
     window, count, window_loss, stopped, k = None, 0, math.nan, False, 0
-    loss = torch.zeros(())
+    loss = torch.zeros((), device="cpu")
     try:
         for k in range(1, steps + 1):
             loss = step(k, next(items) if items is not None else None).detach()
