@@ -8,12 +8,26 @@ first use; adding a method is one new file here.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from harness.errors import UserError, suggest
 from harness.registry import Registry
-from methods.base import (AnyOf, Bool, Choice, DivergenceError, Float, Int, Method, NotFittedError, NotSupported,
-                          Seq, Spec, Str, spec_from_values)
+from methods.base import (
+    AnyOf,
+    Bool,
+    Choice,
+    DivergenceError,
+    Float,
+    Int,
+    Method,
+    NotFittedError,
+    NotSupported,
+    Seq,
+    Spec,
+    Str,
+    spec_from_values,
+)
 
 PROFILES = ("smoke", "quick", "paper")
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, ClassVar, Iterable, Iterator
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -27,11 +28,6 @@ from harness.toolkit.device import synchronize
 from harness.toolkit.distances import energy_distance
 from harness.toolkit.seeding import numpy_stream, stream_seed
 from harness.toolkit.standardise import Standardiser
-
-try:  # Python 3.11+
-    from typing import Self
-except ImportError:  # pragma: no cover
-    from typing_extensions import Self
 
 __all__ = ["Method", "NotSupported", "NotFittedError", "DivergenceError", "LOG_PROB_KINDS", "check_array", "Spec",
            "AnyOf", "Choice", "Int", "Float", "Bool", "Str", "Seq", "spec_from_values"]
@@ -78,7 +74,7 @@ class Spec:
     def describe(self) -> str:
         raise NotImplementedError
 
-    def __or__(self, other: "Spec") -> "Spec":
+    def __or__(self, other: Spec) -> Spec:
         return AnyOf(self, other)
 
     def __repr__(self) -> str:

@@ -116,7 +116,7 @@ class WGANGP(Method):
             last["generator"] = opt_g.step(-self.critic_(self.generator_(self._noise(batch, g))).mean())
             return torch.stack([last["critic"], last["generator"]])
 
-        train(step, p["steps"], name=self.name, batches=zip(*[real_batches] * n_critic),
+        train(step, p["steps"], name=self.name, batches=zip(*[real_batches] * n_critic, strict=True),
               hook=lambda k, _: self.checkpoint("training", k, p["steps"], sample=self._sample))
         self.info_.update(critic_loss=float(last["critic"].detach()), generator_loss=float(last["generator"].detach()),
                           wasserstein_estimate=-float(last["wasserstein"].detach()))

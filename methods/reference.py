@@ -139,7 +139,7 @@ class KDE(Method):
         with self.phase("bandwidth"):
             zv = torch.as_tensor(zval, dtype=torch.float64, device=self.device_)
             hs = [f * scott for f in self.params["factors"]]
-            scores = dict(zip(hs, kde_log_prob(zv, self.centers_, hs).mean(dim=1).tolist()))
+            scores = dict(zip(hs, kde_log_prob(zv, self.centers_, hs).mean(dim=1).tolist(), strict=True))
         self.bandwidth_ = max(scores, key=scores.get)
         self.info_["bandwidth"] = self.bandwidth_
         self.info_["val_scores"] = {f"{h:.4g}": s for h, s in scores.items()}

@@ -142,7 +142,7 @@ class ScoreDiffusion(Method):
             if ema is not self.net_:
                 with torch.no_grad():
                     decay = min(p["ema_decay"], k / (9 + k))  # warm-up of the average
-                    for pe, pn in zip(ema.parameters(), self.net_.parameters()):
+                    for pe, pn in zip(ema.parameters(), self.net_.parameters(), strict=True):
                         pe.lerp_(pn, 1.0 - decay)
             return loss
 

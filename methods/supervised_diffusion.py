@@ -6,8 +6,9 @@ Measurements behind the design and the profiles: docs/flagship.md.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -156,7 +157,12 @@ def build_student(d: int, layers: int, bins: int, hidden: int, blocks: int, tail
     from nflows.distributions.normal import StandardNormal
     from nflows.flows.base import Flow
     from nflows.nn.nets import ResidualNet
-    from nflows.transforms import CompositeTransform, LULinear, PiecewiseRationalQuadraticCDF, PiecewiseRationalQuadraticCouplingTransform
+    from nflows.transforms import (
+        CompositeTransform,
+        LULinear,
+        PiecewiseRationalQuadraticCDF,
+        PiecewiseRationalQuadraticCouplingTransform,
+    )
     from nflows.utils.torchutils import create_alternating_binary_mask
 
     def conditioner(n_in: int, n_out: int) -> nn.Module:

@@ -16,8 +16,9 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -76,7 +77,7 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be a non-negative number, got {self.weight_decay!r}")
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "TrainConfig":
+    def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
         """Pick this config's fields out of a method's parameter dict (others are ignored)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in params.items() if k in names})

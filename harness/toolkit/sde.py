@@ -9,8 +9,8 @@ has the SDE's marginals and d log p_t(x_t)/dt = -div(drift) gives the likelihood
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torchdiffeq import odeint

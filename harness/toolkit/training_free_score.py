@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -242,8 +242,8 @@ def _score_blocks(z: Tensor, t: float, data: Tensor, schedule: Schedule, block: 
         q = queries[i : i + query_chunk].contiguous()
         mean_key, lse = None, None
         for j in range(0, len(keys), data_chunk):
-            o, l = block(q, keys[j : j + data_chunk], bias[j : j + data_chunk], 1.0 / beta2)
-            mean_key, lse = (o, l) if mean_key is None else _merge(mean_key, lse, o, l)
+            o, lse_b = block(q, keys[j : j + data_chunk], bias[j : j + data_chunk], 1.0 / beta2)
+            mean_key, lse = (o, lse_b) if mean_key is None else _merge(mean_key, lse, o, lse_b)
         out[i : i + query_chunk] = (mean_key - q) / beta2
     return out
 
@@ -348,10 +348,10 @@ def flow_to_data(
         rows = data if mode == "exact" else _mc_rows(data, mc_batch, generator)
         current = {"rows": rows}
 
-        def score_fn(x: Tensor, t: float) -> Tensor:
+        def score_fn(x: Tensor, t: float, current: dict = current) -> Tensor:
             return _score_blocks(x, t, current["rows"], schedule, block, _QUERY_CHUNK, _DATA_CHUNK)
 
-        def on_step(k: int) -> None:
+        def on_step(k: int, current: dict = current) -> None:
             bar.update(1)
             if mode == "minibatch_refresh" and k + 1 < steps:
                 current["rows"] = _mc_rows(data, mc_batch, generator)
@@ -372,7 +372,7 @@ EPS_GRID = tuple(float(e) for e in torch.logspace(math.log10(1e-4), math.log10(0
 
 
 @torch.no_grad()
-def kde_log_likelihood(x: Tensor, data: Tensor, eps: "list[float]") -> Tensor:
+def kde_log_likelihood(x: Tensor, data: Tensor, eps: list[float]) -> Tensor:
     """Mean log density of ``x`` (M, d) under p_0 = mean_j N(x_j, eps I) for each eps: (len(eps),) float64.
 
     p_0 is the t = 0 marginal whose exact score the teacher follows (a Gaussian KDE of ``data``
@@ -399,14 +399,14 @@ def kde_log_likelihood(x: Tensor, data: Tensor, eps: "list[float]") -> Tensor:
             q = queries[i : i + _QUERY_CHUNK].contiguous()
             lse = None
             for j in range(0, n, _DATA_CHUNK):
-                _, l = block(q, keys[j : j + _DATA_CHUNK], -0.5 * keys_sq[j : j + _DATA_CHUNK] / e, 1.0 / e)
-                lse = l if lse is None else torch.logaddexp(lse, l)
+                _, lse_b = block(q, keys[j : j + _DATA_CHUNK], -0.5 * keys_sq[j : j + _DATA_CHUNK] / e, 1.0 / e)
+                lse = lse_b if lse is None else torch.logaddexp(lse, lse_b)
             total += float((lse - 0.5 * queries_sq[i : i + _QUERY_CHUNK] / e).sum())
         out.append(total / len(x) - math.log(n) - 0.5 * d * math.log(2 * math.pi * e))
     return torch.tensor(out, dtype=torch.float64)
 
 
-def choose_eps(data: Tensor, val: Tensor, grid: "tuple[float, ...]" = EPS_GRID) -> tuple[float, dict[float, float]]:
+def choose_eps(data: Tensor, val: Tensor, grid: tuple[float, ...] = EPS_GRID) -> tuple[float, dict[float, float]]:
     """The eps in (0, 1) whose KDE p_0 = mean_j N(x_j, eps I) of ``data`` (N, d) has the highest mean
     validation log-likelihood on ``val`` (M, d), both standardised. Beyond the paper (which fixes 0.01).
 
@@ -418,7 +418,7 @@ def choose_eps(data: Tensor, val: Tensor, grid: "tuple[float, ...]" = EPS_GRID) 
     grid = sorted(float(e) for e in grid)
     if not grid or not 0.0 < grid[0] and grid[-1] < 1.0:
         raise ValueError(f"eps grid must be non-empty and lie in (0, 1), got {grid}")
-    scores = dict(zip(grid, kde_log_likelihood(val, data, grid).tolist()))
+    scores = dict(zip(grid, kde_log_likelihood(val, data, grid).tolist(), strict=True))
     i = max(range(len(grid)), key=lambda k: scores[grid[k]])
     if 0 < i < len(grid) - 1:
         xs = [math.log(grid[k]) for k in (i - 1, i, i + 1)]
