@@ -4,7 +4,8 @@ Modules: ``device`` (devices, batching, threads, progress), ``seeding`` (seed st
 ``training`` (the Adam training loop), ``checkpoint`` (checkpoint schedule and reference),
 ``standardise``, ``gaussian``, ``distances`` (energy distance), ``nets``, ``mle`` (maximum-likelihood
 loop), ``sde`` (VP-SDE), ``training_free_score``, ``compat`` (third-party quirks). They import only
-the standard library, numpy, scipy, torch (torchdiffeq for ``sde``) and ``harness.errors``.
+the standard library, numpy, scipy, torch (with torchdiffeq in ``sde`` and tqdm for progress bars)
+and ``harness.errors``.
 """
 
 __all__ = ["device", "seeding", "training", "checkpoint", "standardise", "gaussian", "distances", "nets", "mle",
