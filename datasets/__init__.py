@@ -1,13 +1,14 @@
 """Dataset registry: ``names()``, ``get(name)``, ``register``.
 
 ``get("file:/path/data.csv")`` returns a loader for a user's own table (CSV,
-whitespace text or .npy). Every module in this package is imported on first use.
+whitespace text or .npy); ``in_group("2d")`` lists a group's datasets. Every
+module in this package is imported on first use.
 """
 
 from __future__ import annotations
 
 from harness.registry import Registry
-from datasets.base import DataUnavailable, Dataset, Splits, default_data_root, resolve_root
+from datasets.base import DataUnavailable, Dataset, Published, Splits, default_data_root, resolve_root
 
 _registry: Registry[type[Dataset]] = Registry("dataset", __name__)
 register = _registry.register
@@ -35,5 +36,15 @@ def get_class(name: str) -> type[Dataset]:
     return _registry.get(name)
 
 
-__all__ = ["Dataset", "Splits", "DataUnavailable", "register", "unregister", "names", "get",
-           "get_class", "unavailable", "default_data_root", "resolve_root", "DENSITYBENCH"]
+def groups() -> list[str]:
+    """The names of the dataset groups (``Dataset.group``), in registration order."""
+    return list(dict.fromkeys(cls.group for cls in _registry.classes().values() if cls.group))
+
+
+def in_group(group: str) -> list[str]:
+    """The datasets of ``group``, in registration order (the order their modules define them)."""
+    return [name for name, cls in _registry.classes().items() if cls.group == group]
+
+
+__all__ = ["Dataset", "Splits", "DataUnavailable", "Published", "register", "unregister", "names", "get",
+           "get_class", "groups", "in_group", "unavailable", "default_data_root", "resolve_root", "DENSITYBENCH"]

@@ -38,6 +38,20 @@ class Splits:
         return (len(self.train), len(self.val), len(self.test))
 
 
+@dataclass(frozen=True)
+class Published:
+    """A test log-likelihood another paper reports for a dataset (mean nats per example).
+
+    ``method`` is our registry name of the closest method, ``model`` the paper's name
+    for its model, ``source`` the paper and table.
+    """
+
+    method: str
+    model: str
+    source: str
+    value: float
+
+
 def default_data_root() -> Path:
     """``$DENSITYBENCH_DATA`` if set, else ``~/.cache/densitybench``."""
     env = os.environ.get("DENSITYBENCH_DATA")
@@ -54,6 +68,10 @@ class Dataset(ABC):
 
     ``dim`` is the dimension after preprocessing. ``has_density`` is True when
     the true log density is known (``log_prob``); synthetic sets also ``sample``.
+    ``group`` names the family a user can select at once (``--datasets 2d``) and
+    fetch at once (``data fetch maf``); ``published`` holds other papers' test
+    log-likelihoods on the set, which reports show beside ours (with
+    ``published_note`` as a caveat).
     """
 
     name: ClassVar[str]
@@ -61,6 +79,9 @@ class Dataset(ABC):
     has_density: bool = False
     synthetic: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    group: ClassVar[str] = ""
+    published: ClassVar[tuple[Published, ...]] = ()
+    published_note: ClassVar[str] = ""
 
     @abstractmethod
     def load(self, seed: int = 0, root: Path | None = None) -> Splits:
@@ -81,3 +102,12 @@ class Dataset(ABC):
     def sizes(self) -> tuple[int, int, int] | None:
         """Expected (train, val, test) sizes when known without loading."""
         return None
+
+    @classmethod
+    def fetch(cls, root: Path, *, progress: bool = True, url: str | None = None) -> list[Path]:
+        """Download the files of this dataset's group into the data root ``root``; returns their paths.
+
+        ``url`` overrides the source. Datasets that need no files (or cannot be
+        downloaded) keep this default, which raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"dataset '{cls.name}' cannot be downloaded")

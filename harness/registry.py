@@ -73,6 +73,11 @@ class Registry(Generic[T]):
             except Exception as e:  # noqa: BLE001
                 self._broken[modname] = f"{type(e).__name__}: {e}"
 
+    def classes(self) -> dict[str, T]:
+        """Registered name -> class, in registration order."""
+        self.load()
+        return dict(self._classes)
+
     def names(self) -> list[str]:
         """Registered names, sorted."""
         self.load()

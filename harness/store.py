@@ -27,6 +27,8 @@ import numpy as np
 from harness.errors import UserError
 
 DB_NAME = "results.sqlite"
+#: Run-directory folder of the per-cell artefacts (``<cell_key>.npz``: samples and 2-D log-density grids).
+ARTIFACT_DIR = "artifacts"
 LOCK_NAME = ".run.lock"
 #: What ``salvage`` renames a damaged database to (with a number when taken).
 DAMAGED_SUFFIX = ".damaged"

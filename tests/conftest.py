@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (see harness/__init__.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (see harness.set_process_defaults)
 
 import pytest  # noqa: E402
 

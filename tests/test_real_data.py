@@ -20,7 +20,8 @@ import pytest
 import datasets
 from datasets import maf, uci
 from datasets.tabular import FileDataset, clean_table, read_table, split_sizes
-from harness import download
+from datasets._download import download, sha256_of
+from harness.download import fetch
 from harness.errors import UserError
 
 # ---------------------------------------------------------------- shared real data
@@ -31,10 +32,10 @@ def test_shared_files_match_the_recorded_checksums(shared_data_root):
     for line in (shared_data_root / "SHA256SUMS").read_text().splitlines():
         sha, name = line.split()
         listed[name.removeprefix("./")] = sha
-    recorded = {f"uci/{k}/data.txt": v for k, v in download.UCI_SHA256.items()} | download.MAF_SPLITS_SHA256
+    recorded = {f"uci/{k}/data.txt": v for k, v in uci.UCI_SHA256.items()} | maf.MAF_SPLITS_SHA256
     assert recorded == listed
     for name, sha in recorded.items():
-        assert download.sha256_of(shared_data_root / name) == sha, name
+        assert sha256_of(shared_data_root / name) == sha, name
 
 
 def test_miniboone_small_shapes_and_maf_normalisation(shared_data_root):
@@ -90,8 +91,8 @@ def test_fetch_uci_from_a_file_mirror_of_the_shared_copy(shared_data_root, tmp_p
         (mirror / name / "data").mkdir(parents=True)
         (mirror / name / "data" / "data.txt").symlink_to(shared_data_root / "uci" / name / "data.txt")
     root = tmp_path / "root"
-    paths = download.fetch("uci", root, progress=False, url=mirror.as_uri())
-    assert paths == [root / "uci" / n / "data.txt" for n in download.UCI_SHA256]
+    paths = fetch("uci", root, progress=False, url=mirror.as_uri())
+    assert paths == [root / "uci" / n / "data.txt" for n in uci.UCI_SHA256]
     assert datasets.get("yacht").load(seed=0, root=root).sizes() == (248, 30, 30)
 
 
@@ -258,10 +259,10 @@ def test_download_lands_a_good_file_and_keeps_it(tmp_path):
     src = tmp_path / "src.bin"
     src.write_bytes(PAYLOAD)
     dest = tmp_path / "out" / "data.txt"
-    assert download.download(src.as_uri(), dest, sha256=sha(PAYLOAD), progress=False) == dest
+    assert download(src.as_uri(), dest, sha256=sha(PAYLOAD), progress=False) == dest
     assert dest.read_bytes() == PAYLOAD and not dest.with_name("data.txt.part").exists()
     src.unlink()  # present with the right checksum: not fetched again
-    assert download.download(src.as_uri(), dest, sha256=sha(PAYLOAD), progress=False) == dest
+    assert download(src.as_uri(), dest, sha256=sha(PAYLOAD), progress=False) == dest
 
 
 def test_download_with_a_wrong_checksum_raises_and_deletes(tmp_path):
@@ -269,7 +270,7 @@ def test_download_with_a_wrong_checksum_raises_and_deletes(tmp_path):
     src.write_bytes(PAYLOAD[:-1] + b"X")
     dest = tmp_path / "data.txt"
     with pytest.raises(UserError) as info:
-        download.download(src.as_uri(), dest, sha256=sha(PAYLOAD), progress=False)
+        download(src.as_uri(), dest, sha256=sha(PAYLOAD), progress=False)
     text = str(info.value)
     assert "data.txt" in text and sha(PAYLOAD) in text and sha(src.read_bytes()) in text
     assert not dest.exists() and not dest.with_name("data.txt.part").exists()
@@ -281,7 +282,7 @@ def test_download_resumes_a_partial_file_over_file_urls(tmp_path):
     src.write_bytes(b"\0" * half + PAYLOAD[half:])  # a restart would take these zeros
     dest = tmp_path / "data.txt"
     dest.with_name("data.txt.part").write_bytes(PAYLOAD[:half])
-    download.download(src.as_uri(), dest, sha256=sha(PAYLOAD), progress=False)
+    download(src.as_uri(), dest, sha256=sha(PAYLOAD), progress=False)
     assert dest.read_bytes() == PAYLOAD
 
 
@@ -331,7 +332,7 @@ def test_download_resumes_over_http_with_a_range_request(tmp_path, honour_range)
     dest = tmp_path / "data.txt"
     dest.with_name("data.txt.part").write_bytes(PAYLOAD[:half])
     with RangeServer(PAYLOAD, honour_range) as server:
-        download.download(server.url, dest, sha256=sha(PAYLOAD), progress=False)
+        download(server.url, dest, sha256=sha(PAYLOAD), progress=False)
     assert server.ranges == [f"bytes={half}-"]
     assert dest.read_bytes() == PAYLOAD
 
@@ -340,15 +341,15 @@ def test_download_of_a_complete_part_file_verifies_it(tmp_path):
     dest = tmp_path / "data.txt"
     dest.with_name("data.txt.part").write_bytes(PAYLOAD)
     with RangeServer(PAYLOAD) as server:
-        download.download(server.url, dest, sha256=sha(PAYLOAD), progress=False)
+        download(server.url, dest, sha256=sha(PAYLOAD), progress=False)
     assert dest.read_bytes() == PAYLOAD
 
 
 def test_unreachable_source_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="cannot download"):
-        download.download((tmp_path / "absent.bin").as_uri(), tmp_path / "x", sha256=None, progress=False)
+        download((tmp_path / "absent.bin").as_uri(), tmp_path / "x", sha256=None, progress=False)
     with pytest.raises(UserError, match="unknown data family 'mnist'"):
-        download.fetch("mnist", tmp_path)
+        fetch("mnist", tmp_path)
 
 
 def test_fetch_uci_verifies_every_file_against_its_recorded_checksum(tmp_path, monkeypatch):
@@ -359,14 +360,14 @@ def test_fetch_uci_verifies_every_file_against_its_recorded_checksum(tmp_path, m
         (mirror / name / "data").mkdir(parents=True)
         (mirror / name / "data" / "data.txt").write_bytes(body)
         sums[name] = sha(body)
-    monkeypatch.setattr(download, "UCI_SHA256", sums)
-    monkeypatch.setenv(download.ENV_UCI_URL, mirror.as_uri())
-    paths = download.fetch("uci", tmp_path / "root", progress=False)
+    monkeypatch.setattr(uci, "UCI_SHA256", sums)
+    monkeypatch.setenv(uci.ENV_UCI_URL, mirror.as_uri())
+    paths = fetch("uci", tmp_path / "root", progress=False)
     assert [p.read_bytes() for p in paths] == [(mirror / n / "data" / "data.txt").read_bytes() for n in sums]
-    monkeypatch.setattr(download, "UCI_SHA256", {"yacht": sums["energy"]})
+    monkeypatch.setattr(uci, "UCI_SHA256", {"yacht": sums["energy"]})
     (tmp_path / "root" / "uci" / "yacht" / "data.txt").unlink()
     with pytest.raises(UserError, match="checksum mismatch for data.txt"):
-        download.fetch("uci", tmp_path / "root", progress=False)
+        fetch("uci", tmp_path / "root", progress=False)
 
 
 def maf_bundle(path: Path) -> dict[str, bytes]:
@@ -390,7 +391,7 @@ def test_fetch_maf_extracts_the_bundle_into_the_layout_and_derives_miniboone_spl
     files = maf_bundle(archive)
     root = tmp_path / "root"
     with pytest.warns(UserWarning, match="no checksum is recorded"):
-        paths = download.fetch("maf", root, progress=False, url=archive.as_uri())
+        paths = fetch("maf", root, progress=False, url=archive.as_uri())
     assert (root / "maf/hepmass/1000_test.csv").read_bytes() == b"test"
     assert (root / "maf/BSDS300/BSDS300.hdf5").read_bytes() == b"bsds"
     assert not (root / "maf/mnist").exists() and not (root / "maf/gas/ethylene_methane.pickle").exists()
@@ -405,12 +406,12 @@ def test_fetch_maf_extracts_the_bundle_into_the_layout_and_derives_miniboone_spl
 def test_fetch_maf_with_a_recorded_checksum_rejects_a_corrupt_archive(tmp_path, monkeypatch):
     archive = tmp_path / "data.tar.gz"
     maf_bundle(archive)
-    monkeypatch.setattr(download, "MAF_SHA256", "0" * 64)
+    monkeypatch.setattr(maf, "MAF_SHA256", "0" * 64)
     with pytest.raises(UserError, match="checksum mismatch for data.tar.gz"):
-        download.fetch("maf", tmp_path / "root", progress=False, url=archive.as_uri())
+        fetch("maf", tmp_path / "root", progress=False, url=archive.as_uri())
     assert not (tmp_path / "root" / "maf" / "data.tar.gz").exists()
-    monkeypatch.setattr(download, "MAF_SHA256", download.sha256_of(archive))
-    download.fetch("maf", tmp_path / "root", progress=False, url=archive.as_uri())
+    monkeypatch.setattr(maf, "MAF_SHA256", sha256_of(archive))
+    fetch("maf", tmp_path / "root", progress=False, url=archive.as_uri())
     assert (tmp_path / "root" / "maf" / "power" / "data.npy").is_file()
 
 
@@ -421,4 +422,4 @@ def test_fetch_maf_reports_an_archive_lacking_files(tmp_path):
         info.size = 1
         tar.addfile(info, io.BytesIO(b"x"))
     with pytest.warns(UserWarning), pytest.raises(UserError, match="lacks gas/ethylene_CO.pickle"):
-        download.fetch("maf", tmp_path / "root", progress=False, url=archive.as_uri())
+        fetch("maf", tmp_path / "root", progress=False, url=archive.as_uri())

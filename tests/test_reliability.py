@@ -200,7 +200,7 @@ def _rows_in(run_dir: Path) -> int:
 
 def _children(pid: int) -> list[int]:
     """Live child processes of ``pid`` (Linux /proc)."""
-    from harness.runner import _alive
+    from harness.pool import _alive
 
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -231,7 +231,7 @@ def test_sigkill_of_the_group_and_of_the_parent_alone_then_resume_completes_exac
     """Two kills of the whole process group, each right after a row is committed (a worker is then
     mid-cell), then a kill of the harness process alone while its worker hangs: the worker dies with it,
     and the same command then resumes (the run lock is free) to the uninterrupted run's table."""
-    from harness.runner import _alive
+    from harness.pool import _alive
 
     grid = [*GRID[:3], "8gaussians,rings", "--seeds", "1", *GRID[6:]]  # 4 cells: each kill costs a start-up
     reference = tmp_path / "reference"
@@ -262,7 +262,7 @@ def test_sigkill_of_the_group_and_of_the_parent_alone_then_resume_completes_exac
 def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     """SIGTERM to the harness alone: it exits 130, its hanging worker is stopped, the finished row is kept,
     and the run lock is released."""
-    from harness.runner import _alive
+    from harness.pool import _alive
 
     out = tmp_path / "run"
     proc = _hang_cli(out)

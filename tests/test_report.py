@@ -16,11 +16,12 @@ import pytest
 from scipy.stats import multivariate_normal
 
 import datasets
-from harness import published
+import methods
 from harness.config import Config
 from harness.evaluate import grid_log_density
-from harness.figures import chosen_dims, correlated_pairs, method_styles
 from harness.report import TABLES, build, latex, markdown, write_report
+from harness.report.data import method_styles
+from harness.report.figures import chosen_dims, correlated_pairs
 from harness.store import ResultsStore
 
 NO_LIKELIHOOD = {"gan", "training_free_ode"}
@@ -224,9 +225,15 @@ def test_latex_marks_the_best_entry_per_dataset(fake_run):
     assert rows["kde"][1].startswith("failed")
 
 
-def test_method_colours_are_stable():
+def test_method_colours_come_from_the_methods_and_are_stable(monkeypatch):
+    """A method's declared ``plot_style`` is its style everywhere; the others (here two names no method
+    has) get distinct styles that do not depend on which declared methods are in the report."""
+    declared = {"gaussian": ("#7f7f7f", ">"), "kde": ("#000080", "*"), "maf": ("#1f77b4", "s")}
+    for name, style in declared.items():
+        monkeypatch.setattr(methods.get(name), "plot_style", style, raising=False)
     a = method_styles(["gaussian", "kde", "zeta", "alpha"])
     b = method_styles(["alpha", "zeta", "maf", "kde", "gaussian"])
+    assert {m: b[m] for m in declared} == declared
     assert all(a[m] == b[m] for m in a)
     assert len({s[0] for s in b.values()}) == len(b)
 
@@ -242,12 +249,15 @@ def test_chosen_dimensions_follow_correlation():
     assert correlated_pairs(x)[0] == (1, 3)
 
 
-def test_published_numbers_are_complete_and_plausible():
-    for entry in published.PUBLISHED:
-        assert set(entry.values) <= set(published.SUITE) and entry.source and entry.method
-        assert -40 < entry.values["power"] < 1 and entry.values["bsds300"] > 90
-    assert published.reference_dataset("miniboone-small") == "miniboone"
-    assert published.comparable_datasets(["8gaussians", "gas", "miniboone-small"]) == ["gas", "miniboone-small"]
+def test_published_numbers_are_declared_by_the_datasets_and_plausible():
+    for name in ("power", "gas", "hepmass", "miniboone", "bsds300", "miniboone-small"):
+        published = datasets.get_class(name).published
+        assert len(published) == 7 and all(p.source and p.model and p.method in methods.names() for p in published)
+    assert all(-40 < p.value < 1 for p in datasets.get_class("power").published)
+    assert all(p.value > 90 for p in datasets.get_class("bsds300").published)
+    small = datasets.get_class("miniboone-small")
+    assert small.published == datasets.get_class("miniboone").published and "29,556" in small.published_note
+    assert datasets.get_class("8gaussians").published == ()
 
 
 def test_tabular_figure_and_published_table(tmp_path, shared_data_root):

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from harness.html_report import render_html
 from harness.report import build, latex, markdown
+from harness.report.html import render_html
 
 T975_1 = 12.7062  # t_{1, 0.975}: two seeds
 

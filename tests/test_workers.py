@@ -13,7 +13,7 @@ import torch
 import harness.gpu
 import methods
 from harness.__main__ import main
-from harness.runner import START_METHOD_ENV, start_method
+from harness.pool import START_METHOD_ENV, start_method
 from harness.store import ResultsStore
 
 TESTS = Path(__file__).resolve().parent

@@ -1,46 +1,34 @@
-"""Report writer: tables of every metric (methods x datasets, mean ± std over
-seeds), figures, and published reference numbers, built from the results store
-and the per-cell artefacts alone.
-
-``write_report(run_dir, formats)`` writes, by format:
-
-* ``md``: ``report.md`` (tables, figure links, failed cells);
-* ``html``: ``report.html``, one self-contained page (figures embedded);
-* ``latex``: ``report.tex``, one booktabs tabular per metric;
-* ``csv``: ``results.csv``, one flat record per cell.
-
-``md`` and ``html`` also draw the figures into ``<run_dir>/figures/``
-(``harness.figures``). Tables are a pure function of the store: regenerating
-gives identical ``report.md`` and ``report.tex``.
+"""The report's data: every table, ranking, summary sentence and figure caption
+of a run, computed once from the results store's rows and meta (``build``).
+Renderers (``markdown``, ``latex``, ``html``, ``figures``) only format it.
 
 Example::
 
-    write_report("reports/default", formats=("md", "html", "latex"))
+    data = build(store.rows(), store.meta())   # ReportData, or None without rows
+    data.tables[0].entries[("maf", "8gaussians")].text()
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
-from tabulate import tabulate
 
-from harness import published as pub
+import datasets
+import methods
 from harness.comparison import (LEVEL, Ranking, best_and_ties, column_digits, pooled_stderr, rank_methods,
                                 significant, t_interval)
 from harness.errors import UserError
-from harness.store import ResultsStore
-
-FORMATS = ("md", "html", "latex", "csv")
-DEFAULT_FORMATS = ("md", "csv", "html")
-FIGURE_DIR = "figures"
+from harness.evaluate import GRID_POINTS, plot_bounds
+from harness.report.curves import (DEFINITION, FRACTIONS, METRICS, QualityTable, all_curves,  # noqa: F401 - for
+                                   budget_entry, budget_progress, methods_without_checkpoints,  # the renderers
+                                   reference, time_to_quality)
+from harness.store import ARTIFACT_DIR
+from harness.variants import base_of, expand_all
 
 
 @dataclass(frozen=True)
@@ -95,12 +83,11 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("log_prob_per_s", "log_prob throughput (points/s, higher is better)", "higher", source="timings",
               needs_likelihood=True, short="log_prob rate"),
 )
+
+
 #: The marker of an entry tied with the best (its interval overlaps the best's) or, in the ranks, of
 #: a method within the critical difference of the best average rank.
 TIED = "†"
-
-
-# ------------------------------------------------------------------ the data behind every format
 
 
 @dataclass(frozen=True)
@@ -162,13 +149,21 @@ class MetricTable:
         return best, [m for m, e in cells if e.tied]
 
 
+class PublishedModel(NamedTuple):
+    """A row of the published table: our closest method, the paper's model, the source."""
+
+    method: str
+    model: str
+    source: str
+
+
 @dataclass
 class PublishedTable:
-    """Published numbers beside measured ones: rows of (entry, {dataset: (published, measured Entry)})."""
+    """Published numbers beside measured ones: rows of (model, {dataset: (published, measured Entry)})."""
 
     datasets: list[str]
-    rows: list[tuple[pub.PublishedResult, dict[str, tuple[float | None, Entry]]]]
-    notes: dict[str, str]  # dataset -> caveat (stand-ins)
+    rows: list[tuple[PublishedModel, dict[str, tuple[float | None, Entry]]]]
+    notes: dict[str, str]  # dataset -> caveat (e.g. numbers of a larger version of the set)
     fmt: str = "{:.2f}"
 
 
@@ -191,6 +186,9 @@ class ReportData:
     failed: list[dict[str, Any]] = field(default_factory=list)
     n_skipped: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)  # the store's rows (checkpoints live in info)
+    time_tables: list[QualityTable] = field(default_factory=list)  # time to quality, one per checkpoint metric
+    no_checkpoints: list[str] = field(default_factory=list)  # methods whose ok rows reported no checkpoint
+    budget: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)  # (method, dataset) -> progress
 
 
 def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -232,8 +230,6 @@ def _order(values: list[str], preferred: list[str]) -> list[str]:
 
 def method_order(df: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
     """Methods (and method variants, expanded) in the config's order, then the rest sorted."""
-    from harness.variants import expand_all
-
     preferred = cfg.get("methods") if isinstance(cfg.get("methods"), list) else []
     try:
         preferred = [v.name for v in expand_all(preferred)]
@@ -248,10 +244,14 @@ def dataset_order(df: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
 
 
 def _dataset_order(cfg: dict[str, Any]) -> list[str]:
-    from harness.config import TOY_2D
-
+    """The config's datasets; a group name (``"2d"``) stands for its members, and a config without
+    datasets for the members of every group (registration order)."""
     d = cfg.get("datasets")
-    return TOY_2D if d in ("2d", None) else list(d) if isinstance(d, list) else []
+    if d is None:
+        return [name for group in datasets.groups() for name in datasets.in_group(group)]
+    if isinstance(d, str):
+        return datasets.in_group(d) if d in datasets.groups() else []
+    return list(d) if isinstance(d, list) else []
 
 
 def likelihood_kinds(df: pd.DataFrame, methods: list[str]) -> dict[str, str | None]:
@@ -267,9 +267,6 @@ def likelihood_kinds(df: pd.DataFrame, methods: list[str]) -> dict[str, str | No
 
 def _registered_kind(method: str) -> str | None:
     try:
-        import methods
-        from harness.variants import base_of
-
         return methods.get(base_of(method)).log_prob_kind
     except Exception:  # noqa: BLE001 - unknown or unavailable method: no likelihood known
         return None
@@ -369,57 +366,43 @@ def build(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> Rep
     failed = df[df.status == "failed"][["method", "dataset", "seed", "error"]].to_dict("records")
     data = ReportData(df, meta, methods, dsets, kinds, sorted(int(s) for s in df.seed.unique()),
                       int((df.status == "ok").sum()), int((df.status == "failed").sum()), tables, footnotes,
-                      phases, failed=failed, n_skipped=int((df.status == "skipped").sum()), rows=rows)
+                      phases, failed=failed, n_skipped=int((df.status == "skipped").sum()), rows=rows,
+                      time_tables=[t for m in METRICS if (t := time_to_quality(rows, m, methods, dsets)) is not None],
+                      no_checkpoints=methods_without_checkpoints(rows), budget=budget_progress(rows))
     data.published = published_table(data)
     return data
 
 
 def published_table(data: ReportData) -> PublishedTable | None:
-    """Published test log-likelihoods beside this run's, for the run's MAF-suite datasets."""
-    dsets = pub.comparable_datasets(data.datasets)
+    """Published test log-likelihoods beside this run's, for the run's datasets that declare them
+    (``Dataset.published``), in the order the datasets list them."""
+    declared = {ds: _published(ds) for ds in data.datasets}
+    dsets = [ds for ds in data.datasets if declared[ds][0]]
     if not dsets:
         return None
     loglik = next((t for t in data.tables if t.spec.key == "test_loglik"), None)
+    values = {(PublishedModel(p.method, p.model, p.source), ds): p.value for ds in dsets for p in declared[ds][0]}
     rows = []
-    for entry in pub.PUBLISHED:
+    for model in dict.fromkeys(model for model, _ in values):
         cells = {}
         for ds in dsets:
-            measured = loglik.entries.get((entry.method, ds), Entry("missing")) if loglik else Entry("missing")
-            cells[ds] = (pub.published_value(entry, ds), measured)
-        if any(v is not None for v, _ in cells.values()):
-            rows.append((entry, cells))
-    notes = {ds: pub.STAND_INS[ds][1] for ds in dsets if ds in pub.STAND_INS}
-    return PublishedTable(dsets, rows, notes) if rows else None
+            measured = loglik.entries.get((model.method, ds), Entry("missing")) if loglik else Entry("missing")
+            cells[ds] = (values.get((model, ds)), measured)
+        rows.append((model, cells))
+    notes = {ds: declared[ds][1] for ds in dsets if declared[ds][1]}
+    return PublishedTable(dsets, rows, notes)
 
 
-# ------------------------------------------------------------------ Markdown
+def _published(dataset: str) -> tuple[tuple[Any, ...], str]:
+    """The published numbers a registered dataset declares, and their caveat (none for others)."""
+    try:
+        cls = datasets.get_class(dataset)
+    except Exception:  # noqa: BLE001 - a user file or a dataset no longer registered
+        return (), ""
+    return tuple(getattr(cls, "published", ())), getattr(cls, "published_note", "")
 
 
-def _md_cell(entry: Entry) -> str:
-    if entry.state == "value":
-        text = entry.text() + (TIED if entry.tied else "")
-        return f"**{text}**" if entry.best else text
-    return {"failed": f"failed [{entry.note}]", "na": "n/a", "missing": "–"}[entry.state]
-
-
-def markdown_table(table: MetricTable) -> str:
-    """One metric as a Markdown section: a heading and a GitHub table."""
-    header = ["method"] + (["kind"] if table.has_kind_column else []) + table.datasets
-    lines = []
-    for m in table.methods:
-        kind = [table.kinds.get(m) or "n/a"] if table.has_kind_column else []
-        lines.append([m] + kind + [_md_cell(table.entries[(m, ds)]) for ds in table.datasets])
-    return f"### {table.spec.title}\n\n" + tabulate(lines, headers=header, tablefmt="github", disable_numparse=True)
-
-
-def metric_table(df: pd.DataFrame, spec: TableSpec, methods: list[str], dsets: list[str],
-                 kinds: dict[str, str | None], footnotes: dict[str, int]) -> str | None:
-    """Markdown table of one metric, or None when no row has it."""
-    table = metric_entries(df, spec, methods, dsets, kinds, footnotes)
-    return markdown_table(table) if table is not None else None
-
-
-def _published_cells(table: PublishedTable, cell: Callable[[float | None, Entry], tuple[str, str]]
+def published_cells(table: PublishedTable, cell: Callable[[float | None, Entry], tuple[str, str]]
                      ) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the published table; ``cell`` renders (published, measured)."""
     header = ["our method", "published model", "source"]
@@ -435,21 +418,11 @@ def _published_cells(table: PublishedTable, cell: Callable[[float | None, Entry]
 
 
 PUBLISHED_TITLE = "Published test log-likelihoods (reference numbers from papers, not measured in this run)"
+
+
 PUBLISHED_INTRO = ("Nats per example, higher is better; \"measured\" is this run's mean over seeds (± the 95% "
                    "interval, se: over test points) for our method of the same family (its settings may differ "
                    "from the paper's).")
-
-
-def _md_published(table: PublishedTable) -> str:
-    def cell(value: float | None, measured: Entry) -> tuple[str, str]:
-        shown = table.fmt.format(value) if value is not None else "–"
-        return shown, (measured.text() if measured.state == "value" else _md_cell(measured))
-
-    header, lines = _published_cells(table, cell)
-    out = [f"### {PUBLISHED_TITLE}", "", PUBLISHED_INTRO, "",
-           tabulate(lines, headers=header, tablefmt="github", disable_numparse=True)]
-    out += [""] + [f"Note on {ds}: {note}." for ds, note in table.notes.items()] if table.notes else []
-    return "\n".join(out)
 
 
 def device_note(env: dict[str, Any]) -> str:
@@ -473,9 +446,6 @@ def summary_line(data: ReportData, code: Callable[[str], str] = lambda s: f"`{s}
             f"{code(env.get('code_version', '?'))}. {count(data.n_ok)} cell(s) ok, {count(data.n_failed)} failed"
             f"{f', {count(data.n_skipped)} skipped (method unavailable here)' if data.n_skipped else ''}. "
             "Likelihood kinds: exact, bound (a lower bound), estimate; n/a where a method has no likelihood.")
-
-
-# ------------------------------------------------------------------ the summary (format-neutral text)
 
 
 def most_seeds(data: ReportData) -> int:
@@ -624,284 +594,177 @@ def outlier_note(data: ReportData, code: Callable[[str], str] = lambda s: f"`{s}
             "barely register a few): " + "; ".join(cells) + ".")
 
 
-def markdown(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None, figures: list[str] | None = None) -> str:
-    """The whole Markdown report for ``rows``; ``figures`` are paths relative to the report."""
-    data = build(rows, meta)
-    if data is None:
-        return "# densitybench report\n\nNo results yet.\n"
-    return render_markdown(data, figures)
+# ------------------------------------------------------------------ the run's artefacts and data (figures)
 
 
-def _dash_nan(value: Any) -> Any:
-    """A dash for NaN, two decimals for other floats (tabulate's floatfmt skips mixed columns)."""
-    if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.2f}"
-    return value
+class RunData:
+    """Rows, artefacts and dataset splits of a run, loaded lazily and cached."""
 
+    def __init__(self, run_dir: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+        self.run_dir = Path(run_dir)
+        self.rows = rows
+        self.data_root = (meta.get("config") or {}).get("data_root")
+        self._splits: dict[tuple[str, int], Any] = {}
+        self._datasets: dict[str, Any] = {}
+        self._true_grid: dict[str, Any] = {}
+
+    def ok_rows(self, method: str | None = None, dataset: str | None = None) -> list[dict[str, Any]]:
+        """Ok rows (optionally of one method / dataset), lowest seed first."""
+        out = [r for r in self.rows if r["status"] == "ok" and method in (None, r["method"])
+               and dataset in (None, r["dataset"])]
+        return sorted(out, key=lambda r: r["seed"])
+
+    def status(self, method: str, dataset: str) -> str:
+        """'ok', 'failed' or 'missing' for a (method, dataset) over its seeds."""
+        states = {r["status"] for r in self.rows if r["method"] == method and r["dataset"] == dataset}
+        return "ok" if "ok" in states else "failed" if "failed" in states else "missing"
+
+    def seed(self, dataset: str) -> int:
+        """The seed figures use for ``dataset``: the lowest with an ok row (else the lowest)."""
+        rows = self.ok_rows(dataset=dataset) or [r for r in self.rows if r["dataset"] == dataset]
+        return min(r["seed"] for r in rows)
+
+    def artifact(self, method: str, dataset: str) -> dict[str, np.ndarray] | None:
+        """The artefact arrays of the dataset's figure seed, else of the method's lowest ok seed."""
+        rows = self.ok_rows(method, dataset)
+        preferred = self.seed(dataset)
+        for r in sorted(rows, key=lambda r: (r["seed"] != preferred, r["seed"])):
+            path = self.run_dir / ARTIFACT_DIR / f"{r['cell_key']}.npz"
+            try:
+                with np.load(path) as z:
+                    return {k: z[k] for k in z.files}
+            except (OSError, ValueError):
+                continue
+        return None
+
+    def dataset(self, name: str) -> Any | None:
+        if name not in self._datasets:
+            try:
+                self._datasets[name] = datasets.get(name)
+            except Exception:  # noqa: BLE001 - unknown / removed dataset: panels that need it stay blank
+                self._datasets[name] = None
+        return self._datasets[name]
+
+    def splits(self, name: str) -> Any | None:
+        """The dataset's splits at its figure seed, or None when they cannot be loaded."""
+        key = (name, self.seed(name))
+        if key not in self._splits:
+            ds = self.dataset(name)
+            try:
+                self._splits[key] = ds.load(seed=key[1], root=self.data_root) if ds is not None else None
+            except Exception:  # noqa: BLE001 - data gone since the run: skip data panels
+                self._splits[key] = None
+        return self._splits[key]
+
+    def dim(self, name: str) -> int | None:
+        """The dataset's dimension, from its data or else from any artefact."""
+        splits = self.splits(name)
+        if splits is not None:
+            return int(splits.test.shape[1])
+        for r in self.ok_rows(dataset=name):
+            art = self.artifact(r["method"], name)
+            if art is not None and art["samples"].ndim == 2:
+                return int(art["samples"].shape[1])
+        return None
+
+    def box(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The 2-D plotting box (lo, hi): the artefact grids' box, from the test split as in evaluate."""
+        splits = self.splits(name)
+        if splits is not None:
+            return plot_bounds(splits.test)
+        for r in self.ok_rows(dataset=name):
+            art = self.artifact(r["method"], name)
+            if art is not None and "grid_x" in art:
+                return np.array([art["grid_x"][0], art["grid_y"][0]]), np.array([art["grid_x"][-1], art["grid_y"][-1]])
+            if art is not None:
+                s = art["samples"]
+                return plot_bounds(s[np.isfinite(s).all(axis=1)])
+        return None
+
+    def true_log_density(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(xs, ys, log p) on the artefact grid for 2-D sets with a known density (rows index y)."""
+        if name not in self._true_grid:
+            self._true_grid[name] = None
+            ds, box = self.dataset(name), self.box(name)
+            if ds is not None and getattr(ds, "has_density", False) and box is not None:
+                xs, ys = (np.linspace(box[0][i], box[1][i], GRID_POINTS) for i in (0, 1))
+                gx, gy = np.meshgrid(xs, ys)
+                try:
+                    lp = np.asarray(ds.log_prob(np.stack([gx.ravel(), gy.ravel()], axis=1)), dtype=float)
+                    self._true_grid[name] = (xs, ys, lp.reshape(GRID_POINTS, GRID_POINTS))
+                except Exception:  # noqa: BLE001 - a density that fails stays blank
+                    pass
+        return self._true_grid[name]
+
+
+# ------------------------------------------------------------------ figures: names, captions, styles
 
 CD_FIGURE = "fig_critical_difference"
 
 
-def _md_rank_cell(text: str, mark: str) -> str:
-    return f"**{text}**" if mark == "best" else text + TIED if mark == "tied" else text
+#: Width of the colour scale of log-density maps, in nats below the row's maximum.
+DENSITY_RANGE_NATS = 10.0
 
 
-def markdown_summary(data: ReportData, figures: list[str]) -> list[str]:
-    """The report's opening: the ranks across datasets (conclusions, table, diagram), then the best
-    method per dataset and metric."""
-    from harness.figures import caption
-
-    lines = ["## Summary", "", headline(data), ""]
-    lines += [f"**Warning.** {note}", ""] if (note := outlier_note(data)) else []
-    if ranked_tables(data):
-        lines += ["### Ranks across datasets", ""]
-        lines += [f"- {c}" for c in rank_conclusions(data)] + [""]
-        header, rows = ranks_overview(data)
-        lines += [tabulate([[label, *(_md_rank_cell(*c) for c in cells)] for label, cells in rows],
-                           headers=header, tablefmt="github", disable_numparse=True), ""]
-        notes = exclusion_notes(data)
-        lines += (["Left out of the ranks:", ""] + [f"- {n}" for n in notes] + [""]) if notes else []
-        lines += [ranks_legend(data), ""]
-        for f in figures:
-            if Path(f).stem == CD_FIGURE:
-                lines += [f"![{CD_FIGURE}]({f})", "", f"**{CD_FIGURE}**: {caption(CD_FIGURE)}", ""]
-    header, rows = best_overview(data)
-    ties = f" and, after {TIED}, the entries tied with it" if most_seeds(data) > 1 else ""
-    lines += ["### Best per dataset", "", f"The best entry of each metric table{ties}.", "",
-              tabulate([[label, *(best_text(*c) for c in cells)] for label, cells in rows], headers=header,
-                       tablefmt="github", disable_numparse=True), ""]
-    return lines
-
-
-def markdown_run(data: ReportData) -> list[str]:
-    """The closing section: what was run, the configuration and the environment."""
-    def kv(items: dict[str, Any]) -> str:
-        shown = [[k, v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)] for k, v in items.items()]
-        return tabulate(shown, headers=["key", "value"], tablefmt="github", disable_numparse=True)
-
-    lines = ["## Configuration and environment", "", summary_line(data), ""]
-    for title, key in (("Configuration", "config"), ("Environment", "environment")):
-        if data.meta.get(key):
-            lines += [f"### {title}", "", kv(data.meta[key]), ""]
-    return lines
-
-
-def render_markdown(data: ReportData, figures: list[str] | None = None) -> str:
-    """Markdown of prepared report data: the summary first, then every table, the figures, the
-    failed cells, and the configuration and environment last."""
-    figures = list(figures or [])
-    lines = ["# densitybench report", ""] + markdown_summary(data, figures) + ["## Tables", "", reading_text(data), ""]
-    for table in data.tables:
-        lines += [markdown_table(table), ""]
-    if data.phases is not None:
-        lines += ["### Fit phases (s, mean over seeds and datasets)", ""]
-        phase_rows = [[_dash_nan(v) for v in r] for r in data.phases.reset_index().values.tolist()]
-        lines += [tabulate(phase_rows,
-                           headers=["method", *data.phases.columns], tablefmt="github", floatfmt=".2f"), ""]
-    from harness.curves import markdown_section
-
-    lines += markdown_section(data.rows, data.methods, data.datasets)
-    if data.published is not None:
-        lines += [_md_published(data.published), ""]
-    others = [f for f in figures if Path(f).stem != CD_FIGURE]
-    if others:
-        from harness.figures import caption
-
-        lines += ["## Figures", ""]
-        for f in others:
-            lines += [f"**{Path(f).stem}**: {caption(Path(f).stem)}", "", f"![{Path(f).stem}]({f})", ""]
-    if data.footnotes:
-        lines += ["## Failed cells", ""]
-        lines += [f"[{n}] {err}" for err, n in sorted(data.footnotes.items(), key=lambda kv: kv[1])] + [""]
-        lines += [tabulate([[r["method"], r["dataset"], r["seed"], r["error"]] for r in data.failed],
-                           headers=["method", "dataset", "seed", "error"], tablefmt="github"), ""]
-    lines += markdown_run(data)
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------ LaTeX
-
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "<": r"\textless{}", ">": r"\textgreater{}", "‖": r"$\|$", "²": r"$^2$", "±": r"$\pm$",
-    "–": "--", "—": "---", "’": "'",
+CAPTIONS = {
+    "fig_samples_2d": ("Rows are the 2-D datasets. Columns: 2,000 training points, the true density where it is "
+                       "known (blank otherwise), then 2,000 samples of each method (lowest seed). Panels in a row "
+                       "share the dataset's axes."),
+    "fig_density_2d": ("Log-density maps on a 100 × 100 grid over each dataset's box: the true log density first "
+                       "(where known), then every method with a likelihood (lowest seed). Each row's colour scale "
+                       f"spans the {DENSITY_RANGE_NATS:g} nats below its maximum (the true density's when known); "
+                       "lower values are clipped to the darkest colour."),
+    "fig_speed_quality": ("One panel pair per dataset: sampling throughput (samples/s, log scale) against test "
+                          "log-likelihood (top; methods with a likelihood) and against a sample-quality metric "
+                          "(bottom; every method). One point per method; error bars are ± one standard deviation "
+                          "over seeds."),
+    "fig_critical_difference": ("Critical-difference diagrams (Demšar 2006), one per metric: each method's "
+                                "average rank across the ranked datasets (1 = best, on the left). A thick bar joins "
+                                "methods whose average ranks differ by less than the Nemenyi critical difference "
+                                "(CD, drawn above the axis; α = 0.05): the test cannot tell them apart. The title "
+                                "gives the number of datasets and the Friedman (Iman-Davenport) p-value."),
+    "fig_training_curves": ("Quality against training time: one column per dataset, one curve per method (lowest "
+                            "seed), one point per checkpoint; training seconds on a log scale, checkpoint "
+                            "evaluations excluded. Top: validation log-likelihood (nats, higher is better); bottom: "
+                            "energy statistic of samples against validation rows (lower is better, symmetric-log "
+                            "scale) for checkpoints without a likelihood (sample-only methods; the supervised "
+                            "generator's G before its student). Dashed grey: the Gaussian reference; "
+                            "log-likelihoods far below it are cut off. "
+                            "Methods without checkpoints have no curve."),
+    "fig_tabular": ("Rows are methods. Left: marginal histograms of up to four dimensions (filled grey: test "
+                    "data, colour: samples). Right: 2-D KDE contours of the test data's two most correlated "
+                    "dimension pairs (dashed black: test data, colour: samples; same levels). Dimensions are "
+                    "0-based column indices; samples from the lowest seed."),
 }
 
 
-def latex_escape(text: str) -> str:
-    """``text`` safe for LaTeX text mode (specials, and the few Unicode signs the titles use)."""
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+def caption(stem: str) -> str:
+    """The caption of figure file ``stem`` (e.g. ``fig_tabular_miniboone-small``)."""
+    if stem.startswith("fig_tabular_"):
+        return f"Dataset {stem.removeprefix('fig_tabular_')}. " + CAPTIONS["fig_tabular"]
+    return CAPTIONS.get(stem, "")
 
 
-def _latex_number(text: str) -> str:
-    """A formatted number for math mode: ``1.2e+04`` or ``1.2e4`` -> ``1.2\\times10^{4}``."""
-    m = re.fullmatch(r"(-?[\d.]+)e([+-]?)0*(\d+)", text)
-    if not m:
-        return text
-    exp = ("-" if m.group(2) == "-" else "") + m.group(3)
-    return rf"{m.group(1)}\times10^{{{exp}}}"
+#: Styles of methods that declare none (``Method.plot_style``), handed out in sorted order.
+EXTRA_COLOURS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d",
+                 "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
+EXTRA_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h", "<", ">", "*", "p")
 
 
-def _latex_cell(entry: Entry, marks: bool = True) -> str:
-    """A table entry in LaTeX: ``mean \\pm half-width``, the standard error, bold for the best and a
-    dagger for ties (``marks``)."""
-    if entry.state == "value":
-        body = _latex_number(significant(entry.mean, entry.digits))
-        if entry.n > 1 and math.isfinite(entry.half_width):
-            body += rf" \pm {_latex_number(significant(entry.half_width, 2))}"
-        if math.isfinite(entry.se):
-            body += rf"\ (\mathrm{{se}}\ {_latex_number(significant(entry.se, 2))})"
-        if marks and entry.tied:
-            body += r"^{\dagger}"
-        return (rf"\textbf{{\boldmath${body}$}}" if marks and entry.best else f"${body}$") + entry.seeds_note()
-    if entry.state == "failed":
-        return rf"failed\textsuperscript{{{entry.note}}}"
-    return {"na": "n/a", "missing": "--"}[entry.state]
+def method_styles(names: list[str]) -> dict[str, tuple[str, str]]:
+    """(colour, marker) per method, the same in every figure and table: a registered method's own
+    ``plot_style``; the others (variants, methods that declare none) the extras in sorted order."""
+    styles = {m: style for m in names if (style := _declared_style(m)) is not None}
+    others = sorted(m for m in names if m not in styles)
+    for i, m in enumerate(others):
+        styles[m] = (EXTRA_COLOURS[i % len(EXTRA_COLOURS)], EXTRA_MARKERS[i % len(EXTRA_MARKERS)])
+    return styles
 
 
-def _latex_tabular(header: list[str], lines: list[list[str]], align: str, caption: str, label: str) -> str:
-    """A booktabs table (header and cells already LaTeX), shrunk to the line width when wide."""
-    body = [rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
-    body += [" & ".join(line) + r" \\" for line in lines]
-    body += [r"\bottomrule", r"\end{tabular}"]
-    if len(header) > 6:
-        body = [r"\resizebox{\linewidth}{!}{%"] + body + ["}"]
-    return "\n".join([r"\begin{table}[htbp]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
-                      *body, r"\end{table}"])
-
-
-def latex_table(table: MetricTable) -> str:
-    """One metric as a LaTeX table: methods as rows, datasets as columns, best in bold."""
-    header = ["Method"] + [latex_escape(ds) for ds in table.datasets]
-    lines = []
-    for m in table.methods:
-        kind = table.kinds.get(m)
-        flagged = table.has_kind_column and kind not in (None, "exact")  # bounds and estimates say so
-        name = latex_escape(m) + (f" ({latex_escape(kind)})" if flagged else "")
-        lines.append([name] + [_latex_cell(table.entries[(m, ds)]) for ds in table.datasets])
-    return _latex_tabular(header, lines, "l" + "c" * len(table.datasets), latex_escape(table.spec.title),
-                          f"tab:{table.spec.key.replace('_', '-')}")
-
-
-def _latex_published(table: PublishedTable) -> str:
-    def cell(value: float | None, measured: Entry) -> tuple[str, str]:
-        shown = f"${table.fmt.format(value)}$" if value is not None else "--"
-        return shown, _latex_cell(measured, marks=False)
-
-    header, lines = _published_cells(table, cell)
-    header = [latex_escape(h) for h in header]
-    lines = [[latex_escape(c) for c in line[:3]] + line[3:] for line in lines]
-    caption = latex_escape(f"{PUBLISHED_TITLE}. {PUBLISHED_INTRO}")
-    caption += "".join(latex_escape(f" Note on {ds}: {note}.") for ds, note in table.notes.items())
-    return _latex_tabular(header, lines, "lll" + "c" * (len(header) - 3), caption, "tab:published")
-
-
-def _latex_reading(data: ReportData) -> str:
-    """How to read the LaTeX tables (the Markdown legend without its Unicode signs)."""
-    if most_seeds(data) < 2:
-        return ("One seed per cell: no intervals, so no entry is significantly better than another; bold marks "
-                "the best value per dataset; se: standard error over test points.")
-    return (rf"Entries are means over seeds $\pm$ the half-width of a {LEVEL:.0%} Student-t interval; bold: the "
-            r"best entry per dataset; $^\dagger$: tied with it (the intervals overlap); se: standard error over "
-            "test points.").replace("%", r"\%")
-
-
-def render_latex(data: ReportData) -> str:
-    """A compilable LaTeX document (article, booktabs, graphicx) with one table per metric."""
-    env = data.meta.get("environment", {})
-    parts = [r"% densitybench report: generated from results.sqlite; regenerate with",
-             r"% python -m harness report RUN_DIR --format latex",
-             r"\documentclass{article}", r"\usepackage[T1]{fontenc}", r"\usepackage{booktabs}",
-             r"\usepackage{graphicx}", r"\usepackage[margin=2cm]{geometry}", r"\begin{document}",
-             r"\section*{densitybench report}",
-             latex_escape(f"Profile {', '.join(sorted(data.df.profile.unique()))}; {len(data.seeds)} seed(s) "
-                          f"({', '.join(map(str, data.seeds))}); device {env.get('device', '?')}; code "
-                          f"{env.get('code_version', '?')}; {data.n_ok} cell(s) ok, {data.n_failed} failed. ")
-             + _latex_reading(data), ""]
-    for table in data.tables:
-        parts += [latex_table(table), ""]
-    if data.published is not None:
-        parts += [_latex_published(data.published), ""]
-    if data.footnotes:
-        parts += [r"\paragraph{Failed cells.}", r"\begin{enumerate}"]
-        parts += [rf"\item {latex_escape(err)}" for err, _ in sorted(data.footnotes.items(), key=lambda kv: kv[1])]
-        parts += [r"\end{enumerate}", ""]
-    parts += [r"\end{document}", ""]
-    return "\n".join(parts)
-
-
-def latex(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> str:
-    """The LaTeX report for ``rows``."""
-    data = build(rows, meta)
-    if data is None:
-        return "\n".join([r"\documentclass{article}", r"\begin{document}", "No results yet.", r"\end{document}", ""])
-    return render_latex(data)
-
-
-# ------------------------------------------------------------------ writing
-
-
-def _check_formats(formats: tuple[str, ...] | list[str] | str) -> tuple[str, ...]:
-    if isinstance(formats, str):
-        formats = tuple(f.strip() for f in formats.split(",") if f.strip())
-    for f in formats:
-        if f not in FORMATS:
-            raise UserError(f"unknown report format '{f}'; valid: {', '.join(FORMATS)}")
-    return tuple(formats)
-
-
-def draw_figures_safely(run_dir: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[Path]:
-    """Draw the figures; a drawing error is reported on stderr and never costs the tables."""
+def _declared_style(name: str) -> tuple[str, str] | None:
+    """The ``plot_style`` (colour, marker) of the method registered as exactly ``name``, or None."""
     try:
-        from harness.figures import draw_all
-
-        return draw_all(run_dir, rows, meta, out_dir=run_dir / FIGURE_DIR)
-    except Exception as e:  # noqa: BLE001 - figures are a bonus; the tables must still be written
-        print(f"warning: figures not drawn: {type(e).__name__}: {e}", file=sys.stderr)
-        return []
-
-
-def write_report(run_dir: Path | str, formats: tuple[str, ...] = DEFAULT_FORMATS) -> list[Path]:
-    """Regenerate the report files of ``run_dir`` from its store and artefacts; returns the paths.
-
-    ``formats`` is any of ``md``, ``html``, ``latex``, ``csv``; ``md`` and
-    ``html`` also draw the figures. ``report.html`` (or ``report.md``) comes last.
-    """
-    formats = _check_formats(formats)
-    run_dir = Path(run_dir)
-    store = ResultsStore(run_dir, create=False)
-    try:
-        rows, meta = store.rows(), store.meta()
-    finally:
-        store.close()
-    data = build(rows, meta)
-    written: list[Path] = []
-    figures: list[Path] = []
-    if data is not None and {"md", "html"} & set(formats):
-        figures = draw_figures_safely(run_dir, rows, meta)
-        written += figures
-    if "csv" in formats:
-        path = run_dir / "results.csv"
-        rows_frame(rows).to_csv(path, index=False)
-        written.append(path)
-    if "latex" in formats:
-        path = run_dir / "report.tex"
-        path.write_text(render_latex(data) if data is not None else latex(rows, meta))
-        written.append(path)
-    if "md" in formats:
-        path = run_dir / "report.md"
-        rel = [f.relative_to(run_dir).as_posix() for f in figures]
-        path.write_text(render_markdown(data, rel) if data is not None else markdown(rows, meta))
-        written.append(path)
-    if "html" in formats:
-        from harness.html_report import render_html
-
-        path = run_dir / "report.html"
-        path.write_text(render_html(data, meta, figures), encoding="utf-8")
-        written.append(path)
-    return written
-
-
-__all__ = ["TABLES", "TableSpec", "FORMATS", "DEFAULT_FORMATS", "rows_frame", "markdown", "latex", "build",
-           "write_report", "metric_table", "latex_escape"]
+        style = getattr(methods.get(name), "plot_style", None)
+    except Exception:  # noqa: BLE001 - a variant, a profile label or an unavailable method
+        return None
+    return tuple(style) if style else None

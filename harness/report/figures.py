@@ -46,14 +46,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
-from harness.evaluate import GRID_POINTS, plot_bounds
+from harness.report.data import (DENSITY_RANGE_NATS, METRICS, RunData, all_curves, build, dataset_order, method_order,
+                                 method_styles, p_text, reference, rows_frame)
 
-ARTIFACT_DIR = "artifacts"
 DPI = 80
 #: Points per scatter panel (the artefacts hold at most 2,000 samples).
 SCATTER_POINTS = 2000
-#: Width of the colour scale of log-density maps, in nats below the row's maximum.
-DENSITY_RANGE_NATS = 10.0
 #: Points per KDE (contours) and grid points per side.
 KDE_POINTS, KDE_GRID = 1000, 48
 MARGINAL_DIMS, CONTOUR_PAIRS, HIST_BINS = 4, 2, 40
@@ -64,181 +62,9 @@ QUALITY_METRICS = (("mmd2", "MMD² to test (lower is better)"),
                    ("sliced_wasserstein", "sliced W2 (lower is better)"))
 TEST_FILL, TRAIN_COLOUR = "0.84", "0.15"
 
-#: Fixed colour and marker of the known methods (the README's list); others get EXTRA_* in sorted order.
-KNOWN_STYLES: dict[str, tuple[str, str]] = {
-    "supervised_diffusion": ("#d62728", "o"),
-    "training_free_ode": ("#e377c2", "v"),
-    "maf": ("#1f77b4", "s"),
-    "realnvp": ("#17becf", "D"),
-    "nsf_ar": ("#2ca02c", "^"),
-    "nsf_c": ("#bcbd22", "<"),
-    "score_diffusion": ("#9467bd", "P"),
-    "flow_matching": ("#e7ba52", "d"),
-    "gan": ("#ff7f0e", "X"),
-    "vae": ("#8c564b", "h"),
-    "gaussian": ("#7f7f7f", ">"),
-    "kde": ("#000080", "*"),
-}
-EXTRA_COLOURS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d",
-                 "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
-EXTRA_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h", "<", ">", "*", "p")
-
-CAPTIONS = {
-    "fig_samples_2d": ("Rows are the 2-D datasets. Columns: 2,000 training points, the true density where it is "
-                       "known (blank otherwise), then 2,000 samples of each method (lowest seed). Panels in a row "
-                       "share the dataset's axes."),
-    "fig_density_2d": ("Log-density maps on a 100 × 100 grid over each dataset's box: the true log density first "
-                       "(where known), then every method with a likelihood (lowest seed). Each row's colour scale "
-                       f"spans the {DENSITY_RANGE_NATS:g} nats below its maximum (the true density's when known); "
-                       "lower values are clipped to the darkest colour."),
-    "fig_speed_quality": ("One panel pair per dataset: sampling throughput (samples/s, log scale) against test "
-                          "log-likelihood (top; methods with a likelihood) and against a sample-quality metric "
-                          "(bottom; every method). One point per method; error bars are ± one standard deviation "
-                          "over seeds."),
-    "fig_critical_difference": ("Critical-difference diagrams (Demšar 2006), one per metric: each method's "
-                                "average rank across the ranked datasets (1 = best, on the left). A thick bar joins "
-                                "methods whose average ranks differ by less than the Nemenyi critical difference "
-                                "(CD, drawn above the axis; α = 0.05): the test cannot tell them apart. The title "
-                                "gives the number of datasets and the Friedman (Iman-Davenport) p-value."),
-    "fig_training_curves": ("Quality against training time: one column per dataset, one curve per method (lowest "
-                            "seed), one point per checkpoint; training seconds on a log scale, checkpoint "
-                            "evaluations excluded. Top: validation log-likelihood (nats, higher is better); bottom: "
-                            "energy statistic of samples against validation rows (lower is better, symmetric-log "
-                            "scale) for checkpoints without a likelihood (sample-only methods; the supervised "
-                            "generator's G before its student). Dashed grey: the Gaussian reference; "
-                            "log-likelihoods far below it are cut off. "
-                            "Methods without checkpoints have no curve."),
-    "fig_tabular": ("Rows are methods. Left: marginal histograms of up to four dimensions (filled grey: test "
-                    "data, colour: samples). Right: 2-D KDE contours of the test data's two most correlated "
-                    "dimension pairs (dashed black: test data, colour: samples; same levels). Dimensions are "
-                    "0-based column indices; samples from the lowest seed."),
-}
-
-
-def caption(stem: str) -> str:
-    """The caption of figure file ``stem`` (e.g. ``fig_tabular_miniboone-small``)."""
-    if stem.startswith("fig_tabular_"):
-        return f"Dataset {stem.removeprefix('fig_tabular_')}. " + CAPTIONS["fig_tabular"]
-    return CAPTIONS.get(stem, "")
-
-
 def slug(name: str) -> str:
     """``name`` safe as part of a file name."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "dataset"
-
-
-def method_styles(methods: list[str]) -> dict[str, tuple[str, str]]:
-    """(colour, marker) per method: fixed for known methods, the extras in sorted order for the rest."""
-    styles = {m: KNOWN_STYLES[m] for m in methods if m in KNOWN_STYLES}
-    others = sorted(m for m in methods if m not in KNOWN_STYLES)
-    for i, m in enumerate(others):
-        styles[m] = (EXTRA_COLOURS[i % len(EXTRA_COLOURS)], EXTRA_MARKERS[i % len(EXTRA_MARKERS)])
-    return styles
-
-
-# ------------------------------------------------------------------ the run's data
-
-
-class RunData:
-    """Rows, artefacts and dataset splits of a run, loaded lazily and cached."""
-
-    def __init__(self, run_dir: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-        self.run_dir = Path(run_dir)
-        self.rows = rows
-        self.data_root = (meta.get("config") or {}).get("data_root")
-        self._splits: dict[tuple[str, int], Any] = {}
-        self._datasets: dict[str, Any] = {}
-        self._true_grid: dict[str, Any] = {}
-
-    def ok_rows(self, method: str | None = None, dataset: str | None = None) -> list[dict[str, Any]]:
-        """Ok rows (optionally of one method / dataset), lowest seed first."""
-        out = [r for r in self.rows if r["status"] == "ok" and method in (None, r["method"])
-               and dataset in (None, r["dataset"])]
-        return sorted(out, key=lambda r: r["seed"])
-
-    def status(self, method: str, dataset: str) -> str:
-        """'ok', 'failed' or 'missing' for a (method, dataset) over its seeds."""
-        states = {r["status"] for r in self.rows if r["method"] == method and r["dataset"] == dataset}
-        return "ok" if "ok" in states else "failed" if "failed" in states else "missing"
-
-    def seed(self, dataset: str) -> int:
-        """The seed figures use for ``dataset``: the lowest with an ok row (else the lowest)."""
-        rows = self.ok_rows(dataset=dataset) or [r for r in self.rows if r["dataset"] == dataset]
-        return min(r["seed"] for r in rows)
-
-    def artifact(self, method: str, dataset: str) -> dict[str, np.ndarray] | None:
-        """The artefact arrays of the dataset's figure seed, else of the method's lowest ok seed."""
-        rows = self.ok_rows(method, dataset)
-        preferred = self.seed(dataset)
-        for r in sorted(rows, key=lambda r: (r["seed"] != preferred, r["seed"])):
-            path = self.run_dir / ARTIFACT_DIR / f"{r['cell_key']}.npz"
-            try:
-                with np.load(path) as z:
-                    return {k: z[k] for k in z.files}
-            except (OSError, ValueError):
-                continue
-        return None
-
-    def dataset(self, name: str) -> Any | None:
-        if name not in self._datasets:
-            try:
-                import datasets
-
-                self._datasets[name] = datasets.get(name)
-            except Exception:  # noqa: BLE001 - unknown / removed dataset: panels that need it stay blank
-                self._datasets[name] = None
-        return self._datasets[name]
-
-    def splits(self, name: str) -> Any | None:
-        """The dataset's splits at its figure seed, or None when they cannot be loaded."""
-        key = (name, self.seed(name))
-        if key not in self._splits:
-            ds = self.dataset(name)
-            try:
-                self._splits[key] = ds.load(seed=key[1], root=self.data_root) if ds is not None else None
-            except Exception:  # noqa: BLE001 - data gone since the run: skip data panels
-                self._splits[key] = None
-        return self._splits[key]
-
-    def dim(self, name: str) -> int | None:
-        """The dataset's dimension, from its data or else from any artefact."""
-        splits = self.splits(name)
-        if splits is not None:
-            return int(splits.test.shape[1])
-        for r in self.ok_rows(dataset=name):
-            art = self.artifact(r["method"], name)
-            if art is not None and art["samples"].ndim == 2:
-                return int(art["samples"].shape[1])
-        return None
-
-    def box(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """The 2-D plotting box (lo, hi): the artefact grids' box, from the test split as in evaluate."""
-        splits = self.splits(name)
-        if splits is not None:
-            return plot_bounds(splits.test)
-        for r in self.ok_rows(dataset=name):
-            art = self.artifact(r["method"], name)
-            if art is not None and "grid_x" in art:
-                return np.array([art["grid_x"][0], art["grid_y"][0]]), np.array([art["grid_x"][-1], art["grid_y"][-1]])
-            if art is not None:
-                s = art["samples"]
-                return plot_bounds(s[np.isfinite(s).all(axis=1)])
-        return None
-
-    def true_log_density(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """(xs, ys, log p) on the artefact grid for 2-D sets with a known density (rows index y)."""
-        if name not in self._true_grid:
-            self._true_grid[name] = None
-            ds, box = self.dataset(name), self.box(name)
-            if ds is not None and getattr(ds, "has_density", False) and box is not None:
-                xs, ys = (np.linspace(box[0][i], box[1][i], GRID_POINTS) for i in (0, 1))
-                gx, gy = np.meshgrid(xs, ys)
-                try:
-                    lp = np.asarray(ds.log_prob(np.stack([gx.ravel(), gy.ravel()], axis=1)), dtype=float)
-                    self._true_grid[name] = (xs, ys, lp.reshape(GRID_POINTS, GRID_POINTS))
-                except Exception:  # noqa: BLE001 - a density that fails stays blank
-                    pass
-        return self._true_grid[name]
 
 
 # ------------------------------------------------------------------ helpers
@@ -613,8 +439,6 @@ def _cd_extent(ranking: Any) -> tuple[float, float]:
 def _cd_panel(ax, label: str, ranking: Any, styles: dict) -> None:
     """One critical-difference diagram: rank axis on top, the CD bar above it, clique bars below it,
     and each method's name joined to its average rank (better half on the left)."""
-    from harness.report import p_text
-
     avg = ranking.average
     order = sorted(ranking.methods, key=lambda m: (avg[m], m))
     k = len(order)
@@ -681,8 +505,6 @@ def fig_critical_difference(panels: list[tuple[str, Any]], styles: dict, path: P
 def fig_training_curves(rows: list[dict[str, Any]], dsets: list[str], methods: list[str], styles: dict,
                         path: Path) -> Path | None:
     """Validation quality at each checkpoint against training time (log x), per dataset; None without curves."""
-    from harness.curves import METRICS, all_curves, reference
-
     curves = all_curves(rows)
     metrics = [m for m in METRICS if any(c.metric == m for c in curves)]
     dsets = [ds for ds in dsets if any(c.dataset == ds for c in curves)]
@@ -756,8 +578,6 @@ def draw_all(run_dir: Path | str, rows: list[dict[str, Any]], meta: dict[str, An
     Stale ``fig_*.png`` files of earlier reports are removed. A figure that
     fails to draw is reported on stderr and skipped.
     """
-    from harness.report import build, dataset_order, method_order, rows_frame
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not rows:

@@ -27,12 +27,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+
 FRACTIONS = (0.5, 0.9)
+
+
 #: metric -> (label, which way is better)
 METRICS = {
     "val_loglik": ("validation log-likelihood (nats, higher is better)", "higher"),
     "val_energy": ("validation energy statistic (lower is better)", "lower"),
 }
+
+
 DEFINITION = (
     "Training time (s, checkpoint evaluations excluded) to reach {fractions} of the way from the reference, the "
     "full-covariance Gaussian fitted to the training split, to the best final value of any method on the same "
@@ -185,82 +190,3 @@ def budget_entry(progress: list[dict[str, Any]]) -> str:
     return f"{100 * frac:.0f}% ({steps:,.0f}/{planned:,.0f} steps)"
 
 
-# ------------------------------------------------------------------ Markdown
-
-
-def markdown_section(rows: list[dict[str, Any]], methods: list[str], datasets: list[str]) -> list[str]:
-    """The report's quality-against-time section (Markdown lines); empty when no row has checkpoints."""
-    from tabulate import tabulate
-
-    tables = [t for m in METRICS if (t := time_to_quality(rows, m, methods, datasets)) is not None]
-    lines: list[str] = []
-    if tables:
-        lines += ["### Time to quality (training seconds to 50% / 90% of the best final value)", "",
-                  DEFINITION.format(fractions=" / ".join(f"{round(100 * f)}%" for f in FRACTIONS)), ""]
-    for t in tables:
-        lines += [f"{METRICS[t.metric][0].capitalize()}:", ""]
-        lines += [tabulate([[m] + [t.entry(m, ds) for ds in t.datasets] for m in t.methods],
-                           headers=["method"] + t.datasets, tablefmt="github", disable_numparse=True), ""]
-        if t.undefined:
-            lines += [f"Undefined on {', '.join(t.undefined)}: no method ended better than the Gaussian reference.", ""]
-    silent = methods_without_checkpoints(rows)
-    if silent:
-        lines += [f"Reported no checkpoints (no curve; their rows are in every other table): {', '.join(silent)}.", ""]
-    lines += budget_markdown(rows, methods, datasets)
-    return lines
-
-
-def budget_markdown(rows: list[dict[str, Any]], methods: list[str], datasets: list[str]) -> list[str]:
-    progress = budget_progress(rows)
-    if not progress:
-        return []
-    from tabulate import tabulate
-
-    budgets = sorted({p["budget_s"] for ps in progress.values() for p in ps})
-    lines = [f"### Training under a budget of {', '.join(f'{b:g}' for b in budgets)} s", "",
-             "Share of the planned training steps reached (every loop stops at its first checkpoint past the "
-             "budget, so where it stops depends on this machine's speed; checkpoints are fixed in steps).", ""]
-    table = [[m] + [budget_entry(progress[(m, ds)]) if (m, ds) in progress else "–" for ds in datasets]
-             for m in methods if any((m, ds) in progress for ds in datasets)]
-    lines += [tabulate(table, headers=["method"] + datasets, tablefmt="github", disable_numparse=True), ""]
-    return lines
-
-
-# ------------------------------------------------------------------ HTML
-
-
-def html_section(rows: list[dict[str, Any]], methods: list[str], datasets: list[str]) -> str:
-    """The quality-against-time section of ``report.html`` (tables and notes); '' when nothing to show."""
-    from html import escape
-
-    def table(header: list[str], body: list[list[str]]) -> str:
-        head = "".join(f"<th>{escape(h)}</th>" for h in header)
-        trs = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in line) + "</tr>" for line in body)
-        return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>'
-
-    tables = [t for m in METRICS if (t := time_to_quality(rows, m, methods, datasets)) is not None]
-    out = []
-    if tables:
-        out += ['<h3 id="t-time-to-quality">Time to quality (training seconds to 50% / 90% of the best final '
-                'value)</h3>', f'<p class="note">{escape(DEFINITION.format(fractions=" / ".join(f"{round(100 * f)}%" for f in FRACTIONS)))}</p>']
-    for t in tables:
-        out.append(f"<p>{escape(METRICS[t.metric][0].capitalize())}:</p>")
-        out.append(table(["method"] + t.datasets, [[m] + [t.entry(m, ds) for ds in t.datasets] for m in t.methods]))
-        if t.undefined:
-            out.append(f'<p class="note">Undefined on {escape(", ".join(t.undefined))}: no method ended better than '
-                       "the Gaussian reference.</p>")
-    silent = methods_without_checkpoints(rows)
-    if silent:
-        out.append(f'<p class="note">Reported no checkpoints (no curve; their rows are in every other table): '
-                   f"{escape(', '.join(silent))}.</p>")
-    progress = budget_progress(rows)
-    if progress:
-        budgets = sorted({p["budget_s"] for ps in progress.values() for p in ps})
-        out.append(f'<h3 id="t-budget">Training under a budget of {escape(", ".join(f"{b:g}" for b in budgets))} s</h3>')
-        out.append('<p class="note">Share of the planned training steps reached (every loop stops at its first '
-                   "checkpoint past the budget, so where it stops depends on this machine's speed; checkpoints "
-                   "are fixed in steps).</p>")
-        out.append(table(["method"] + datasets,
-                         [[m] + [budget_entry(progress[(m, ds)]) if (m, ds) in progress else "–" for ds in datasets]
-                          for m in methods if any((m, ds) in progress for ds in datasets)]))
-    return "\n".join(out)

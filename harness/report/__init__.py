@@ -1,0 +1,20 @@
+"""The report of a run, built from its results store and per-cell artefacts alone.
+
+``data`` computes every table, ranking and summary once (``ReportData``); the
+renderers ``markdown``, ``latex``, ``html`` and ``figures`` only format it; ``writer``
+runs them (``write_report``).
+
+Example::
+
+    write_report("reports/default", formats=("md", "html", "latex", "csv"))
+"""
+
+from __future__ import annotations
+
+from harness.report.data import TABLES, ReportData, TableSpec, build, method_order, rows_frame
+from harness.report.latex import latex, latex_escape
+from harness.report.markdown import markdown, metric_table
+from harness.report.writer import DEFAULT_FORMATS, FORMATS, write_report
+
+__all__ = ["TABLES", "TableSpec", "ReportData", "FORMATS", "DEFAULT_FORMATS", "rows_frame", "markdown", "latex",
+           "build", "write_report", "metric_table", "latex_escape", "method_order"]

@@ -1,0 +1,83 @@
+"""``write_report``: regenerate a run directory's report files from its store
+and artefacts, running each renderer on the one ``ReportData``.
+
+Example::
+
+    write_report("reports/default", formats=("md", "html", "latex", "csv"))
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.report.data import build, rows_frame
+from harness.report.html import render_html
+from harness.report.latex import latex, render_latex
+from harness.report.markdown import markdown, render_markdown
+from harness.store import ResultsStore
+
+FORMATS = ("md", "html", "latex", "csv")
+DEFAULT_FORMATS = ("md", "csv", "html")
+FIGURE_DIR = "figures"
+
+
+def check_formats(formats: tuple[str, ...] | list[str] | str) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = tuple(f.strip() for f in formats.split(",") if f.strip())
+    for f in formats:
+        if f not in FORMATS:
+            raise UserError(f"unknown report format '{f}'; valid: {', '.join(FORMATS)}")
+    return tuple(formats)
+
+
+def draw_figures_safely(run_dir: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[Path]:
+    """Draw the figures; a drawing error is reported on stderr and never costs the tables."""
+    try:
+        from harness.report.figures import draw_all  # matplotlib: imported only when figures are drawn
+
+        return draw_all(run_dir, rows, meta, out_dir=run_dir / FIGURE_DIR)
+    except Exception as e:  # noqa: BLE001 - figures are a bonus; the tables must still be written
+        print(f"warning: figures not drawn: {type(e).__name__}: {e}", file=sys.stderr)
+        return []
+
+
+def write_report(run_dir: Path | str, formats: tuple[str, ...] = DEFAULT_FORMATS) -> list[Path]:
+    """Regenerate the report files of ``run_dir`` from its store and artefacts; returns the paths.
+
+    ``formats`` is any of ``md``, ``html``, ``latex``, ``csv``; ``md`` and
+    ``html`` also draw the figures. ``report.html`` (or ``report.md``) comes last.
+    """
+    formats = check_formats(formats)
+    run_dir = Path(run_dir)
+    store = ResultsStore(run_dir, create=False)
+    try:
+        rows, meta = store.rows(), store.meta()
+    finally:
+        store.close()
+    data = build(rows, meta)
+    written: list[Path] = []
+    figures: list[Path] = []
+    if data is not None and {"md", "html"} & set(formats):
+        figures = draw_figures_safely(run_dir, rows, meta)
+        written += figures
+    if "csv" in formats:
+        path = run_dir / "results.csv"
+        rows_frame(rows).to_csv(path, index=False)
+        written.append(path)
+    if "latex" in formats:
+        path = run_dir / "report.tex"
+        path.write_text(render_latex(data) if data is not None else latex(rows, meta))
+        written.append(path)
+    if "md" in formats:
+        path = run_dir / "report.md"
+        rel = [f.relative_to(run_dir).as_posix() for f in figures]
+        path.write_text(render_markdown(data, rel) if data is not None else markdown(rows, meta))
+        written.append(path)
+    if "html" in formats:
+        path = run_dir / "report.html"
+        path.write_text(render_html(data, meta, figures), encoding="utf-8")
+        written.append(path)
+    return written
