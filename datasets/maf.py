@@ -1,32 +1,14 @@
-"""The MAF density-estimation suite: POWER, GAS, HEPMASS, MINIBOONE, BSDS300.
+"""The MAF density-estimation suite (POWER, GAS, HEPMASS, MINIBOONE, BSDS300) and miniboone-small.
 
-Preprocessing follows the reference code of Papamakarios, Pavlakou and Murray,
-"Masked Autoregressive Flow for Density Estimation" (NeurIPS 2017), step for
-step, on the original files of their data bundle (zenodo record 1161203),
-laid out under the data root as ``maf/{power,gas,hepmass,miniboone,BSDS300}/``
-(``python -m harness data fetch maf`` puts them there). The splits are fixed
-by that recipe: ``load`` accepts ``seed`` only for API compatibility and
-ignores it. Processed splits are cached in-process (two entries, keyed by the
-raw files' paths, sizes and modification times); ``load`` returns copies.
+Preprocessing follows the reference code of Papamakarios, Pavlakou and Murray
+(NeurIPS 2017) step for step on the original files of their bundle (zenodo record
+1161203); the splits are fixed by that recipe. Sizes, files and caching:
+docs/datasets.md. The published test log-likelihoods of the MAF and NSF papers
+are declared here, beside the sets they describe.
 
-======== ===================== ===== ==========================================
-name      train / val / test     dim  raw file(s) under ``<root>/maf/``
-======== ===================== ===== ==========================================
-power     1,659,917 / 184,435 /    6  ``power/data.npy`` (n, 8)
-          204,928
-gas       852,174 / 94,685 /       8  ``gas/ethylene_CO.pickle`` (pandas frame)
-          105,206
-hepmass   315,123 / 35,013 /      21  ``hepmass/1000_{train,test}.csv``
-          174,987
-miniboone 29,556 / 3,284 / 3,648  43  ``miniboone/data.npy``
-bsds300   1,000,000 / 50,000 /    63  ``BSDS300/BSDS300.hdf5`` (needs h5py)
-          250,000
-======== ===================== ===== ==========================================
+Example::
 
-``miniboone-small`` is the real-data set every machine has: MINIBOONE's MAF
-validation and test rows (``<root>/maf-splits/miniboone/{val,test}.npy``,
-already normalised); it fits on a seeded 90/10 split of the validation rows
-and evaluates on the test rows.
+    splits = datasets.get("miniboone-small").load(seed=0)   # (2956, 43), (328, 43), (3648, 43)
 """
 
 from __future__ import annotations

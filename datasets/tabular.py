@@ -1,28 +1,8 @@
-"""Tables of real data: reading, cleaning, and the loader for a user's own file.
+"""Tables of real data: reading (CSV, whitespace text, ``.npy``), cleaning, and a user-file loader.
 
-``read_table(path)`` reads a CSV (comma separated, optional header line), a
-whitespace-separated text file or a ``.npy`` array into an (n, d) float64
-array; malformed input raises ``harness.errors.UserError`` with one line naming
-the file, the line and the problem.
-
-``clean_table(x, seed)`` turns such a table into train/val/test splits for a
-continuous density estimator. It is shared by the user-file loader and the UCI
-sets (``datasets.uci``), in this order:
-
-1. **Drop constant columns** (a single value has no density).
-2. **Dequantise discrete columns**: add ``q * U(0, 1)`` noise, ``q`` being the
-   column's quantum, the smallest gap between its distinct values (MAF adds
-   U(0, 1) to POWER's integer columns the same way; Papamakarios et al. 2017).
-   A column is *discrete* when all its values are integers, or when it has at
-   most ``n * DISCRETE_MAX_UNIQUE_FRACTION`` (= n / 2) distinct values, so that
-   on average each value recurs. Repeated values are atoms: a flexible density
-   can put unbounded spikes on them, and the noise fills each quantum instead.
-   Whether a column is discrete and its quantum are properties of how the data
-   were recorded, so both are computed on the whole table.
-3. **Seeded split**: a random permutation from ``numpy.random.default_rng(seed)``
-   (the same generator draws the noise first); ``n // 10`` rows each for
-   validation and test, the rest (about 80 %) for training.
-4. **Standardise** every split with the training mean and standard deviation.
+``clean_table`` drops constant columns, dequantises discrete ones, splits with a
+seed (80/10/10) and standardises with training statistics; the rules are in
+docs/datasets.md. Malformed input raises ``UserError`` naming the file and line.
 
 Example::
 

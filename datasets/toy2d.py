@@ -1,44 +1,8 @@
-"""Two-dimensional synthetic densities from the flow literature.
+"""The eight 2-D toy sets of FFJORD (Grathwohl, Chen et al., ICLR 2019), with true log densities.
 
-The eight toy sets of FFJORD (Grathwohl, Chen et al., ICLR 2019,
-``lib/toy_data.py``) rewritten with an explicit ``numpy.random.Generator``
-(no global random state, no scikit-learn calls), plus their true log
-densities where they have a usable closed form or 1-D integral:
-
-==============  =============================================  ==================
-name            construction                                   true density
-==============  =============================================  ==================
-8gaussians      N(4 c_k, 0.5^2 I) / 1.414, k uniform of 8      Gaussian mixture
-checkerboard    uniform on 8 squares of side 2 in [-4, 4]^2     1/32 on the squares
-rings           4 circles r = 3 (1, .75, .5, .25) + N(0, .08^2) Bessel-I0 mixture
-circles         make_circles(factor .5, noise .08) * 3          Bessel-I0 mixture
-moons           make_moons(noise .1) * 2 + (-1, -0.2)           quadrature on arcs
-swissroll       make_swiss_roll(noise 1)[:, [0, 2]] / 5         quadrature on roll
-pinwheel        5 arms, radial .3 / tangential .1 noise         none
-2spirals        two spirals t in [0, 3 pi], /3, + N(0, .1^2)    none
-==============  =============================================  ==================
-
-Departures from FFJORD, all distribution-preserving or documented:
-
-* Where FFJORD (through scikit-learn) places points on a ``linspace`` of
-  angles (rings, circles, moons) we draw the angles uniformly at random, so
-  the points are i.i.d. given their component and the stated density is the
-  true one.
-* Component sizes follow FFJORD / scikit-learn exactly (rings: ``n // 4`` on
-  each of the three outer circles and the rest on the inner one; circles and
-  moons: ``n // 2`` outer and ``n - n // 2`` inner; 2spirals: ``n // 2`` and the
-  rest), then the rows are shuffled. ``log_prob`` uses equal component
-  weights, which is exact when ``n`` is divisible by 4 (rings) or 2 (circles,
-  moons) -- true for the default split sizes -- and otherwise off by at most
-  ``3 / n`` in a weight. 8gaussians draws its component per point, so its
-  mixture is exact for every ``n``.
-* pinwheel returns exactly ``n`` points (FFJORD returns ``5 * (n // 5)``): the
-  first ``n % 5`` arms get one extra point.
-
-Splits are drawn independently: split ``k`` (train 1, val 2, test 3) uses
-``np.random.default_rng([k, seed])`` and ``sample(n, seed)`` uses stream 4, so
-fresh samples never repeat a split. (Stream tags are non-zero on purpose:
-NumPy's ``SeedSequence`` treats ``[s, 0]`` and ``s`` as the same seed.)
+Rewritten with an explicit ``numpy.random.Generator``; splits and fresh samples
+come from independent seeded streams. Construction, densities and the departures
+from FFJORD: docs/datasets.md.
 
 Example::
 

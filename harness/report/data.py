@@ -704,8 +704,7 @@ CD_FIGURE = "fig_critical_difference"
 
 #: Width of the colour scale of log-density maps, in nats below the row's maximum.
 DENSITY_RANGE_NATS = 10.0
-
-
+#: What each figure file (``<stem>.png``) shows: its caption in the reports.
 CAPTIONS = {
     "fig_samples_2d": ("Rows are the 2-D datasets. Columns: 2,000 training points, the true density where it is "
                        "known (blank otherwise), then 2,000 samples of each method (lowest seed). Panels in a row "

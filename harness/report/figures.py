@@ -1,30 +1,8 @@
-"""Figures of a run, drawn once after the grid from the results store and the
-per-cell artefacts (``artifacts/<cell_key>.npz``: ``samples`` and, for 2-D
-likelihood methods, ``grid_x``, ``grid_y``, ``grid_log_prob``).
-
-=======================  ==========================================================
-file                     what it shows
-=======================  ==========================================================
-fig_samples_2d.png       rows: 2-D datasets; columns: training data, true density
-                         (blank when unknown), each method's samples
-fig_density_2d.png       rows: 2-D datasets; columns: true log density, then log q of
-                         every method with a likelihood (colour scale: 10 nats)
-fig_tabular_<ds>.png     one per dataset of dimension > 2; rows: methods; columns:
-                         marginal histograms of up to 4 dimensions and 2-D KDE
-                         contours of the 2 most correlated pairs, against test data
-fig_speed_quality.png    one panel pair per dataset: sampling throughput (log x)
-                         against test log-likelihood and against a sample metric
-fig_critical_difference  one panel per metric: average ranks across datasets, with
-.png                     bars joining methods that the Nemenyi test cannot tell
-                         apart (Demšar 2006); needs two datasets and two methods
-fig_training_curves.png  one column per dataset: validation quality at each training
-                         checkpoint against training time (log x), one curve per method
-=======================  ==========================================================
-
-Every figure uses the lowest seed with a result (scatter, maps) or every seed
-(error bars), and one colour and marker per method (``method_styles``), the
-same in every figure. Drawing uses matplotlib's object API with the Agg
-canvas: no pyplot, no global backend switch.
+"""The figures of a run (``draw_all``): 2-D samples and log-density maps, tabular
+marginals and contours, speed against quality, critical-difference diagrams and
+training curves, drawn from the report data (``harness.report.data``: artefacts,
+captions, one colour and marker per method). Matplotlib's object API with the
+Agg canvas: no pyplot, no global backend switch.
 
 Example::
 
