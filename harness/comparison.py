@@ -2,8 +2,8 @@
 confidence intervals over seeds, the best entry and the entries tied with it,
 ranks across datasets, the Friedman test and the Nemenyi critical difference
 (Demšar, "Statistical Comparisons of Classifiers over Multiple Data Sets",
-JMLR 7, 2006). The renderers (``harness.report``, ``harness.html_report``,
-``harness.figures``) only format what these return.
+JMLR 7, 2006). The report (``harness.report.data``) computes its tables with
+them; the renderers only format the result.
 
 Example::
 

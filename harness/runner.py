@@ -156,6 +156,22 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def signals_for_the_main_thread() -> Iterator[None]:
+    """Threads started inside the block (tqdm's monitor) block SIGINT and SIGTERM, so the kernel delivers
+    them to the main thread, which runs Python's handlers. A signal that lands on another thread can stay
+    unhandled while the main thread waits on its workers (seen with CPython 3.11: SIGTERM ignored for
+    minutes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _run_pending(cfg: Config, cells: list[Cell], skipped_cells: list[Cell], skipped: dict[str, str], run_dir: Path,
                  store: ResultsStore, summary: RunSummary,
                  device: str, isolate: bool, progress: bool, on_row: Callable[[dict], None] | None,
@@ -182,8 +198,9 @@ def _run_pending(cfg: Config, cells: list[Cell], skipped_cells: list[Cell], skip
             store.put({**base_row(cell, cfg_hash, version, device), "status": "skipped", "error": skipped[cell.name],
                        "metrics": {}, "timings": {}, "info": {}})
     ray = cfg.executor == "ray"
-    bar = tqdm(total=len(pending), desc="cells (ray)" if ray else "cells", unit="cell", disable=not progress,
-               dynamic_ncols=True)
+    with signals_for_the_main_thread():  # tqdm starts a monitor thread with its first bar
+        bar = tqdm(total=len(pending), desc="cells (ray)" if ray else "cells", unit="cell", disable=not progress,
+                   dynamic_ncols=True)
     try:
         if ray:  # each Ray worker loads the splits its cells need
             from harness.ray_executor import run_ray  # Ray is an optional extra
