@@ -7,8 +7,8 @@ module in this package is imported on first use.
 
 from __future__ import annotations
 
+from datasets.base import Dataset, DataUnavailable, Published, Splits, default_data_root, resolve_root
 from harness.registry import Registry
-from datasets.base import DataUnavailable, Dataset, Published, Splits, default_data_root, resolve_root
 
 _registry: Registry[type[Dataset]] = Registry("dataset", __name__)
 register = _registry.register

@@ -18,14 +18,15 @@ import shutil
 import tarfile
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from datasets import register
 from datasets._download import CHUNK, download, log
-from datasets.base import DataUnavailable, Dataset, Published, Splits, resolve_root
+from datasets.base import Dataset, DataUnavailable, Published, Splits, resolve_root
 from harness.errors import UserError
 
 FETCH_MAF = "python -m harness data fetch maf"

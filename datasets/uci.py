@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from datasets import register
 from datasets._download import download
-from datasets.base import DataUnavailable, Dataset, Splits, resolve_root
+from datasets.base import Dataset, DataUnavailable, Splits, resolve_root
 from datasets.tabular import Cleaning, clean_table, read_table, split_sizes
 
 FETCH_UCI = "python -m harness data fetch uci"

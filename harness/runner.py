@@ -16,10 +16,11 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from harness import gpu
 from harness.cells import Cell, CellTask, failed_result, one_line, preload_optimiser_imports

@@ -27,7 +27,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-
 FRACTIONS = (0.5, 0.9)
 
 

@@ -11,22 +11,40 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 import datasets
 import methods
-from harness.comparison import (LEVEL, Ranking, best_and_ties, column_digits, pooled_stderr, rank_methods,
-                                significant, t_interval)
+from harness.comparison import (
+    LEVEL,
+    Ranking,
+    best_and_ties,
+    column_digits,
+    pooled_stderr,
+    rank_methods,
+    significant,
+    t_interval,
+)
 from harness.errors import UserError
 from harness.evaluate import GRID_POINTS, plot_bounds
-from harness.report.curves import (DEFINITION, FRACTIONS, METRICS, QualityTable, all_curves,  # noqa: F401 - for
-                                   budget_entry, budget_progress, methods_without_checkpoints,  # the renderers
-                                   reference, time_to_quality)
+from harness.report.curves import (  # noqa: F401 - some are here for the renderers
+    DEFINITION,
+    FRACTIONS,
+    METRICS,
+    QualityTable,
+    all_curves,
+    budget_entry,
+    budget_progress,
+    methods_without_checkpoints,
+    reference,
+    time_to_quality,
+)
 from harness.store import ARTIFACT_DIR
 from harness.variants import base_of, expand_all
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,8 +25,19 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
-from harness.report.data import (DENSITY_RANGE_NATS, METRICS, RunData, all_curves, build, dataset_order, method_order,
-                                 method_styles, p_text, reference, rows_frame)
+from harness.report.data import (
+    DENSITY_RANGE_NATS,
+    METRICS,
+    RunData,
+    all_curves,
+    build,
+    dataset_order,
+    method_order,
+    method_styles,
+    p_text,
+    reference,
+    rows_frame,
+)
 
 DPI = 80
 #: Points per scatter panel (the artefacts hold at most 2,000 samples).

@@ -17,11 +17,35 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.report.data import (CD_FIGURE, DEFINITION, FRACTIONS, METRICS, PUBLISHED_INTRO, PUBLISHED_TITLE, TIED,
-                                 Entry, MetricTable, PublishedTable, ReportData, best_overview, best_text, budget_entry,
-                                 caption, exclusion_notes, headline, method_styles, most_seeds, outlier_note,
-                                 published_cells, rank_conclusions, ranked_tables, ranks_legend, ranks_overview,
-                                 reading_text, summary_line)
+from harness.report.data import (
+    CD_FIGURE,
+    DEFINITION,
+    FRACTIONS,
+    METRICS,
+    PUBLISHED_INTRO,
+    PUBLISHED_TITLE,
+    TIED,
+    Entry,
+    MetricTable,
+    PublishedTable,
+    ReportData,
+    best_overview,
+    best_text,
+    budget_entry,
+    caption,
+    exclusion_notes,
+    headline,
+    method_styles,
+    most_seeds,
+    outlier_note,
+    published_cells,
+    rank_conclusions,
+    ranked_tables,
+    ranks_legend,
+    ranks_overview,
+    reading_text,
+    summary_line,
+)
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: #222;

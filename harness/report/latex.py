@@ -12,9 +12,19 @@ import math
 import re
 from typing import Any
 
-from harness.report.data import (LEVEL, PUBLISHED_INTRO, PUBLISHED_TITLE, Entry, MetricTable, PublishedTable,
-                                 ReportData, build, most_seeds, published_cells, significant)
-
+from harness.report.data import (
+    LEVEL,
+    PUBLISHED_INTRO,
+    PUBLISHED_TITLE,
+    Entry,
+    MetricTable,
+    PublishedTable,
+    ReportData,
+    build,
+    most_seeds,
+    published_cells,
+    significant,
+)
 
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",

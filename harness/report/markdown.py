@@ -17,11 +17,37 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from harness.report.data import (CD_FIGURE, DEFINITION, FRACTIONS, METRICS, PUBLISHED_INTRO, PUBLISHED_TITLE, TIED,
-                                 Entry, MetricTable, PublishedTable, ReportData, TableSpec, best_overview, best_text,
-                                 budget_entry, build, caption, exclusion_notes, headline, metric_entries, most_seeds,
-                                 outlier_note, published_cells, rank_conclusions, ranked_tables, ranks_legend,
-                                 ranks_overview, reading_text, summary_line)
+from harness.report.data import (
+    CD_FIGURE,
+    DEFINITION,
+    FRACTIONS,
+    METRICS,
+    PUBLISHED_INTRO,
+    PUBLISHED_TITLE,
+    TIED,
+    Entry,
+    MetricTable,
+    PublishedTable,
+    ReportData,
+    TableSpec,
+    best_overview,
+    best_text,
+    budget_entry,
+    build,
+    caption,
+    exclusion_notes,
+    headline,
+    metric_entries,
+    most_seeds,
+    outlier_note,
+    published_cells,
+    rank_conclusions,
+    ranked_tables,
+    ranks_legend,
+    ranks_overview,
+    reading_text,
+    summary_line,
+)
 
 
 def _md_cell(entry: Entry) -> str:
