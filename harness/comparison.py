@@ -299,12 +299,19 @@ def significant(value: float, digits: int = 3) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def column_digits(values: Sequence[float], start: int = 3, most: int = 6) -> int:
+def column_digits(values: Sequence[float], start: int = 3, most: int = 6, noise: float | None = None) -> int:
     """Fewest significant figures (at least ``start``, at most ``most``) at which the distinct
-    finite ``values`` of one table column all print differently."""
-    finite = sorted({float(v) for v in values if v is not None and math.isfinite(v)})
+    finite ``values`` of one table column all print differently.
+
+    Values equal to 12 significant figures count as one (means of the same counts summed in
+    another order). With ``noise`` (the column's smallest interval half-width), no figure is added
+    whose place, on the largest value, is finer than ``noise / 10``: such digits print noise."""
+    finite = sorted({float(f"{v:.12g}") for v in values if v is not None and math.isfinite(v)})
+    top = max((abs(v) for v in finite if v != 0), default=0.0)
     for digits in range(start, most + 1):
         if len({significant(v, digits) for v in finite}) == len(finite):
+            return digits
+        if noise and top and 10 ** (math.floor(math.log10(top)) - digits) < noise / 10:
             return digits
     return most
 

@@ -153,3 +153,14 @@ def test_column_digits_show_every_difference():
     assert column_digits([1e-5, -2e-5, 0.003]) == 3
     assert column_digits([1.0, 1.0, float("nan")]) == 3
     assert column_digits([1.0000001, 1.0000002]) == 6  # capped
+
+
+def test_column_digits_treat_float_noise_as_equal_and_stop_at_the_interval():
+    # 0.0226 / 3 summed in two orders differs in the last bit; it is one value, not two
+    a = (0.0068 + 0.0078 + 0.008) / 3
+    b = (0.008 + 0.0068 + 0.0078) / 3
+    assert column_digits([a, b, 0.0072]) == 3
+    # means 2e-6 apart with intervals of +-0.0023: the figure at 1e-4 is already finer than
+    # a tenth of the interval, so the column stops there instead of printing six figures
+    assert column_digits([-3.095406, -3.095408, -4.25], noise=0.0023) == 4
+    assert column_digits([-3.095406, -3.095408, -4.25]) == 6

@@ -330,7 +330,9 @@ def metric_entries(df: pd.DataFrame, spec: TableSpec, methods: list[str], dsets:
                 failed[m] = bad.error.iloc[0] or "failed"
         best, tied = best_and_ties({m: v for m, v in values.items() if _applies(spec, m, kinds)}, spec.better,
                                    target=spec.target)
-        digits = column_digits([float(v.mean()) for v in values.values()])
+        widths = [t_interval(v).half_width for v in values.values() if len(v) > 1]
+        noise = min((w for w in widths if w > 0), default=None)
+        digits = column_digits([float(v.mean()) for v in values.values()], noise=noise)
         per_dataset[ds] = (values, ses, failed, seeds, best, tied, digits)
     entries: dict[tuple[str, str], Entry] = {}
     for m in methods:
