@@ -22,10 +22,10 @@ from scipy.special import i0e, logsumexp
 
 from datasets import register
 from datasets.base import Dataset, Splits
+from harness.toolkit.gaussian import LOG_2PI
 
 SPLIT_STREAMS = (1, 2, 3)  # train, val, test
 SAMPLE_STREAM = 4
-LOG_2PI = float(np.log(2.0 * np.pi))
 _CHUNK_ELEMENTS = 1 << 20  # rows x quadrature nodes held at once in log_prob
 _D = 1.0 / np.sqrt(2.0)
 _COMPASS = np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (_D, _D), (_D, -_D), (-_D, _D), (-_D, -_D)])

@@ -41,8 +41,8 @@ def check_pair(reference: np.ndarray, model: np.ndarray, min_rows: int = 2) -> t
 def torch_threads(n: int) -> Iterator[None]:
     """Run torch with ``n`` intra-op threads, restoring the previous count after.
 
-    The blocks are small: on a busy 2-core machine a second thread only spin-waits (C2ST ran 15x
-    slower with two threads than with one, with identical results).
+    The blocks are small, so a second thread only spin-waits on a busy machine (measured in
+    docs/sample-metrics.md).
     """
     old = torch.get_num_threads()
     if old != n:
