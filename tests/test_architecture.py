@@ -158,11 +158,6 @@ def test_command_line_exit_status(tmp_path):
     assert missing.returncode == 2 and "has no harness, methods, datasets folder" in missing.stderr
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 17 removes them: cycles report<->figures<->html_report, runner<->ray_executor, methods<->methods.base; "
-    "harness.download -> datasets.maf, harness.runner -> methods._torch, methods.supervised_diffusion -> harness.sample_metrics",
-)
 def test_project_import_graph_is_clean():
     result = subprocess.run([sys.executable, str(SCRIPT), str(ROOT)], capture_output=True, text=True)
     assert result.returncode == 0, "import graph violations:\n" + result.stdout + result.stderr
