@@ -39,6 +39,8 @@ browser:
 	else echo "note: chromium is missing and apt-get is unavailable or not root: the browser test will be skipped"; fi
 
 test: $(VENV)/.installed-test browser
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -m "not slow and not gpu" -q
 
 test-all: $(VENV)/.installed-test browser

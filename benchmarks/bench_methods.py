@@ -83,9 +83,17 @@ class SamplingThroughput:
 #: Short fits for the ratio benchmarks: only training length shrinks; architectures and sampling
 #: settings stay the profile's (G's student is not used for sampling, so it is made tiny).
 CHEAP_FIT = {
-    "supervised_diffusion": dict(steps=5, n_pairs=2_000, iters=20, batch_size=512, student_layers=1,
-                                 student_hidden=8, student_steps=2, student_distill_steps=0,
-                                 student_batch_size=256),
+    "supervised_diffusion": dict(
+        steps=5,
+        n_pairs=2_000,
+        iters=20,
+        batch_size=512,
+        student_layers=1,
+        student_hidden=8,
+        student_steps=2,
+        student_distill_steps=0,
+        student_batch_size=256,
+    ),
     "score_diffusion": dict(steps=500, batch=512, lr=2e-3, ema_decay=0.0),
     "maf": dict(steps=100, batch_size=512, lr=1e-3, eval_every=50, patience=None),
 }
@@ -99,8 +107,9 @@ def fitted_cheaply(name: str, profile: str, d: int, n: int = 4000, device: str =
     return methods.create(name, profile, device=device, seed=0, **CHEAP_FIT[name]).fit(x[:n], x[n:])
 
 
-def speed_ratios(profile: str, d: int, rounds: int = 2, device: str = "cpu",
-                 samples: dict[str, int] | None = None) -> dict[str, float]:
+def speed_ratios(
+    profile: str, d: int, rounds: int = 2, device: str = "cpu", samples: dict[str, int] | None = None
+) -> dict[str, float]:
     """Sampling throughput of the generator, score_diffusion and maf with ``profile``'s networks and
     sampler settings (score_diffusion: probability-flow ODE at that profile's tolerance), timed
     interleaved (device synchronised), best of ``rounds``; the ratios; and score_diffusion's NFE per
@@ -119,11 +128,15 @@ def speed_ratios(profile: str, d: int, rounds: int = 2, device: str = "cpu",
             t0 = time.perf_counter()
             model.sample(n, seed=2 + r)  # returns a host array: the device work has finished
             best[name] = max(best[name], n / (time.perf_counter() - t0))
-    nfe = models["score_diffusion"].info_["nfe_sample"] / -(-samples["score_diffusion"] // methods.profile_params(
-        "score_diffusion", profile)["eval_batch"])
-    return {**{f"{k}_per_s": v for k, v in best.items()},
-            "over_score_diffusion": best["supervised_diffusion"] / best["score_diffusion"],
-            "over_maf": best["supervised_diffusion"] / best["maf"], "score_diffusion_nfe": nfe}
+    nfe = models["score_diffusion"].info_["nfe_sample"] / -(
+        -samples["score_diffusion"] // methods.profile_params("score_diffusion", profile)["eval_batch"]
+    )
+    return {
+        **{f"{k}_per_s": v for k, v in best.items()},
+        "over_score_diffusion": best["supervised_diffusion"] / best["score_diffusion"],
+        "over_maf": best["supervised_diffusion"] / best["maf"],
+        "score_diffusion_nfe": nfe,
+    }
 
 
 class SpeedRatios:

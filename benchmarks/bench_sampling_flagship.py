@@ -47,8 +47,16 @@ N_GENERATOR, N_TEACHER = 20_000, 1_000  # samples per timed call
 ROUNDS = 3
 
 # Cheap fit of G and its student (sampling cost depends only on the architecture, which stays the paper's).
-CHEAP_FIT = dict(steps=5, n_pairs=2_000, iters=20, batch_size=512, student_layers=1, student_hidden=8,
-                 student_steps=2, student_batch_size=256)
+CHEAP_FIT = dict(
+    steps=5,
+    n_pairs=2_000,
+    iters=20,
+    batch_size=512,
+    student_layers=1,
+    student_hidden=8,
+    student_steps=2,
+    student_batch_size=256,
+)
 
 
 def _synthetic(d: int, n: int = N_TRAIN, seed: int = 0) -> np.ndarray:
@@ -126,8 +134,10 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     for d in DIMS:
         r = measure(d, args.device, args.rounds)
-        print(f"d={d:>2}: generator {r['generator']:>12,.0f} samples/s   teacher {r['teacher']:>9,.1f} samples/s "
-              f"({r['teacher_nfe']} NFE)   speedup {r['speedup']:,.0f}x (target >= 100x)")
+        print(
+            f"d={d:>2}: generator {r['generator']:>12,.0f} samples/s   teacher {r['teacher']:>9,.1f} samples/s "
+            f"({r['teacher_nfe']} NFE)   speedup {r['speedup']:,.0f}x (target >= 100x)"
+        )
 
 
 if __name__ == "__main__":

@@ -143,7 +143,9 @@ def main(argv: list[str]) -> None:
     if "--threads" in argv:
         torch.set_num_threads(int(argv[argv.index("--threads") + 1]))
     torch.set_flush_denormal(True)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, backend {fused_backend('cpu', torch.float32, 2)}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, backend {fused_backend('cpu', torch.float32, 2)}"
+    )
     for d in ScoreKernel.params:
         r = kernel_ratios(d)
         print(
@@ -153,7 +155,7 @@ def main(argv: list[str]) -> None:
         )
     if "--labels" in argv:
         for mode in [*Labelling.params, "exact"]:
-            secs = _once(lambda: label(mode))
+            secs = _once(lambda: label(mode))  # noqa: B023 (called at once)
             print(f"label 20,000 pairs / 20,000 rows / d=2 / 100 Euler steps, mode={mode}: {secs:.2f} s")
 
 

@@ -30,9 +30,17 @@ if str(ROOT) not in sys.path:  # plain `python benchmarks/gpu_check.py` from a c
     sys.path.insert(0, str(ROOT))
 
 #: Sizes of the --tiny dry run (CPU, seconds).
-TINY = {"dims": (2,), "profile": "smoke", "rounds": 1, "generator": 2_000, "teacher": 20,
-        "samples": {"supervised_diffusion": 2_000, "score_diffusion": 50, "maf": 500}, "rows": 2_000, "queries": 400,
-        "fit_steps": {"score_diffusion": {"steps": 20}, "maf": {"steps": 10, "eval_every": 5}}}
+TINY = {
+    "dims": (2,),
+    "profile": "smoke",
+    "rounds": 1,
+    "generator": 2_000,
+    "teacher": 20,
+    "samples": {"supervised_diffusion": 2_000, "score_diffusion": 50, "maf": 500},
+    "rows": 2_000,
+    "queries": 400,
+    "fit_steps": {"score_diffusion": {"steps": 20}, "maf": {"steps": 10, "eval_every": 5}},
+}
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -66,10 +74,14 @@ def ratios(device: str, tiny: bool = False) -> dict[str, Any]:
         kernel = bench_score.kernel_ratios(d, rounds=max(rounds, 3), device=device)
         out[f"kernel_fraction_of_matmul_d{d}"] = kernel["fraction_of_matmul"]
         out[f"kernel_fraction_of_peak_matmul_d{d}"] = kernel["fraction_of_peak_matmul"]
-        out[f"throughput_d{d}"] = {"generator_per_s": flagship["generator"], "teacher_per_s": flagship["teacher"],
-                                   **{k: v for k, v in others.items() if k.endswith("_per_s")},
-                                   "score_diffusion_nfe": others["score_diffusion_nfe"],
-                                   "kernel_gflops": kernel["gflops_kernel"], "matmul_gflops": kernel["gflops_matmul"]}
+        out[f"throughput_d{d}"] = {
+            "generator_per_s": flagship["generator"],
+            "teacher_per_s": flagship["teacher"],
+            **{k: v for k, v in others.items() if k.endswith("_per_s")},
+            "score_diffusion_nfe": others["score_diffusion_nfe"],
+            "kernel_gflops": kernel["gflops_kernel"],
+            "matmul_gflops": kernel["gflops_matmul"],
+        }
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -91,11 +103,15 @@ def summary(run_dir: Path, ratio_file: Path | None, expect: int | None, tests_fi
     passed = not bad and (expect is None or len(ok) == expect)
     rat = json.loads(ratio_file.read_text()) if ratio_file is not None and ratio_file.exists() else {}
     renv = rat.get("environment", {})
-    lines = [f"# GPU check: {'PASSED' if passed else 'FAILED'}", "",
-             f"- GPU: {env.get('gpu') or renv.get('gpu') or 'none'} ({env.get('gpu_memory_gib', renv.get('gpu_memory_gib', '?'))} GiB); "
-             f"device {env.get('device', '?')}; torch {env.get('torch', renv.get('torch', '?'))}, CUDA {renv.get('cuda_version', env.get('cuda_version', '?'))}",
-             f"- float32 matmul precision: {env.get('float32_matmul_precision', '?')}; sample metrics on {env.get('sample_metrics_device', '?')}",
-             f"- cells ok: **{len(ok)} / {total}**" + ("" if expect is None or len(rows) == expect else f" ({len(rows)} rows, {expect} expected)")]
+    lines = [
+        f"# GPU check: {'PASSED' if passed else 'FAILED'}",
+        "",
+        f"- GPU: {env.get('gpu') or renv.get('gpu') or 'none'} ({env.get('gpu_memory_gib', renv.get('gpu_memory_gib', '?'))} GiB); "
+        f"device {env.get('device', '?')}; torch {env.get('torch', renv.get('torch', '?'))}, CUDA {renv.get('cuda_version', env.get('cuda_version', '?'))}",
+        f"- float32 matmul precision: {env.get('float32_matmul_precision', '?')}; sample metrics on {env.get('sample_metrics_device', '?')}",
+        f"- cells ok: **{len(ok)} / {total}**"
+        + ("" if expect is None or len(rows) == expect else f" ({len(rows)} rows, {expect} expected)"),
+    ]
     if tests_file is not None and tests_file.exists():
         tail = [line for line in tests_file.read_text().splitlines() if line.strip()]
         lines.append(f"- GPU tests: {tail[-1].strip('= ') if tail else 'no output'}")
@@ -104,19 +120,31 @@ def summary(run_dir: Path, ratio_file: Path | None, expect: int | None, tests_fi
     peaks = [(r["timings"].get("peak_cuda_mib"), r) for r in ok if r["timings"].get("peak_cuda_mib") is not None]
     if peaks:
         top, row = max(peaks, key=lambda p: p[0])
-        lines.append(f"- peak CUDA memory: {top:,.0f} MiB allocated, max over cells ({row['method']}/{row['dataset']}, {row['profile']})")
+        lines.append(
+            f"- peak CUDA memory: {top:,.0f} MiB allocated, max over cells ({row['method']}/{row['dataset']}, {row['profile']})"
+        )
     if rat:
-        lines += ["", "| sampling speed ratio of supervised_diffusion | " + " | ".join(
-            f"d = {k.rsplit('_d', 1)[1]}" for k in rat if k.startswith("over_training_free_ode_d")) + " |",
-                  "|---|" + "---|" * sum(k.startswith("over_training_free_ode_d") for k in rat)]
+        lines += [
+            "",
+            "| sampling speed ratio of supervised_diffusion | "
+            + " | ".join(f"d = {k.rsplit('_d', 1)[1]}" for k in rat if k.startswith("over_training_free_ode_d"))
+            + " |",
+            "|---|" + "---|" * sum(k.startswith("over_training_free_ode_d") for k in rat),
+        ]
         for name in ("training_free_ode", "score_diffusion", "maf"):
             keys = [k for k in rat if k.startswith(f"over_{name}_d")]
             lines.append(f"| over {name} | " + " | ".join(f"{_fmt(rat[k])}x" for k in keys) + " |")
         for name in ("fraction_of_matmul", "fraction_of_peak_matmul"):
             keys = [k for k in rat if k.startswith(f"kernel_{name}_d")]
-            lines.append(f"| score kernel GFLOP/s, {name.replace('_', ' ')} | " + " | ".join(_fmt(rat[k]) for k in keys) + " |")
-        lines += ["", f"Ratios measured in one process in {rat.get('seconds', 0):.0f} s"
-                  + (" (tiny CPU dry run: not a measurement)" if rat.get("tiny") else "") + "."]
+            lines.append(
+                f"| score kernel GFLOP/s, {name.replace('_', ' ')} | " + " | ".join(_fmt(rat[k]) for k in keys) + " |"
+            )
+        lines += [
+            "",
+            f"Ratios measured in one process in {rat.get('seconds', 0):.0f} s"
+            + (" (tiny CPU dry run: not a measurement)" if rat.get("tiny") else "")
+            + ".",
+        ]
     if rows:
         per = {}
         for r in ok:
@@ -146,8 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(json.dumps(result, indent=1, default=str) + "\n")
         print(json.dumps({k: v for k, v in result.items() if k.startswith(("over_", "kernel_"))}, indent=1))
         return 0
-    text, passed = summary(Path(args.run_dir), Path(args.ratios) if args.ratios else None, args.expect,
-                           Path(args.tests) if args.tests else None)
+    text, passed = summary(
+        Path(args.run_dir),
+        Path(args.ratios) if args.ratios else None,
+        args.expect,
+        Path(args.tests) if args.tests else None,
+    )
     Path(args.out).write_text(text)
     print(text)
     return 0 if passed else 1

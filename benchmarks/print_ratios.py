@@ -31,7 +31,7 @@ def rows(path: Path):
         values, params = entry[i_res], entry[i_par]
         values = values if isinstance(values, list) else [values]
         combos = list(itertools.product(*params)) if params else [()]
-        for combo, value in zip(combos, values):
+        for combo, value in zip(combos, values, strict=False):
             yield name, ", ".join(str(c).strip("'") for c in combo), value
 
 

@@ -27,7 +27,7 @@ def get(name: str) -> Dataset:
     if name.startswith(FILE_PREFIX):
         from datasets.tabular import FileDataset
 
-        return FileDataset(name[len(FILE_PREFIX):])
+        return FileDataset(name[len(FILE_PREFIX) :])
     return _registry.get(name)()
 
 
@@ -46,5 +46,20 @@ def in_group(group: str) -> list[str]:
     return [name for name, cls in _registry.classes().items() if cls.group == group]
 
 
-__all__ = ["Dataset", "Splits", "DataUnavailable", "Published", "register", "unregister", "names", "get",
-           "get_class", "groups", "in_group", "unavailable", "default_data_root", "resolve_root", "DENSITYBENCH"]
+__all__ = [
+    "Dataset",
+    "Splits",
+    "DataUnavailable",
+    "Published",
+    "register",
+    "unregister",
+    "names",
+    "get",
+    "get_class",
+    "groups",
+    "in_group",
+    "unavailable",
+    "default_data_root",
+    "resolve_root",
+    "DENSITYBENCH",
+]

@@ -47,12 +47,16 @@ def download(url: str, dest: Path, *, sha256: str | None, progress: bool = True)
     _transfer(url, part, progress=progress, label=dest.name)
     actual = sha256_of(part)
     if sha256 is None:
-        warnings.warn(f"{dest.name}: no checksum is recorded, so the download is not verified "
-                      f"(its sha256 is {actual})", stacklevel=2)
+        warnings.warn(
+            f"{dest.name}: no checksum is recorded, so the download is not verified (its sha256 is {actual})",
+            stacklevel=2,
+        )
     elif actual != sha256:
         part.unlink()
-        raise UserError(f"checksum mismatch for {dest.name} from {url}: expected sha256 {sha256}, "
-                        f"got {actual}; the bad file was deleted, run the fetch again")
+        raise UserError(
+            f"checksum mismatch for {dest.name} from {url}: expected sha256 {sha256}, "
+            f"got {actual}; the bad file was deleted, run the fetch again"
+        )
     part.replace(dest)
     return dest
 
@@ -68,8 +72,17 @@ def _transfer(url: str, part: Path, *, progress: bool, label: str) -> None:
         raise UserError(f"cannot download {url}: {_reason(e)}") from None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-               desc=label, disable=not progress, file=sys.stderr, leave=False)
+    bar = tqdm(
+        total=total,
+        initial=offset,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=label,
+        disable=not progress,
+        file=sys.stderr,
+        leave=False,
+    )
     try:
         with stream, part.open("ab" if offset else "wb") as out, bar:
             for block in iter(lambda: stream.read(CHUNK), b""):
@@ -77,8 +90,9 @@ def _transfer(url: str, part: Path, *, progress: bool, label: str) -> None:
                 bar.update(len(block))
     except (urllib.error.URLError, OSError) as e:
         kept = part.stat().st_size if part.exists() else 0
-        raise UserError(f"download of {url} broke off ({_reason(e)}); {part} keeps {kept} bytes: "
-                        f"run the fetch again to resume") from None
+        raise UserError(
+            f"download of {url} broke off ({_reason(e)}); {part} keeps {kept} bytes: run the fetch again to resume"
+        ) from None
 
 
 class _AlreadyComplete(Exception):

@@ -54,7 +54,7 @@ def tail_split(data: np.ndarray) -> Arrays:
     n_train, n_val, n_test = tail_split_sizes(len(data))
     if n_val == 0:
         raise ValueError(f"{len(data)} rows are too few for a 10 % tail split")
-    return data[:n_train], data[n_train:n_train + n_val], data[n_train + n_val:]
+    return data[:n_train], data[n_train : n_train + n_val], data[n_train + n_val :]
 
 
 def normalise_pooled(train: np.ndarray, val: np.ndarray, test: np.ndarray) -> Arrays:
@@ -67,13 +67,16 @@ def normalise_pooled(train: np.ndarray, val: np.ndarray, test: np.ndarray) -> Ar
     for part, label in ((pooled, "train/validation"), (test, "test")):
         bad = np.argwhere(~np.isfinite(part))
         if len(bad):
-            raise ValueError(f"{label} rows hold {len(bad)} non-finite values (first at row {bad[0][0] + 1}, "
-                             f"column {bad[0][1] + 1})")
+            raise ValueError(
+                f"{label} rows hold {len(bad)} non-finite values (first at row {bad[0][0] + 1}, column {bad[0][1] + 1})"
+            )
     mu, s = pooled.mean(axis=0), pooled.std(axis=0)
     constant = np.flatnonzero(s == 0)
     if len(constant):
-        raise ValueError(f"column(s) {', '.join(str(j + 1) for j in constant)} are constant over the training and "
-                         "validation rows (standard deviation 0)")
+        raise ValueError(
+            f"column(s) {', '.join(str(j + 1) for j in constant)} are constant over the training and "
+            "validation rows (standard deviation 0)"
+        )
     return (train - mu) / s, (val - mu) / s, (test - mu) / s
 
 
@@ -94,17 +97,28 @@ def _pickle_allowlist() -> tuple[set[int], tuple[type, ...]]:
     import pandas as pd
     from pandas.api.extensions import ExtensionArray, ExtensionDtype
 
-    functions: list[object] = [builtins.slice, builtins.object, codecs.encode, copyreg._reconstructor,
-                               np.ndarray]  # exactly: a subclass such as np.memmap would open files
-    for module, name in [("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
-                         ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
-                         ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
-                         ("pandas.core.indexes.base", "_new_Index"), ("pandas._libs.internals", "_unpickle_block"),
-                         ("pandas._libs.internals", "BlockPlacement"),
-                         ("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked"),
-                         ("pandas.core.internals.managers", "BlockManager"),
-                         ("pandas.core.internals.managers", "SingleBlockManager"),
-                         ("pandas.core.internals.blocks", "Block")]:
+    functions: list[object] = [
+        builtins.slice,
+        builtins.object,
+        codecs.encode,
+        copyreg._reconstructor,
+        np.ndarray,
+    ]  # exactly: a subclass such as np.memmap would open files
+    for module, name in [
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("pandas.core.indexes.base", "_new_Index"),
+        ("pandas._libs.internals", "_unpickle_block"),
+        ("pandas._libs.internals", "BlockPlacement"),
+        ("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked"),
+        ("pandas.core.internals.managers", "BlockManager"),
+        ("pandas.core.internals.managers", "SingleBlockManager"),
+        ("pandas.core.internals.blocks", "Block"),
+    ]:
         try:
             with warnings.catch_warnings():  # numpy.core is numpy._core's deprecated alias
                 warnings.simplefilter("ignore", DeprecationWarning)
@@ -137,9 +151,11 @@ def read_data_pickle(path: Path):
             found = super().find_class(module, name)
             if id(found) in functions or (isinstance(found, type) and issubclass(found, classes)):
                 return found
-            raise UserError(f"{path}: the pickle refers to {module}.{name}, which a data table does not need; "
-                            f"it was not loaded (a pickle can run code). If you trust the file, set "
-                            f"{TRUST_PICKLES_ENV}=1")
+            raise UserError(
+                f"{path}: the pickle refers to {module}.{name}, which a data table does not need; "
+                f"it was not loaded (a pickle can run code). If you trust the file, set "
+                f"{TRUST_PICKLES_ENV}=1"
+            )
 
     for encoding in ("ASCII", "latin1"):  # latin1: pickles written by Python 2
         with open(path, "rb") as f:
@@ -490,8 +506,10 @@ class MiniBooNESmall(Dataset):
     description = "MINIBOONE's MAF validation rows for fitting, its test rows for evaluation"
     group: ClassVar[str] = "maf"
     published = published_on("miniboone")
-    published_note = ("published MINIBOONE numbers: those models were trained on 29,556 rows, miniboone-small fits "
-                      "on about 3,000 (MAF's validation rows) and tests on the same 3,648 rows, so expect lower values")
+    published_note = (
+        "published MINIBOONE numbers: those models were trained on 29,556 rows, miniboone-small fits "
+        "on about 3,000 (MAF's validation rows) and tests on the same 3,648 rows, so expect lower values"
+    )
 
     @classmethod
     def fetch(cls, root: Path, *, progress: bool = True, url: str | None = None) -> list[Path]:
@@ -591,10 +609,15 @@ def extract_maf(archive: Path, dest: Path, *, progress: bool = True) -> list[Pat
                 written.append(target)
                 log(progress, f"  {target}")
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise UserError(f"{archive}: not a readable MAF archive ({type(e).__name__}: {e}); "
-                        f"delete it and run the fetch again") from None
-    missing = [f"{folder}/{name}" for folder, names in MAF_FILES.items() for name in names
-               if not (dest / folder / name).is_file()]
+        raise UserError(
+            f"{archive}: not a readable MAF archive ({type(e).__name__}: {e}); delete it and run the fetch again"
+        ) from None
+    missing = [
+        f"{folder}/{name}"
+        for folder, names in MAF_FILES.items()
+        for name in names
+        if not (dest / folder / name).is_file()
+    ]
     if missing:
         raise UserError(f"{archive}: the archive lacks {', '.join(missing)}")
     return written

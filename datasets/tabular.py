@@ -115,9 +115,11 @@ def check_utf8(path: Path, chunk: int = 1 << 20) -> None:
                 decoder.decode(block, final=not block)
             except UnicodeDecodeError as e:
                 at = e.start - pending  # in this block (negative: in the pending bytes, which hold no newline)
-                line = newlines + block[:max(at, 0)].count(b"\n") + 1
-                raise UserError(f"{path}: line {line} (byte {offset + at + 1}) is not UTF-8 text "
-                                "(save the file as UTF-8, or use .npy)") from None
+                line = newlines + block[: max(at, 0)].count(b"\n") + 1
+                raise UserError(
+                    f"{path}: line {line} (byte {offset + at + 1}) is not UTF-8 text "
+                    "(save the file as UTF-8, or use .npy)"
+                ) from None
             if not block:
                 return
             newlines += block.count(b"\n")
@@ -163,8 +165,9 @@ def _read_text(path: Path) -> np.ndarray:
     try:  # fast path (C parser); the scan below is authoritative and names the bad line
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
-            x = np.loadtxt(path, delimiter=delimiter, skiprows=skip, dtype=np.float64, ndmin=2,
-                           comments=None, encoding="utf-8-sig")
+            x = np.loadtxt(
+                path, delimiter=delimiter, skiprows=skip, dtype=np.float64, ndmin=2, comments=None, encoding="utf-8-sig"
+            )
         if np.isfinite(x).all() and x.size:
             return x
     except ValueError:
@@ -184,8 +187,9 @@ def _scan_text(path: Path, delimiter: str | None, skip: int) -> np.ndarray:
             if not width:
                 width, first_row_line = len(cells), number
             elif len(cells) != width:
-                raise UserError(f"{path}: line {number} has {len(cells)} columns, "
-                                f"expected {width} (as on line {first_row_line})")
+                raise UserError(
+                    f"{path}: line {number} has {len(cells)} columns, expected {width} (as on line {first_row_line})"
+                )
             rows.append([_parse_cell(path, number, j, cell) for j, cell in enumerate(cells, start=1)])
     return np.array(rows, dtype=np.float64).reshape(len(rows), width)
 
@@ -236,8 +240,15 @@ def discrete_quanta(x: np.ndarray) -> dict[int, float]:
     return quanta
 
 
-def clean_table(x: np.ndarray, seed: int = 0, *, drop_constant: bool = True, dequantize: bool = True,
-                standardize: bool = True, source: str = "table") -> tuple[Splits, Cleaning]:
+def clean_table(
+    x: np.ndarray,
+    seed: int = 0,
+    *,
+    drop_constant: bool = True,
+    dequantize: bool = True,
+    standardize: bool = True,
+    source: str = "table",
+) -> tuple[Splits, Cleaning]:
     """Splits (train, val, test) of the table ``x`` (n, d) and a record of the cleaning.
 
     See the module docstring for the steps. ``source`` names the table in errors.
@@ -252,8 +263,9 @@ def clean_table(x: np.ndarray, seed: int = 0, *, drop_constant: bool = True, deq
     constant = constant_columns(x) if drop_constant else np.zeros(x.shape[1], bool)
     kept = np.flatnonzero(~constant)
     if len(kept) < MIN_COLUMNS:
-        raise UserError(f"{source}: only {len(kept)} non-constant column(s) remain; "
-                        f"a density needs at least {MIN_COLUMNS}")
+        raise UserError(
+            f"{source}: only {len(kept)} non-constant column(s) remain; a density needs at least {MIN_COLUMNS}"
+        )
     x = x[:, kept]
     rng = np.random.default_rng(seed)
     quanta = discrete_quanta(x) if dequantize else {}
@@ -261,14 +273,19 @@ def clean_table(x: np.ndarray, seed: int = 0, *, drop_constant: bool = True, deq
         x[:, j] += q * rng.random(len(x))
     n_train, n_val, _ = split_sizes(len(x))
     order = rng.permutation(len(x))
-    train, val, test = x[order[:n_train]], x[order[n_train:n_train + n_val]], x[order[n_train + n_val:]]
+    train, val, test = x[order[:n_train]], x[order[n_train : n_train + n_val]], x[order[n_train + n_val :]]
     mean, std = np.zeros(x.shape[1]), np.ones(x.shape[1])
     if standardize:
         mean, std = train.mean(axis=0), train.std(axis=0)
         std[std == 0] = 1.0  # constant within the training rows only: leave it unscaled
         train, val, test = ((s - mean) / std for s in (train, val, test))
-    cleaning = Cleaning(kept=tuple(int(k) for k in kept), dropped=tuple(int(k) for k in np.flatnonzero(constant)),
-                        quanta={int(kept[j]): q for j, q in quanta.items()}, mean=mean, std=std)
+    cleaning = Cleaning(
+        kept=tuple(int(k) for k in kept),
+        dropped=tuple(int(k) for k in np.flatnonzero(constant)),
+        quanta={int(kept[j]): q for j, q in quanta.items()},
+        mean=mean,
+        std=std,
+    )
     return Splits(np.ascontiguousarray(train), np.ascontiguousarray(val), np.ascontiguousarray(test)), cleaning
 
 
@@ -288,8 +305,9 @@ class FileDataset(Dataset):
     name: ClassVar[str] = "file"
     description: ClassVar[str] = "a user's table (CSV, whitespace text or .npy)"
 
-    def __init__(self, path: str | Path, *, drop_constant: bool = True, dequantize: bool = True,
-                 standardize: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, *, drop_constant: bool = True, dequantize: bool = True, standardize: bool = True
+    ) -> None:
         if not str(path).strip():
             raise UserError("file: dataset needs a path, e.g. file:/data/table.csv")
         self.path = Path(path).expanduser()

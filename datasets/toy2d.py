@@ -14,8 +14,9 @@ Example::
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from scipy.special import i0e, logsumexp
@@ -139,7 +140,10 @@ class ToyDataset(Dataset):
     def load(self, seed: int = 0, root: Path | None = None) -> Splits:
         """Train, val and test, each drawn from its own stream of ``seed``; ``root`` is unused."""
         seed = _check_seed(seed)
-        parts = [self._generate(_check_count(n), _stream(seed, tag)) for n, tag in zip(self.sizes(), SPLIT_STREAMS)]
+        parts = [
+            self._generate(_check_count(n), _stream(seed, tag))
+            for n, tag in zip(self.sizes(), SPLIT_STREAMS, strict=False)
+        ]
         return Splits(*parts)
 
     def sample(self, n: int, seed: int) -> np.ndarray:

@@ -130,8 +130,16 @@ class Yacht(UCIDataset):
 
 
 #: Registered UCI set names, in the table's order.
-UCI_NAMES = ("power-plant", "protein-tertiary-structure", "naval-propulsion-plant", "kin8nm",
-             "wine-quality-red", "concrete", "energy", "yacht")
+UCI_NAMES = (
+    "power-plant",
+    "protein-tertiary-structure",
+    "naval-propulsion-plant",
+    "kin8nm",
+    "wine-quality-red",
+    "concrete",
+    "energy",
+    "yacht",
+)
 
 
 # ---------------------------------------------------------------- downloading (python -m harness data fetch uci)

@@ -28,49 +28,73 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m harness", description="densitybench: benchmark generative models as density estimators.")
+    p = _Parser(
+        prog="python -m harness", description="densitybench: benchmark generative models as density estimators."
+    )
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a benchmark grid and write its report")
     run.add_argument("--config", metavar="FILE.toml", help="TOML config file (see harness/config.py)")
     run.add_argument("--methods", help="comma list of methods, or 'all' (default: every available method)")
-    run.add_argument("--datasets", help="comma list of datasets, a group ('2d': the eight 2-D sets; `list` shows the "
-                     "groups) or 'all'; file:PATH for your own table (default: 8gaussians,checkerboard,circles)")
+    run.add_argument(
+        "--datasets",
+        help="comma list of datasets, a group ('2d': the eight 2-D sets; `list` shows the "
+        "groups) or 'all'; file:PATH for your own table (default: 8gaussians,checkerboard,circles)",
+    )
     run.add_argument("--seeds", help="N for seeds 0..N-1 (default 3), or a comma list such as 0,3,7")
     run.add_argument("--profile", help="smoke | quick | paper (default quick)")
     run.add_argument("--device", help="auto | cpu | cuda (default auto)")
-    run.add_argument("--out", metavar="DIR", help="run directory (default reports/<config name or 'default'>); reusing it resumes")
+    run.add_argument(
+        "--out", metavar="DIR", help="run directory (default reports/<config name or 'default'>); reusing it resumes"
+    )
     run.add_argument("--data-root", help="data root (default $DENSITYBENCH_DATA or ~/.cache/densitybench)")
     run.add_argument("--time-limit", type=float, help="seconds per cell before it is recorded as failed")
     run.add_argument("--sample-size", type=int, help="samples per cell for the sample-quality metrics (default 5000)")
     run.add_argument("--executor", help="local (default) | ray")
     run.add_argument("--address", help="Ray cluster address (with --executor ray)")
-    run.add_argument("--jobs", help="cells run at a time by the local executor: 'auto' (default: one per CPU "
-                     "core up to 8, one on a GPU) or N")
-    run.add_argument("--budget", metavar="SECONDS", help="the same wall-clock training budget for every trainable "
-                     "method: each training loop stops at its first checkpoint past it (see README)")
+    run.add_argument(
+        "--jobs",
+        help="cells run at a time by the local executor: 'auto' (default: one per CPU core up to 8, one on a GPU) or N",
+    )
+    run.add_argument(
+        "--budget",
+        metavar="SECONDS",
+        help="the same wall-clock training budget for every trainable "
+        "method: each training loop stops at its first checkpoint past it (see README)",
+    )
     run.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
-    run.add_argument("--allow-failures", action="store_true",
-                     help=f"exit 0 even when cells failed (default: exit {EXIT_FAILED_CELLS})")
+    run.add_argument(
+        "--allow-failures",
+        action="store_true",
+        help=f"exit 0 even when cells failed (default: exit {EXIT_FAILED_CELLS})",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     rep = sub.add_parser("report", help="regenerate a run directory's report from its results database")
     rep.add_argument("run_dir")
     rep.add_argument("--format", default="md,csv,html", help="comma list of md, html, latex, csv (default md,csv,html)")
-    rep.add_argument("--salvage", action="store_true", help="move a damaged results database aside and keep its "
-                     "readable rows in a new one (then `run` recomputes the rest)")
+    rep.add_argument(
+        "--salvage",
+        action="store_true",
+        help="move a damaged results database aside and keep its "
+        "readable rows in a new one (then `run` recomputes the rest)",
+    )
 
     lst = sub.add_parser("list", help="list methods, datasets and profiles")
-    lst.add_argument("--methods", help="show the method variants this spec expands to, e.g. "
-                     "'supervised_diffusion[teacher=training_free,score_model]', with their parameters")
+    lst.add_argument(
+        "--methods",
+        help="show the method variants this spec expands to, e.g. "
+        "'supervised_diffusion[teacher=training_free,score_model]', with their parameters",
+    )
     lst.add_argument("--profile", default="quick", help="profile whose parameters --methods shows (default quick)")
 
     data = sub.add_parser("data", help="manage the data root")
     dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     fetch = dsub.add_parser("fetch", help="download a dataset group's files into the data root")
-    fetch.add_argument("bundle", metavar="GROUP", help="dataset group to download (maf or uci; `list` shows each "
-                       "dataset's group)")
+    fetch.add_argument(
+        "bundle", metavar="GROUP", help="dataset group to download (maf or uci; `list` shows each dataset's group)"
+    )
     fetch.add_argument("--data-root", help="data root (default $DENSITYBENCH_DATA or ~/.cache/densitybench)")
     return p
 
@@ -80,10 +104,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.report import write_report
     from harness.runner import run_grid
 
-    overrides = {"methods": args.methods, "datasets": args.datasets, "seeds": args.seeds, "profile": args.profile,
-                 "device": args.device, "data_root": args.data_root, "time_limit": args.time_limit,
-                 "sample_size": args.sample_size, "executor": args.executor, "address": args.address,
-                 "jobs": args.jobs, "budget": args.budget}
+    overrides = {
+        "methods": args.methods,
+        "datasets": args.datasets,
+        "seeds": args.seeds,
+        "profile": args.profile,
+        "device": args.device,
+        "data_root": args.data_root,
+        "time_limit": args.time_limit,
+        "sample_size": args.sample_size,
+        "executor": args.executor,
+        "address": args.address,
+        "jobs": args.jobs,
+        "budget": args.budget,
+    }
     cfg = config_mod.build(args.config, overrides)
     if cfg.data_root is not None and not Path(cfg.data_root).expanduser().is_dir():
         raise UserError(f"data root {cfg.data_root} does not exist or is not a directory")
@@ -103,13 +137,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"skipped method {m}: {why}", file=sys.stderr)
     paths = write_report(run_dir)
     state = "interrupted" if summary.interrupted else "done"
-    print(f"{state}: {summary.ok} ok, {summary.failed} failed, {summary.skipped_done} already done "
-          f"of {summary.total} cells in {summary.seconds:.0f} s; report: {paths[-1] if paths else run_dir}")
+    print(
+        f"{state}: {summary.ok} ok, {summary.failed} failed, {summary.skipped_done} already done "
+        f"of {summary.total} cells in {summary.seconds:.0f} s; report: {paths[-1] if paths else run_dir}"
+    )
     if summary.interrupted:
         return EXIT_INTERRUPTED
     if summary.failed_in_grid and not args.allow_failures:
-        print(f"{summary.failed_in_grid} of {summary.total} cells failed (exit {EXIT_FAILED_CELLS}; "
-              "--allow-failures exits 0)", file=sys.stderr)
+        print(
+            f"{summary.failed_in_grid} of {summary.total} cells failed (exit {EXIT_FAILED_CELLS}; "
+            "--allow-failures exits 0)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED_CELLS
     return 0
 
@@ -145,8 +184,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for name in methods.names():
         cls = methods.get(name)
-        rows.append([name, cls.log_prob_kind or "none", ", ".join(cls.profiles),
-                     "yes" if name not in unavailable else f"no: {unavailable[name]}"])
+        rows.append(
+            [
+                name,
+                cls.log_prob_kind or "none",
+                ", ".join(cls.profiles),
+                "yes" if name not in unavailable else f"no: {unavailable[name]}",
+            ]
+        )
     for name, why in unavailable.items():
         if name not in methods.names():
             rows.append([name, "?", "", f"no: {why}"])
@@ -156,14 +201,27 @@ def cmd_list(args: argparse.Namespace) -> int:
         ds = datasets.get(name)
         ok, why = ds.available()
         sizes = ds.sizes()
-        drows.append([name, ds.group or "–", getattr(ds, "dim", "?"), "/".join(f"{s:,}" for s in sizes) if sizes else "?",
-                      "yes" if ds.has_density else "no", "yes" if ok else f"no: {why}"])
-    print("\nDatasets (--datasets GROUP runs a group's datasets)\n"
-          + tabulate(drows, headers=["dataset", "group", "dim", "train/val/test", "true density", "available"],
-                     tablefmt="simple"))
+        drows.append(
+            [
+                name,
+                ds.group or "–",
+                getattr(ds, "dim", "?"),
+                "/".join(f"{s:,}" for s in sizes) if sizes else "?",
+                "yes" if ds.has_density else "no",
+                "yes" if ok else f"no: {why}",
+            ]
+        )
+    print(
+        "\nDatasets (--datasets GROUP runs a group's datasets)\n"
+        + tabulate(
+            drows, headers=["dataset", "group", "dim", "train/val/test", "true density", "available"], tablefmt="simple"
+        )
+    )
     print("\nProfiles: smoke (seconds, for tests), quick (minutes, CPU; the default), paper (the published settings)")
-    print("Method variants: --methods 'name[param=value,...]' runs a method with other parameters as its own row; "
-          "a list of values expands into one variant each (list --methods SPEC shows them)")
+    print(
+        "Method variants: --methods 'name[param=value,...]' runs a method with other parameters as its own row; "
+        "a list of values expands into one variant each (list --methods SPEC shows them)"
+    )
     return 0
 
 

@@ -15,8 +15,8 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -48,7 +48,7 @@ class Interval:
     def has_interval(self) -> bool:
         return self.n >= 2 and math.isfinite(self.lo) and math.isfinite(self.hi)
 
-    def overlaps(self, other: "Interval") -> bool:
+    def overlaps(self, other: Interval) -> bool:
         """True when both intervals exist and share a point."""
         return self.has_interval and other.has_interval and self.lo <= other.hi and other.lo <= self.hi
 
@@ -93,8 +93,9 @@ def oriented(values: Sequence[float] | np.ndarray, better: str, target: float = 
     return {"higher": x, "lower": -x, "half": -np.abs(x - 0.5), "target": -np.abs(x - target)}[better]
 
 
-def best_and_ties(cells: Mapping[str, Sequence[float]], better: str, level: float = LEVEL,
-                  target: float = 0.0) -> tuple[str | None, set[str]]:
+def best_and_ties(
+    cells: Mapping[str, Sequence[float]], better: str, level: float = LEVEL, target: float = 0.0
+) -> tuple[str | None, set[str]]:
     """The best cell (by mean score) and the cells tied with it.
 
     ``cells`` maps a name to its values over seeds (NaN values are ignored). A cell is tied when the
@@ -141,22 +142,22 @@ class Friedman:
 class Ranking:
     """Average ranks of the compared methods over the datasets where every one of them has a value."""
 
-    methods: list[str]               # compared, in the given order
-    datasets: list[str]              # the blocks ranked
-    ranks: np.ndarray                # (len(datasets), len(methods)); 1 = best, ties share average ranks
-    excluded_methods: dict[str, str] = field(default_factory=dict)            # method -> why
-    excluded_datasets: dict[str, list[str]] = field(default_factory=dict)     # dataset -> methods without a value
-    empty_datasets: list[str] = field(default_factory=list)                   # no method has a value there
+    methods: list[str]  # compared, in the given order
+    datasets: list[str]  # the blocks ranked
+    ranks: np.ndarray  # (len(datasets), len(methods)); 1 = best, ties share average ranks
+    excluded_methods: dict[str, str] = field(default_factory=dict)  # method -> why
+    excluded_datasets: dict[str, list[str]] = field(default_factory=dict)  # dataset -> methods without a value
+    empty_datasets: list[str] = field(default_factory=list)  # no method has a value there
     friedman: Friedman | None = None
-    q_alpha: float = math.nan        # Nemenyi critical value (studentized range / sqrt 2)
-    cd: float = math.nan             # Nemenyi critical difference of average ranks
+    q_alpha: float = math.nan  # Nemenyi critical value (studentized range / sqrt 2)
+    cd: float = math.nan  # Nemenyi critical difference of average ranks
 
     @property
     def average(self) -> dict[str, float]:
         """Average rank per compared method (empty when no dataset was ranked)."""
         if not len(self.datasets):
             return {}
-        return {m: float(r) for m, r in zip(self.methods, self.ranks.mean(axis=0))}
+        return {m: float(r) for m, r in zip(self.methods, self.ranks.mean(axis=0), strict=False)}
 
     @property
     def usable(self) -> bool:
@@ -234,8 +235,15 @@ def critical_difference(k: int, n: int, alpha: float = 1 - LEVEL) -> float:
     return nemenyi_q(k, alpha) * math.sqrt(k * (k + 1) / (6 * n))
 
 
-def rank_methods(values: Mapping[tuple[str, str], float | None], methods: Sequence[str], datasets: Sequence[str],
-                 better: str, alpha: float = 1 - LEVEL, min_share: float = 0.5, target: float = 0.0) -> Ranking:
+def rank_methods(
+    values: Mapping[tuple[str, str], float | None],
+    methods: Sequence[str],
+    datasets: Sequence[str],
+    better: str,
+    alpha: float = 1 - LEVEL,
+    min_share: float = 0.5,
+    target: float = 0.0,
+) -> Ranking:
     """Ranks of ``methods`` on ``datasets`` from ``values[(method, dataset)]`` (a cell's mean over
     seeds; None or NaN when the cell has no value).
 
@@ -245,6 +253,7 @@ def rank_methods(values: Mapping[tuple[str, str], float | None], methods: Sequen
     remaining dataset ranks the same methods (Friedman needs complete blocks). Datasets where no
     method has a value (e.g. KL where the density is unknown) are listed in ``empty_datasets``.
     """
+
     def has(m: str, ds: str) -> bool:
         v = values.get((m, ds))
         return v is not None and math.isfinite(v)
@@ -268,8 +277,14 @@ def rank_methods(values: Mapping[tuple[str, str], float | None], methods: Sequen
             ranked.append(ds)
     scores = np.array([[oriented([values[(m, ds)]], better, target)[0] for m in kept] for ds in ranked])
     scores = scores.reshape(len(ranked), len(kept))
-    result = Ranking(list(kept), ranked, rank_rows(scores) if scores.size else scores, excluded_methods, excluded_datasets,
-                     [ds for ds in datasets if ds not in live])
+    result = Ranking(
+        list(kept),
+        ranked,
+        rank_rows(scores) if scores.size else scores,
+        excluded_methods,
+        excluded_datasets,
+        [ds for ds in datasets if ds not in live],
+    )
     if result.usable:
         result.friedman = friedman_test(result.ranks)
         result.q_alpha = nemenyi_q(len(kept), alpha)
@@ -316,6 +331,20 @@ def column_digits(values: Sequence[float], start: int = 3, most: int = 6, noise:
     return most
 
 
-__all__ = ["LEVEL", "Interval", "t_interval", "pooled_stderr", "oriented", "best_and_ties", "Friedman", "Ranking",
-           "rank_rows", "friedman_test", "nemenyi_q", "critical_difference", "rank_methods", "significant",
-           "column_digits"]
+__all__ = [
+    "LEVEL",
+    "Interval",
+    "t_interval",
+    "pooled_stderr",
+    "oriented",
+    "best_and_ties",
+    "Friedman",
+    "Ranking",
+    "rank_rows",
+    "friedman_test",
+    "nemenyi_q",
+    "critical_difference",
+    "rank_methods",
+    "significant",
+    "column_digits",
+]

@@ -116,7 +116,9 @@ def parse_seeds(value: Any, where: str = "seeds") -> list[int]:
         try:
             nums = [int(p) for p in parts]
         except ValueError:
-            raise UserError(f"{where} must be a count (e.g. 3) or a comma list of integers (e.g. 0,3,7), got '{value}'") from None
+            raise UserError(
+                f"{where} must be a count (e.g. 3) or a comma list of integers (e.g. 0,3,7), got '{value}'"
+            ) from None
         if len(nums) == 1 and "," not in value:
             return parse_seeds(nums[0], where)
         value = nums
@@ -124,8 +126,9 @@ def parse_seeds(value: Any, where: str = "seeds") -> list[int]:
         if any(v < 0 for v in value):
             raise UserError(f"{where} must be non-negative integers, got {value}")
         if any(v > MAX_SEED for v in value):
-            raise UserError(f"{where} must lie in 0..{MAX_SEED} (the seed range of numpy's RandomState), got "
-                            f"{max(value)}")
+            raise UserError(
+                f"{where} must lie in 0..{MAX_SEED} (the seed range of numpy's RandomState), got {max(value)}"
+            )
         if len(value) > MAX_SEED_COUNT:
             raise UserError(f"{where} lists {len(value):,} seeds; at most {MAX_SEED_COUNT:,}")
         return sorted(dict.fromkeys(value))
@@ -138,7 +141,11 @@ def _name_list(value: Any, key: str) -> list[str] | str:
     if isinstance(value, str):
         if value == "all" or (key == "datasets" and value in _dataset_groups()):
             return value
-        items = [v for v in split_top_level(value) if v] if key == "methods" else [v.strip() for v in value.split(",") if v.strip()]
+        items = (
+            [v for v in split_top_level(value) if v]
+            if key == "methods"
+            else [v.strip() for v in value.split(",") if v.strip()]
+        )
     elif isinstance(value, list) and all(isinstance(v, str) for v in value):
         items = value
     else:
@@ -174,8 +181,9 @@ def _time_limit(value: Any) -> float:
     """A finite number of seconds in (0, MAX_TIME_LIMIT]."""
     seconds = float(_positive(value, "time_limit", float))
     if not math.isfinite(seconds) or seconds > MAX_TIME_LIMIT:
-        raise UserError(f"time_limit must be a finite number of seconds in (0, {MAX_TIME_LIMIT}] (30 days), "
-                        f"got {value}")
+        raise UserError(
+            f"time_limit must be a finite number of seconds in (0, {MAX_TIME_LIMIT}] (30 days), got {value}"
+        )
     return seconds
 
 
@@ -185,15 +193,22 @@ def _sample_size(value: Any) -> int:
 
     size = _positive(value, "sample_size")
     if size < min_sample_size():
-        raise UserError(f"sample_size must be at least {min_sample_size()} (the sample metrics need that many "
-                        f"rows per sample), got {size}")
+        raise UserError(
+            f"sample_size must be at least {min_sample_size()} (the sample metrics need that many "
+            f"rows per sample), got {size}"
+        )
     return size
 
 
 def check_name(value: Any) -> str:
     """A run name: one path component (no '/', '\\', control characters, '.' or '..')."""
-    if (not isinstance(value, str) or not value.strip() or value in (".", "..")
-            or any(c in value for c in "/\\") or any(ord(c) < 32 for c in value)):
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or value in (".", "..")
+        or any(c in value for c in "/\\")
+        or any(ord(c) < 32 for c in value)
+    ):
         raise UserError(f"name must be a non-empty file name (no '/', '\\', '.' or '..'), got {value!r}")
     return value
 
@@ -319,7 +334,7 @@ def resolve_names(cfg: Config) -> tuple[list[Variant], list[str], dict[str, str]
         dsets = list(dict.fromkeys(cfg.datasets))
     for d in dsets:
         if d.startswith("file:"):
-            datasets.get(d).dim  # reads and checks the file now: a malformed table is a config error
+            _ = datasets.get(d).dim  # reads and checks the file now: a malformed table is a config error
         else:
             datasets.get_class(d)
     bases = list(dict.fromkeys(v.base for v in meths))

@@ -89,7 +89,8 @@ def sample_quality(dataset: Dataset, test: np.ndarray, samples: np.ndarray, seed
     if dataset.has_density and test.shape[1] == 2 and hasattr(sample_metrics, "histogram_tv"):
         lo, hi = plot_bounds(test)
         out["histogram_tv"] = sample_metrics.histogram_tv(
-            samples, dataset.log_prob, ((lo[0], hi[0]), (lo[1], hi[1])), seed=seed)
+            samples, dataset.log_prob, ((lo[0], hi[0]), (lo[1], hi[1])), seed=seed
+        )
     return out
 
 
@@ -120,8 +121,9 @@ def peak_memory(device: str) -> dict[str, float]:
     return out
 
 
-def evaluate_cell(model, dataset: Dataset, splits: Splits, *, seed: int, sample_size: int,
-                  artifact_path: Path | None = None) -> dict[str, Any]:
+def evaluate_cell(
+    model, dataset: Dataset, splits: Splits, *, seed: int, sample_size: int, artifact_path: Path | None = None
+) -> dict[str, Any]:
     """Fit ``model`` and measure it; returns {"metrics", "timings", "info"}.
 
     Raises on any failure (the caller records a failed row).
@@ -135,8 +137,12 @@ def evaluate_cell(model, dataset: Dataset, splits: Splits, *, seed: int, sample_
     device = str(getattr(model, "device_", device))
     checkpoint_s = float(getattr(model, "checkpoint_s_", 0.0))
     # fit_s is training time: the checkpoints' validation evaluations are excluded (checkpoint_s)
-    timings: dict[str, Any] = {"fit_s": fit_wall_s - checkpoint_s, "fit_wall_s": fit_wall_s,
-                               "checkpoint_s": checkpoint_s, "fit_phases": dict(model.fit_phases_)}
+    timings: dict[str, Any] = {
+        "fit_s": fit_wall_s - checkpoint_s,
+        "fit_wall_s": fit_wall_s,
+        "checkpoint_s": checkpoint_s,
+        "fit_phases": dict(model.fit_phases_),
+    }
     metrics: dict[str, Any] = {"kind": model.log_prob_kind}
     if model.log_prob_kind is not None:
         lik, lik_t = likelihood_metrics(model, dataset, splits.test, device)

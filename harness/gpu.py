@@ -29,7 +29,7 @@ SAMPLE_METRICS_DEVICE = "cpu"
 _PROBE = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cuda_device_count() -> int:
     """CUDA GPUs visible to torch, asked of a child process: the caller creates no CUDA context.
 
@@ -40,8 +40,13 @@ def cuda_device_count() -> int:
     if not torch.backends.cuda.is_built():
         return 0
     try:
-        out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120,
-                             env={**os.environ, NVML_ENV: "1"})
+        out = subprocess.run(
+            [sys.executable, "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, NVML_ENV: "1"},
+        )
         return int(out.stdout.split()[-1]) if out.returncode == 0 else 0
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return 0
@@ -70,9 +75,11 @@ def apply_precision_policy() -> dict[str, Any]:
     policy = matmul_precision()
     torch.set_float32_matmul_precision(policy)
     torch.backends.cudnn.allow_tf32 = policy != "highest"
-    return {"float32_matmul_precision": torch.get_float32_matmul_precision(),
-            "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32)}
+    return {
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+    }
 
 
 def device_info(device: str) -> dict[str, Any]:
@@ -84,5 +91,9 @@ def device_info(device: str) -> dict[str, Any]:
         return {}
     index = dev.index if dev.index is not None else torch.cuda.current_device()
     props = torch.cuda.get_device_properties(index)
-    return {"gpu": torch.cuda.get_device_name(index), "gpu_memory_gib": round(props.total_memory / 2**30, 1),
-            "gpu_capability": f"{props.major}.{props.minor}", "cuda_version": torch.version.cuda}
+    return {
+        "gpu": torch.cuda.get_device_name(index),
+        "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+        "gpu_capability": f"{props.major}.{props.minor}",
+        "cuda_version": torch.version.cuda,
+    }

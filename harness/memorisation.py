@@ -78,10 +78,17 @@ def mann_whitney_z(x: np.ndarray, y: np.ndarray) -> float:
     return float((u - m * n / 2.0) / math.sqrt(m * n * (m + n + 1) / 12.0))
 
 
-def data_copying_ct(train: np.ndarray, test: np.ndarray, samples: np.ndarray, *, seed: int = 0,
-                    cells: int | None = None, min_samples: int = CT_MIN_SAMPLES,
-                    test_distances: np.ndarray | None = None, sample_distances: np.ndarray | None = None
-                    ) -> tuple[float | None, int]:
+def data_copying_ct(
+    train: np.ndarray,
+    test: np.ndarray,
+    samples: np.ndarray,
+    *,
+    seed: int = 0,
+    cells: int | None = None,
+    min_samples: int = CT_MIN_SAMPLES,
+    test_distances: np.ndarray | None = None,
+    sample_distances: np.ndarray | None = None,
+) -> tuple[float | None, int]:
     """The C_T statistic (Meehan et al. 2020) on standardised arrays; returns (C_T, cells used).
 
     k-means cells (``cells``, default ``min(20, n_test // 50)``; scipy's ``kmeans2``, k-means++) are fitted on the training
@@ -94,7 +101,9 @@ def data_copying_ct(train: np.ndarray, test: np.ndarray, samples: np.ndarray, *,
     """
     k = cells if cells is not None else max(1, min(CT_CELLS, len(test) // 50))
     rng = np.random.default_rng(seed)
-    fit_rows = train if len(train) <= CT_MAX_TRAIN_FIT else train[rng.choice(len(train), CT_MAX_TRAIN_FIT, replace=False)]
+    fit_rows = (
+        train if len(train) <= CT_MAX_TRAIN_FIT else train[rng.choice(len(train), CT_MAX_TRAIN_FIT, replace=False)]
+    )
     with warnings.catch_warnings():  # an empty cell is harmless here: it holds no sample and is skipped
         warnings.simplefilter("ignore", UserWarning)
         centres, _ = kmeans2(fit_rows, min(k, len(fit_rows)), minit="++", seed=rng)
@@ -120,8 +129,9 @@ def outlying(train_scaler: Standardiser, samples: np.ndarray, limit: float = OUT
     return {"outlier_fraction": float((z > limit).any(axis=1).mean()), "max_abs_z": float(z.max())}
 
 
-def memorisation_metrics(train: np.ndarray, test: np.ndarray, samples: np.ndarray, *, seed: int = 0
-                         ) -> dict[str, float | int | None]:
+def memorisation_metrics(
+    train: np.ndarray, test: np.ndarray, samples: np.ndarray, *, seed: int = 0
+) -> dict[str, float | int | None]:
     """Every metric of the module table for one cell (train (N, d), test (n, d), samples (m, d)).
 
     ``nn_distance_ratio`` is None when the test rows' median distance is 0 (test rows repeat
@@ -135,5 +145,10 @@ def memorisation_metrics(train: np.ndarray, test: np.ndarray, samples: np.ndarra
     ratio = float(np.median(d_samples)) / median_test if median_test > 0 else None
     close = float((d_samples < np.quantile(d_test, CLOSE_QUANTILE)).mean())
     ct, used = data_copying_ct(tr, te, sa, seed=seed, test_distances=d_test, sample_distances=d_samples)
-    return {"nn_distance_ratio": ratio, "nn_close_fraction": close, "data_copying_ct": ct, "data_copying_cells": used,
-            **outlying(scale, samples)}
+    return {
+        "nn_distance_ratio": ratio,
+        "nn_close_fraction": close,
+        "data_copying_ct": ct,
+        "data_copying_cells": used,
+        **outlying(scale, samples),
+    }

@@ -51,8 +51,16 @@ START_METHODS = ("fork", "forkserver", "spawn")
 
 
 #: Modules a forkserver imports once, before forking workers (none of them initialises CUDA).
-FORKSERVER_PRELOAD = ["numpy", "torch", "torch._dynamo", "harness.pool", "harness.cells", "harness.evaluate", "methods",
-                      "datasets"]
+FORKSERVER_PRELOAD = [
+    "numpy",
+    "torch",
+    "torch._dynamo",
+    "harness.pool",
+    "harness.cells",
+    "harness.evaluate",
+    "methods",
+    "datasets",
+]
 
 
 #: Environment variables handed to every worker (plugins, progress, precision, ...).
@@ -75,8 +83,14 @@ def start_method(device: str) -> str:
     return "forkserver" if device.startswith("cuda") else "fork"
 
 
-def _child(conn, cell_fn: Callable[[Cell], dict[str, Any]], cell: Cell, threads: int | None, env: dict[str, str],
-           parent_pid: int) -> None:
+def _child(
+    conn,
+    cell_fn: Callable[[Cell], dict[str, Any]],
+    cell: Cell,
+    threads: int | None,
+    env: dict[str, str],
+    parent_pid: int,
+) -> None:
     """Body of a cell worker (any start method): everything it needs arrives as arguments."""
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
@@ -218,8 +232,15 @@ def worker_env(quiet: bool) -> dict[str, str]:
     return {**env, NO_PROGRESS_ENV: "1"} if quiet else env
 
 
-def _start(cell: Cell, cell_fn: Callable[[Cell], dict[str, Any]], run_dir: Path | None, time_limit: float,
-           threads: int | None, device: str = "cpu", env: dict[str, str] | None = None) -> _Worker:
+def _start(
+    cell: Cell,
+    cell_fn: Callable[[Cell], dict[str, Any]],
+    run_dir: Path | None,
+    time_limit: float,
+    threads: int | None,
+    device: str = "cpu",
+    env: dict[str, str] | None = None,
+) -> _Worker:
     set_process_defaults()  # before a spawned or forkserver worker imports torch
     ctx = _context(start_method(device))
     recv, send = ctx.Pipe(duplex=False)
@@ -254,16 +275,25 @@ def _finish(w: _Worker, timed_out: bool) -> dict[str, Any]:
     if result is not None:
         return result
     if timed_out:
-        return failed_result(f"TimeLimit: cell exceeded its time limit of {w.time_limit:g} s",
-                             timings={"time_limit_s": w.time_limit})
+        return failed_result(
+            f"TimeLimit: cell exceeded its time limit of {w.time_limit:g} s", timings={"time_limit_s": w.time_limit}
+        )
     code = w.proc.exitcode
     why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
     return failed_result(f"WorkerDied: the worker process died ({why})")
 
 
-def run_pool(cells: Iterable[Cell], cell_fn: Callable[[Cell], dict[str, Any]], *, time_limit: float, jobs: int = 1,
-             threads: int | None = None, on_start: Callable[[Cell], None] | None = None, device: str = "cpu",
-             run_dir: Path | None = None) -> Iterator[tuple[Cell, dict[str, Any]]]:
+def run_pool(
+    cells: Iterable[Cell],
+    cell_fn: Callable[[Cell], dict[str, Any]],
+    *,
+    time_limit: float,
+    jobs: int = 1,
+    threads: int | None = None,
+    on_start: Callable[[Cell], None] | None = None,
+    device: str = "cpu",
+    run_dir: Path | None = None,
+) -> Iterator[tuple[Cell, dict[str, Any]]]:
     """Run ``cell_fn(cell)`` for each cell in a child process, at most ``jobs`` at a time; yield
     ``(cell, result)`` as each ends.
 

@@ -31,6 +31,7 @@ def _run_with_limit(cell_fn: Callable[[Cell], dict[str, Any]], cell: Cell, time_
     set_process_defaults()
     use_alarm = threading.current_thread() is threading.main_thread()
     if use_alarm:
+
         def on_alarm(signum, frame):
             raise CellTimeout(f"cell exceeded its time limit of {time_limit:g} s")
 
@@ -63,8 +64,9 @@ def _wants_gpu(cell: Cell, ray) -> bool:
     return cell.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0
 
 
-def run_ray(cells: Iterable[Cell], cell_fn: Callable[[Cell], dict[str, Any]], *, time_limit: float,
-            address: str | None = None) -> Iterator[tuple[Cell, dict[str, Any]]]:
+def run_ray(
+    cells: Iterable[Cell], cell_fn: Callable[[Cell], dict[str, Any]], *, time_limit: float, address: str | None = None
+) -> Iterator[tuple[Cell, dict[str, Any]]]:
     """Run ``cell_fn(cell)`` for each cell as a Ray task (``cell_fn`` must pickle); yield ``(cell, result)``
     as each ends. ``address``: the Ray cluster's (None: start or join a local one)."""
     ray = _init_ray(address)

@@ -11,7 +11,8 @@ import importlib
 import os
 import pkgutil
 import traceback
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from harness.errors import unknown
 

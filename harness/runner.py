@@ -35,10 +35,16 @@ def code_version() -> str:
     from harness import PROJECT_ROOT, __version__
 
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha, dirty = "", ""
     return f"{__version__}+{sha}{'.dirty' if dirty else ''}" if sha else __version__
@@ -49,9 +55,22 @@ def make_cells(cfg: Config, *, include_skipped: bool = False) -> tuple[list[Cell
     the skipped methods too when ``include_skipped``."""
     meths, dsets, skipped = resolve_names(cfg)
     cells = [
-        Cell(v.base, d, s, cfg.profile, tuple(sorted(cfg.params.get(v.base, {}).items())), cfg.device,
-             cfg.sample_size, cfg.data_root, getattr(cfg, "budget", None), variant=v.params)
-        for d in dsets for v in meths if include_skipped or v.name not in skipped for s in cfg.seeds
+        Cell(
+            v.base,
+            d,
+            s,
+            cfg.profile,
+            tuple(sorted(cfg.params.get(v.base, {}).items())),
+            cfg.device,
+            cfg.sample_size,
+            cfg.data_root,
+            getattr(cfg, "budget", None),
+            variant=v.params,
+        )
+        for d in dsets
+        for v in meths
+        if include_skipped or v.name not in skipped
+        for s in cfg.seeds
     ]
     return cells, skipped
 
@@ -62,14 +81,22 @@ def base_row(cell: Cell, cfg_hash: str, version: str, device: str | None = None)
         params = cell.params()
     except Exception:  # noqa: BLE001
         params = cell.method_params()
-    return {"cell_key": cell.key, "method": cell.name, "dataset": cell.dataset, "seed": cell.seed,
-            "profile": cell.profile, "params": params,
-            "device": device if device is not None else resolve_device(cell.device),
-            "code_version": version, "config_hash": cfg_hash}
+    return {
+        "cell_key": cell.key,
+        "method": cell.name,
+        "dataset": cell.dataset,
+        "seed": cell.seed,
+        "profile": cell.profile,
+        "params": params,
+        "device": device if device is not None else resolve_device(cell.device),
+        "code_version": version,
+        "config_hash": cfg_hash,
+    }
 
 
-def cell_row(cell: Cell, result: dict[str, Any], cfg_hash: str, version: str, device: str | None = None
-             ) -> dict[str, Any]:
+def cell_row(
+    cell: Cell, result: dict[str, Any], cfg_hash: str, version: str, device: str | None = None
+) -> dict[str, Any]:
     """The results row of ``cell``: identity fields and ``result``; a variant's row also records its
     base method and parameters in ``info["variant"]``."""
     row = {**base_row(cell, cfg_hash, version, device), **result}
@@ -106,8 +133,15 @@ def load_splits(cells: Iterable[Cell]) -> tuple[dict, dict[tuple[str, int], str]
     return cache, errors
 
 
-def run_grid(cfg: Config, run_dir: Path, *, isolate: bool = True, progress: bool = True,
-             on_row: Callable[[dict], None] | None = None, retry_failed: bool = False) -> RunSummary:
+def run_grid(
+    cfg: Config,
+    run_dir: Path,
+    *,
+    isolate: bool = True,
+    progress: bool = True,
+    on_row: Callable[[dict], None] | None = None,
+    retry_failed: bool = False,
+) -> RunSummary:
     """Run every pending cell of ``cfg`` into ``run_dir``'s store; returns a summary."""
     run_dir = Path(run_dir)
     if not progress:
@@ -125,8 +159,20 @@ def run_grid(cfg: Config, run_dir: Path, *, isolate: bool = True, progress: bool
         summary = RunSummary(total=len(cells), method_skips=skipped)
         t_start = time.perf_counter()
         try:
-            _run_pending(cfg, cells, skipped_cells, skipped, run_dir, store, summary, device, isolate, progress,
-                         on_row, retry_failed)
+            _run_pending(
+                cfg,
+                cells,
+                skipped_cells,
+                skipped,
+                run_dir,
+                store,
+                summary,
+                device,
+                isolate,
+                progress,
+                on_row,
+                retry_failed,
+            )
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
@@ -173,10 +219,20 @@ def signals_for_the_main_thread() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _run_pending(cfg: Config, cells: list[Cell], skipped_cells: list[Cell], skipped: dict[str, str], run_dir: Path,
-                 store: ResultsStore, summary: RunSummary,
-                 device: str, isolate: bool, progress: bool, on_row: Callable[[dict], None] | None,
-                 retry_failed: bool) -> None:
+def _run_pending(
+    cfg: Config,
+    cells: list[Cell],
+    skipped_cells: list[Cell],
+    skipped: dict[str, str],
+    run_dir: Path,
+    store: ResultsStore,
+    summary: RunSummary,
+    device: str,
+    isolate: bool,
+    progress: bool,
+    on_row: Callable[[dict], None] | None,
+    retry_failed: bool,
+) -> None:
     from tqdm.auto import tqdm
 
     store.set_meta("config", cfg.to_dict())
@@ -196,12 +252,25 @@ def _run_pending(cfg: Config, cells: list[Cell], skipped_cells: list[Cell], skip
 
     for cell in skipped_cells:  # unavailable here: a "skipped" row with the reason (a finished row stays)
         if done.get(cell.key) in (None, "skipped"):
-            store.put({**base_row(cell, cfg_hash, version, device), "status": "skipped", "error": skipped[cell.name],
-                       "metrics": {}, "timings": {}, "info": {}})
+            store.put(
+                {
+                    **base_row(cell, cfg_hash, version, device),
+                    "status": "skipped",
+                    "error": skipped[cell.name],
+                    "metrics": {},
+                    "timings": {},
+                    "info": {},
+                }
+            )
     ray = cfg.executor == "ray"
     with signals_for_the_main_thread():  # tqdm starts a monitor thread with its first bar
-        bar = tqdm(total=len(pending), desc="cells (ray)" if ray else "cells", unit="cell", disable=not progress,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=len(pending),
+            desc="cells (ray)" if ray else "cells",
+            unit="cell",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
     try:
         if ray:  # each Ray worker loads the splits its cells need
             from harness.ray_executor import run_ray  # Ray is an optional extra
@@ -221,8 +290,15 @@ def _run_pending(cfg: Config, cells: list[Cell], skipped_cells: list[Cell], skip
         bar.close()
 
 
-def _local_results(cfg: Config, pending: list[Cell], run_dir: Path, device: str, isolate: bool, bar: Any,
-                   record_result: Callable[[Cell, dict[str, Any]], None]) -> Iterator[tuple[Cell, dict[str, Any]]]:
+def _local_results(
+    cfg: Config,
+    pending: list[Cell],
+    run_dir: Path,
+    device: str,
+    isolate: bool,
+    bar: Any,
+    record_result: Callable[[Cell, dict[str, Any]], None],
+) -> Iterator[tuple[Cell, dict[str, Any]]]:
     """The local executor's results: splits loaded here once (a dataset that fails to load fails its cells
     at once), then every cell in a worker process (``isolate``) or in this one."""
     splits_cache, load_errors = load_splits(pending)
@@ -238,8 +314,16 @@ def _local_results(cfg: Config, pending: list[Cell], run_dir: Path, device: str,
     task = CellTask(run_dir, splits_cache)
     if isolate:
         jobs = cfg.cell_jobs()
-        return run_pool(runnable, task, time_limit=cfg.cell_time_limit(), jobs=jobs, threads=cell_threads(jobs),
-                        on_start=lambda c: bar.set_postfix_str(c.label), device=device, run_dir=run_dir)
+        return run_pool(
+            runnable,
+            task,
+            time_limit=cfg.cell_time_limit(),
+            jobs=jobs,
+            threads=cell_threads(jobs),
+            on_start=lambda c: bar.set_postfix_str(c.label),
+            device=device,
+            run_dir=run_dir,
+        )
     return ((c, task(c)) for c in runnable)
 
 
@@ -250,8 +334,10 @@ def record(store: ResultsStore, summary: RunSummary, row: dict, on_row: Callable
     if gpu_name:
         env = store.meta().get("environment", {})
         if env.get("gpu") != gpu_name:
-            store.set_meta("environment", {**env, **{k: v for k, v in row["info"].items()
-                                                     if k.startswith("gpu") or k == "cuda_version"}})
+            store.set_meta(
+                "environment",
+                {**env, **{k: v for k, v in row["info"].items() if k.startswith("gpu") or k == "cuda_version"}},
+            )
     if row["status"] == "ok":
         summary.ok += 1
     else:
@@ -267,8 +353,15 @@ def environment(device: str) -> dict[str, Any]:
     import numpy
     import torch
 
-    env = {"python": platform.python_version(), "platform": platform.platform(), "numpy": numpy.__version__,
-           "torch": torch.__version__, "device": resolve_device(device), "cpu_count": os.cpu_count(),
-           "code_version": code_version(), "float32_matmul_precision": gpu.matmul_precision(),
-           "sample_metrics_device": gpu.SAMPLE_METRICS_DEVICE}
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "numpy": numpy.__version__,
+        "torch": torch.__version__,
+        "device": resolve_device(device),
+        "cpu_count": os.cpu_count(),
+        "code_version": code_version(),
+        "float32_matmul_precision": gpu.matmul_precision(),
+        "sample_metrics_device": gpu.SAMPLE_METRICS_DEVICE,
+    }
     return env  # the GPU's name and memory come from the workers that use it (see record)

@@ -39,8 +39,8 @@ Liu et al., arXiv 2310.14458 (per-dimension marginal KL with
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -175,7 +175,7 @@ def _fold_indices(n_per_class: int, folds: int, rng: np.random.Generator) -> np.
 def _init_ensemble(k: int, sizes: list[int], gen: torch.Generator) -> list[torch.Tensor]:
     """Weights and biases of ``k`` MLPs, uniform(+-1/sqrt(fan_in)) as torch.nn.Linear."""
     params = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=False):
         bound = 1.0 / math.sqrt(fan_in)
         for shape in ((k, fan_in, fan_out), (k, 1, fan_out)):
             params.append(((torch.rand(shape, generator=gen) * 2 - 1) * bound).requires_grad_())
@@ -380,7 +380,10 @@ def _cell_masses(
     gy = ys[0] + (np.arange(k) + 0.5) * dy
     points = np.stack(np.meshgrid(gx, gy, indexing="ij"), axis=-1).reshape(-1, 2)
     logp = np.concatenate(
-        [np.asarray(log_density(points[i : i + chunk]), dtype=np.float64).reshape(-1) for i in range(0, len(points), chunk)]
+        [
+            np.asarray(log_density(points[i : i + chunk]), dtype=np.float64).reshape(-1)
+            for i in range(0, len(points), chunk)
+        ]
     )
     if logp.shape != (len(points),):
         raise ValueError(f"log_density must return one value per row, got {logp.shape[0]} for {len(points)} rows")

@@ -19,8 +19,9 @@ import math
 import os
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -37,12 +38,25 @@ CORRUPT_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 T = TypeVar("T")
 
 COLUMNS = (
-    "cell_key", "method", "dataset", "seed", "profile", "params", "device", "status", "error",
-    "metrics", "timings", "info", "code_version", "config_hash", "created_at",
+    "cell_key",
+    "method",
+    "dataset",
+    "seed",
+    "profile",
+    "params",
+    "device",
+    "status",
+    "error",
+    "metrics",
+    "timings",
+    "info",
+    "code_version",
+    "config_hash",
+    "created_at",
 )
 JSON_COLUMNS = ("params", "metrics", "timings", "info")
 
-SCHEMA = f"""
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     cell_key TEXT PRIMARY KEY,
     method TEXT NOT NULL, dataset TEXT NOT NULL, seed INTEGER NOT NULL, profile TEXT NOT NULL,
@@ -141,11 +155,15 @@ class ResultsStore:
                 if hasattr(self, "conn"):
                     self.close()
                 raise UserError(damaged_message(self.path, e)) from None
-            raise UserError(f"cannot {action} the results database {self.path}: {e} (disk full, read-only, or "
-                            f"removed?); finished cells are kept: fix it and rerun the same command") from None
+            raise UserError(
+                f"cannot {action} the results database {self.path}: {e} (disk full, read-only, or "
+                f"removed?); finished cells are kept: fix it and rerun the same command"
+            ) from None
         except OSError as e:
-            raise UserError(f"cannot {action} the results database {self.path}: {e.strerror or e} (disk full or "
-                            f"read-only?); finished cells are kept: fix it and rerun the same command") from None
+            raise UserError(
+                f"cannot {action} the results database {self.path}: {e.strerror or e} (disk full or "
+                f"read-only?); finished cells are kept: fix it and rerun the same command"
+            ) from None
 
     # ---------------------------------------------------------------- locking
     def acquire_run_lock(self) -> None:
@@ -215,7 +233,7 @@ class ResultsStore:
 
     @staticmethod
     def _decode(values: tuple) -> dict[str, Any]:
-        row = dict(zip(COLUMNS, values))
+        row = dict(zip(COLUMNS, values, strict=False))
         for c in JSON_COLUMNS:
             row[c] = json.loads(row[c]) if row[c] else {}
         return row
@@ -251,7 +269,7 @@ def _scan(conn: sqlite3.Connection, query: str, key: int) -> list[tuple]:
 
 def _sound(values: tuple) -> bool:
     """A salvaged results row is kept only when its status is valid and its JSON columns parse."""
-    row = dict(zip(COLUMNS, values))
+    row = dict(zip(COLUMNS, values, strict=False))
     try:
         for c in JSON_COLUMNS:
             if row[c]:
@@ -267,9 +285,11 @@ def damaged_message(path: Path, error: Exception) -> str:
         count = f"{len(readable_rows(path)[0])} rows are readable"
     except sqlite3.DatabaseError:
         count = "no rows are readable"
-    return (f"results database {path} is damaged ({error}); {count}: `python -m harness report "
-            f"{path.parent} --salvage` keeps them in a new database (the damaged file is kept beside it), "
-            f"then the same `run` command recomputes the rest")
+    return (
+        f"results database {path} is damaged ({error}); {count}: `python -m harness report "
+        f"{path.parent} --salvage` keeps them in a new database (the damaged file is kept beside it), "
+        f"then the same `run` command recomputes the rest"
+    )
 
 
 def salvage(run_dir: Path | str) -> tuple[int, Path]:
@@ -303,8 +323,10 @@ def salvage(run_dir: Path | str) -> tuple[int, Path]:
     store = ResultsStore(run_dir)
     try:
         with store.conn:
-            store.conn.executemany(f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) "
-                                   f"VALUES ({', '.join('?' * len(COLUMNS))})", results)
+            store.conn.executemany(
+                f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                results,
+            )
             store.conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta)
     finally:
         store.close()

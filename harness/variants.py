@@ -73,8 +73,10 @@ def parse_value(token: str, where: str) -> Any:
     except tomllib.TOMLDecodeError:
         if _BARE.fullmatch(token):
             return token
-        raise UserError(f"method variant '{where}': cannot read the value {token!r} (quote a string that holds "
-                        "spaces or punctuation)") from None
+        raise UserError(
+            f"method variant '{where}': cannot read the value {token!r} (quote a string that holds "
+            "spaces or punctuation)"
+        ) from None
 
 
 def format_value(value: Any) -> str:
@@ -114,7 +116,7 @@ def expand(entry: str) -> list[Variant]:
         if not item:
             raise UserError(f"method variant '{entry}' has an empty value for {key}")
         values[key].append(parse_value(item, entry))
-    return [Variant(base, tuple(zip(values, combo))) for combo in itertools.product(*values.values())]
+    return [Variant(base, tuple(zip(values, combo, strict=False))) for combo in itertools.product(*values.values())]
 
 
 def expand_all(entries: list[str]) -> list[Variant]:

@@ -44,7 +44,9 @@ def profile_params(name: str, profile: str = "quick") -> dict[str, Any]:
     """The parameter set of ``profile`` for method ``name`` (a copy)."""
     cls = get(name)
     if profile not in cls.profiles:
-        raise UserError(f"unknown profile '{profile}'{suggest(profile, cls.profiles)} for method '{name}'; valid: {', '.join(cls.profiles)}")
+        raise UserError(
+            f"unknown profile '{profile}'{suggest(profile, cls.profiles)} for method '{name}'; valid: {', '.join(cls.profiles)}"
+        )
     return dict(cls.profiles[profile])
 
 
@@ -53,8 +55,7 @@ def param_specs(name: str) -> dict[str, Spec]:
     ``param_specs``, else one built from the types of the parameter's values in the profiles."""
     cls = get(name)
     keys = dict.fromkeys([k for p in cls.profiles.values() for k in p] + list(cls.param_specs))
-    return {k: cls.param_specs.get(k) or spec_from_values(p[k] for p in cls.profiles.values() if k in p)
-            for k in keys}
+    return {k: cls.param_specs.get(k) or spec_from_values(p[k] for p in cls.profiles.values() if k in p) for k in keys}
 
 
 def resolve_params(name: str, profile: str = "quick", overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -67,15 +68,17 @@ def resolve_params(name: str, profile: str = "quick", overrides: Mapping[str, An
     params = profile_params(name, profile)
     for key, value in (overrides or {}).items():
         if key not in specs:
-            raise UserError(f"unknown parameter '{key}' for method '{name}'{suggest(key, specs)}; "
-                            f"valid: {', '.join(sorted(specs))}")
+            raise UserError(
+                f"unknown parameter '{key}' for method '{name}'{suggest(key, specs)}; valid: {', '.join(sorted(specs))}"
+            )
         params[key] = value
     for key, value in params.items():
         spec = specs[key]
         if not spec.accepts(value):
             hint = suggest(value, _string_choices(spec)) if isinstance(value, str) else ""
-            raise UserError(f"method '{name}': parameter {key} = {value!r} is not valid{hint}; "
-                            f"valid: {spec.describe()}")
+            raise UserError(
+                f"method '{name}': parameter {key} = {value!r} is not valid{hint}; valid: {spec.describe()}"
+            )
     return params
 
 
@@ -94,7 +97,27 @@ def create(name: str, profile: str = "quick", *, device: str = "auto", seed: int
 
 
 __all__ = [
-    "Method", "NotSupported", "NotFittedError", "DivergenceError", "PROFILES",
-    "register", "unregister", "names", "get", "create", "profile_params", "param_specs", "resolve_params",
-    "unavailable", "available", "Spec", "Choice", "Int", "Float", "Bool", "Str", "Seq", "AnyOf",
+    "Method",
+    "NotSupported",
+    "NotFittedError",
+    "DivergenceError",
+    "PROFILES",
+    "register",
+    "unregister",
+    "names",
+    "get",
+    "create",
+    "profile_params",
+    "param_specs",
+    "resolve_params",
+    "unavailable",
+    "available",
+    "Spec",
+    "Choice",
+    "Int",
+    "Float",
+    "Bool",
+    "Str",
+    "Seq",
+    "AnyOf",
 ]

@@ -29,8 +29,23 @@ from harness.toolkit.distances import energy_distance
 from harness.toolkit.seeding import numpy_stream, stream_seed
 from harness.toolkit.standardise import Standardiser
 
-__all__ = ["Method", "NotSupported", "NotFittedError", "DivergenceError", "LOG_PROB_KINDS", "check_array", "Spec",
-           "AnyOf", "Choice", "Int", "Float", "Bool", "Str", "Seq", "spec_from_values"]
+__all__ = [
+    "Method",
+    "NotSupported",
+    "NotFittedError",
+    "DivergenceError",
+    "LOG_PROB_KINDS",
+    "check_array",
+    "Spec",
+    "AnyOf",
+    "Choice",
+    "Int",
+    "Float",
+    "Bool",
+    "Str",
+    "Seq",
+    "spec_from_values",
+]
 
 LOG_PROB_KINDS = ("exact", "bound", "estimate", None)
 
@@ -136,8 +151,14 @@ class Int(Spec):
 class Float(Spec):
     """A finite real number (ints allowed) within [min, max]; ``gt``/``lt`` give open bounds instead."""
 
-    def __init__(self, min: float | None = None, max: float | None = None, *,  # noqa: A002
-                 gt: float | None = None, lt: float | None = None) -> None:
+    def __init__(
+        self,
+        min: float | None = None,
+        max: float | None = None,
+        *,  # noqa: A002
+        gt: float | None = None,
+        lt: float | None = None,
+    ) -> None:
         self.low, self.low_open = (gt, True) if gt is not None else (min, False)
         self.high, self.high_open = (lt, True) if lt is not None else (max, False)
 
@@ -339,9 +360,15 @@ class Method(ABC):
             spent = self.clock() - t0 - (getattr(self, "checkpoint_s_", 0.0) - eval0)
             self.fit_phases_[name] = self.fit_phases_.get(name, 0.0) + spent
 
-    def checkpoint(self, phase: str, step: int, planned: int, *,
-                   val_loglik: float | Callable[[np.ndarray], np.ndarray] | None = None,
-                   sample: Callable[[int, int], np.ndarray] | None = None) -> bool:
+    def checkpoint(
+        self,
+        phase: str,
+        step: int,
+        planned: int,
+        *,
+        val_loglik: float | Callable[[np.ndarray], np.ndarray] | None = None,
+        sample: Callable[[int, int], np.ndarray] | None = None,
+    ) -> bool:
         """Record a training checkpoint; returns True when the training budget is spent (stop now).
 
         Training loops call it every ``harness.toolkit.checkpoint.checkpoint_every(planned)`` steps and at their last
@@ -364,12 +391,18 @@ class Method(ABC):
             record["val_loglik"] = float(value)
         elif rows is not None and sample is not None:
             scale = self.checkpoint_scale_
-            drawn = np.asarray(sample(len(rows), stream_seed(self.seed, _checkpoint.CHECKPOINT_STREAM)), dtype=np.float64)
+            drawn = np.asarray(
+                sample(len(rows), stream_seed(self.seed, _checkpoint.CHECKPOINT_STREAM)), dtype=np.float64
+            )
             record["val_energy"] = energy_distance(scale(drawn), scale(rows))
         scored = "val_loglik" in record or "val_energy" in record
         if scored and "checkpoint_reference" not in self.info_:
             self.info_["checkpoint_reference"] = _checkpoint.gaussian_reference(
-                self.checkpoint_train_, rows, self.checkpoint_scale_, numpy_stream(self.seed, _checkpoint.CHECKPOINT_STREAM))
+                self.checkpoint_train_,
+                rows,
+                self.checkpoint_scale_,
+                numpy_stream(self.seed, _checkpoint.CHECKPOINT_STREAM),
+            )
         record["eval_s"] = self.clock() - now
         self.checkpoint_s_ += record["eval_s"]
         self.checkpoints_.append(record)
@@ -395,10 +428,16 @@ class Method(ABC):
         last = {c["phase"]: c for c in self.checkpoints_}
         steps = sum(c["step"] for c in last.values())
         planned = sum(c["planned"] for c in last.values())
-        return {"steps": steps, "planned_steps": planned, "fraction": steps / planned if planned else 1.0,
-                "train_s": self.checkpoints_[-1]["t"], "checkpoint_s": self.checkpoint_s_,
-                "budget_s": self.budget_s, "stopped_by_budget": self.budget_spent_,
-                "phases": {p: [c["step"], c["planned"]] for p, c in last.items()}}
+        return {
+            "steps": steps,
+            "planned_steps": planned,
+            "fraction": steps / planned if planned else 1.0,
+            "train_s": self.checkpoints_[-1]["t"],
+            "checkpoint_s": self.checkpoint_s_,
+            "budget_s": self.budget_s,
+            "stopped_by_budget": self.budget_spent_,
+            "phases": {p: [c["step"], c["planned"]] for p, c in last.items()},
+        }
 
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):

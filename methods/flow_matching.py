@@ -82,8 +82,17 @@ class _Counted:
         return self.rhs(t, y)
 
 
-def integrate(rhs: Callable, y0: torch.Tensor, t0: float, t1: float, *, solver: str = "dopri5", steps: int = 100,
-              rtol: float = 1e-5, atol: float = 1e-5) -> torch.Tensor:
+def integrate(
+    rhs: Callable,
+    y0: torch.Tensor,
+    t0: float,
+    t1: float,
+    *,
+    solver: str = "dopri5",
+    steps: int = 100,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+) -> torch.Tensor:
     """The state at ``t1`` of dy/dt = rhs(t, y) from y(t0) = y0 (fixed-step solvers take ``steps`` steps)."""
     span = torch.tensor([t0, t1], dtype=y0.dtype, device=y0.device)
     options = {"step_size": abs(t1 - t0) / steps} if solver in FIXED_STEP else None
@@ -97,20 +106,24 @@ def transport(velocity: Velocity, z: torch.Tensor, **solve) -> tuple[torch.Tenso
     return integrate(rhs, z, 0.0, 1.0, **solve), rhs.nfe
 
 
-def divergence_probes(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, probes: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def divergence_probes(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, probes: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``fn(x)`` (n, d) and Hutchinson estimates e_k^T J e_k of its Jacobian trace, (n, K), for probes (K, n, d)."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         out = fn(x)
         k = probes.shape[0]
-        divs = [(torch.autograd.grad((out * e).sum(), x, retain_graph=i < k - 1)[0] * e).sum(dim=1)
-                for i, e in enumerate(probes)]
+        divs = [
+            (torch.autograd.grad((out * e).sum(), x, retain_graph=i < k - 1)[0] * e).sum(dim=1)
+            for i, e in enumerate(probes)
+        ]
     return out.detach(), torch.stack(divs, dim=1).detach()
 
 
-def ode_log_prob(velocity: Velocity, x: torch.Tensor, *, probes: torch.Tensor | None = None, **solve
-                 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+def ode_log_prob(
+    velocity: Velocity, x: torch.Tensor, *, probes: torch.Tensor | None = None, **solve
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """log p_1(x) of the flow dx/dt = v(x, t) from N(0, I) at t = 0, by the instantaneous change of variables.
 
     Integrates (x_t, delta_t) from t = 1 down to 0 with d delta/dt = div v(x_t, t); then
@@ -189,18 +202,67 @@ class FlowMatching(Method):
     plot_style: ClassVar[tuple[str, str]] = ("#e7ba52", "d")
     log_prob_kind: ClassVar[str | None] = "exact"  # per instance after fit: "estimate" when Hutchinson is used
     profiles: ClassVar[dict[str, dict]] = {
-        "smoke": dict(_COMMON, hidden=32, layers=2, steps=200, batch=256, lr=3e-3, anneal=True, ot=False,
-                      solver="rk4", ode_steps=8, rtol=1e-3, atol=1e-3, eval_batch=4096),
-        "quick": dict(_COMMON, hidden=128, layers=3, steps=3000, batch=512, lr=2e-3, anneal=True, ot=False,
-                      solver="dopri5", ode_steps=100, rtol=1e-3, atol=1e-3, eval_batch=5000),
-        "paper": dict(_COMMON, hidden=64, layers=3, steps=20_000, batch=256, lr=1e-3, anneal=False, ot=True,
-                      solver="dopri5", ode_steps=100, rtol=1e-4, atol=1e-4, eval_batch=4096),
+        "smoke": dict(
+            _COMMON,
+            hidden=32,
+            layers=2,
+            steps=200,
+            batch=256,
+            lr=3e-3,
+            anneal=True,
+            ot=False,
+            solver="rk4",
+            ode_steps=8,
+            rtol=1e-3,
+            atol=1e-3,
+            eval_batch=4096,
+        ),
+        "quick": dict(
+            _COMMON,
+            hidden=128,
+            layers=3,
+            steps=3000,
+            batch=512,
+            lr=2e-3,
+            anneal=True,
+            ot=False,
+            solver="dopri5",
+            ode_steps=100,
+            rtol=1e-3,
+            atol=1e-3,
+            eval_batch=5000,
+        ),
+        "paper": dict(
+            _COMMON,
+            hidden=64,
+            layers=3,
+            steps=20_000,
+            batch=256,
+            lr=1e-3,
+            anneal=False,
+            ot=True,
+            solver="dopri5",
+            ode_steps=100,
+            rtol=1e-4,
+            atol=1e-4,
+            eval_batch=4096,
+        ),
     }
 
     param_specs: ClassVar[dict[str, Spec]] = {
-        "trace": Choice(*TRACES), "hutchinson_probes": Int(min=1), "hidden": Int(min=1), "layers": Int(min=1),
-        "steps": Int(min=1), "batch": Int(min=1), "lr": Float(gt=0), "anneal": Bool(), "ot": Bool(),
-        "solver": Choice(*SOLVERS), "ode_steps": Int(min=1), "rtol": Float(gt=0), "atol": Float(gt=0),
+        "trace": Choice(*TRACES),
+        "hutchinson_probes": Int(min=1),
+        "hidden": Int(min=1),
+        "layers": Int(min=1),
+        "steps": Int(min=1),
+        "batch": Int(min=1),
+        "lr": Float(gt=0),
+        "anneal": Bool(),
+        "ot": Bool(),
+        "solver": Choice(*SOLVERS),
+        "ode_steps": Int(min=1),
+        "rtol": Float(gt=0),
+        "atol": Float(gt=0),
         "eval_batch": Int(min=1),
     }
 
@@ -235,8 +297,13 @@ class FlowMatching(Method):
         g = torch_stream(self.seed, NOISE, self.device_)
         opt = Adam(self.net_.parameters(), p["lr"], schedule="cosine" if p["anneal"] else None, steps=p["steps"])
         batches = minibatches(len(x), p["batch"], p["steps"], torch_stream(self.seed), self.device_)
-        result = train(lambda k, idx: opt.step(self._loss(x[idx], g)), p["steps"], name=self.name, batches=batches,
-                       check_every=CHECK_EVERY)
+        result = train(
+            lambda k, idx: opt.step(self._loss(x[idx], g)),
+            p["steps"],
+            name=self.name,
+            batches=batches,
+            check_every=CHECK_EVERY,
+        )
         return float(result.loss)
 
     @torch.no_grad()
@@ -257,7 +324,7 @@ class FlowMatching(Method):
         """Standardised samples for noise ``z`` (n, d) on the device, by batches; returns (x, NFE summed)."""
         out, nfe = [], 0
         for start in range(0, len(z), self.params["eval_batch"]):
-            x, k = transport(self.velocity, z[start:start + self.params["eval_batch"]], **self._solve())
+            x, k = transport(self.velocity, z[start : start + self.params["eval_batch"]], **self._solve())
             out.append(x)
             nfe += k
         return torch.cat(out), nfe
@@ -273,7 +340,7 @@ class FlowMatching(Method):
         g = torch_stream(self.seed, LOG_PROB, self.device_)
         lps, ses, nfe = [], [], 0
         for start in range(0, len(y), p["eval_batch"]):
-            chunk = y[start:start + p["eval_batch"]]
+            chunk = y[start : start + p["eval_batch"]]
             probes = None
             if not self.exact_trace_:
                 probes = rademacher((p["hutchinson_probes"], *chunk.shape), g, self.device_, chunk.dtype)

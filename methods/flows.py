@@ -99,12 +99,21 @@ class _NflowsFlow(Method):
     log_prob_kind: ClassVar[str] = "exact"
     min_dim: ClassVar[int] = 2  # a 1-D autoregressive or coupling step has nothing to condition on
     param_specs: ClassVar[dict[str, Spec]] = {
-        "n_layers": Int(min=1), "hidden": Int(min=1), "n_blocks": Int(min=1), "dropout": Float(min=0, lt=1),
-        "batch_norm": Bool(), "use_lu": Bool(),
+        "n_layers": Int(min=1),
+        "hidden": Int(min=1),
+        "n_blocks": Int(min=1),
+        "dropout": Float(min=0, lt=1),
+        "batch_norm": Bool(),
+        "use_lu": Bool(),
         # training (harness.toolkit.mle.TrainConfig)
-        "batch_size": Int(min=1), "lr": Float(gt=0), "steps": Int(min=1), "grad_clip": Choice(None) | Float(gt=0),
-        "eval_every": Choice("epoch") | Int(min=1), "patience": Choice(None) | Int(min=1),
-        "weight_decay": Float(min=0), "anneal": Bool(),
+        "batch_size": Int(min=1),
+        "lr": Float(gt=0),
+        "steps": Int(min=1),
+        "grad_clip": Choice(None) | Float(gt=0),
+        "eval_every": Choice("epoch") | Int(min=1),
+        "patience": Choice(None) | Int(min=1),
+        "weight_decay": Float(min=0),
+        "anneal": Bool(),
     }
     reverse_between: ClassVar[bool] = False
     arch_keys: ClassVar[tuple[str, ...]] = ("n_layers", "hidden", "n_blocks", "dropout", "batch_norm", "use_lu")
@@ -131,7 +140,9 @@ class _NflowsFlow(Method):
     def _check_params(self, d: int) -> TrainConfig:
         missing = [k for k in (*self.arch_keys, *_TRAIN_KEYS) if k not in self.params]
         if missing:
-            raise ValueError(f"{self.name}: missing parameter(s) {', '.join(missing)}; build it with methods.create('{self.name}', profile=...)")
+            raise ValueError(
+                f"{self.name}: missing parameter(s) {', '.join(missing)}; build it with methods.create('{self.name}', profile=...)"
+            )
         if d < 2:
             raise ValueError(f"{self.name} needs data with at least 2 dimensions, got d={d}")
         n_layers = self.params["n_layers"]
@@ -150,8 +161,16 @@ class _NflowsFlow(Method):
         with seeded_init(self.seed):
             self.flow_ = Flow(self._build_transform(d), StandardNormal([d])).to(self.device_)
         with self.phase("training"):
-            info = fit_mle(self.flow_, self._data_log_prob, x_train, x_val, config, seed=self.seed, name=self.name,
-                           checkpoint=lambda step, planned, ll: self.checkpoint("training", step, planned, val_loglik=ll))
+            info = fit_mle(
+                self.flow_,
+                self._data_log_prob,
+                x_train,
+                x_val,
+                config,
+                seed=self.seed,
+                name=self.name,
+                checkpoint=lambda step, planned, ll: self.checkpoint("training", step, planned, val_loglik=ll),
+            )
         self.info_.update(info, n_params=sum(p.numel() for p in self.flow_.parameters()))
 
     def _data_log_prob(self, x_std: torch.Tensor) -> torch.Tensor:
@@ -177,19 +196,34 @@ def _profiles(arch: dict[str, dict[str, Any]], train: dict[str, dict[str, Any]])
 
 
 # Training settings. "paper" entries differ per family and are set per class.
-_SMOKE_TRAIN = dict(batch_size=128, lr=3e-3, steps=60, grad_clip=5.0, eval_every=20, patience=None, weight_decay=0.0, anneal=True)
+_SMOKE_TRAIN = dict(
+    batch_size=128, lr=3e-3, steps=60, grad_clip=5.0, eval_every=20, patience=None, weight_decay=0.0, anneal=True
+)
 # quick: sized by measurement for a ~10 s cell (fit on 20,000 2-D points, log_prob and samples on 5,000).
-_QUICK_TRAIN = dict(batch_size=512, lr=3e-3, steps=800, grad_clip=5.0, eval_every=100, patience=5, weight_decay=0.0, anneal=True)
+_QUICK_TRAIN = dict(
+    batch_size=512, lr=3e-3, steps=800, grad_clip=5.0, eval_every=100, patience=5, weight_decay=0.0, anneal=True
+)
 _QUICK_NSF_TRAIN = dict(_QUICK_TRAIN, batch_size=1024, lr=5e-3, steps=300, eval_every=50)
 # MAF paper (Papamakarios et al. 2017) and the authors' code (gpapamak/maf, experiments.py):
 # Adam lr 1e-4 without annealing, minibatch 100, L2 weight decay 1e-6 (coefficient/2 * |w|^2,
 # i.e. Adam weight_decay 1e-6), validation every epoch, stop after 30 epochs without improvement,
 # no gradient clipping and no step cap (our cap of 10^8 steps never binds in practice).
-_MAF_PAPER_TRAIN = dict(batch_size=100, lr=1e-4, steps=100_000_000, grad_clip=None, eval_every="epoch", patience=30, weight_decay=1e-6, anneal=False)
+_MAF_PAPER_TRAIN = dict(
+    batch_size=100,
+    lr=1e-4,
+    steps=100_000_000,
+    grad_clip=None,
+    eval_every="epoch",
+    patience=30,
+    weight_decay=1e-6,
+    anneal=False,
+)
 # NSF paper (Durkan et al. 2019) UCI script defaults (bayesiains/nsf, experiments/uci.py):
 # batch 64, Adam lr 3e-4 cosine-annealed to 0 over 200k steps, grad-norm clip 5, validation every
 # 250 steps with the best-validation checkpoint kept, no early stopping.
-_NSF_PAPER_TRAIN = dict(batch_size=64, lr=3e-4, steps=200_000, grad_clip=5.0, eval_every=250, patience=None, weight_decay=0.0, anneal=True)
+_NSF_PAPER_TRAIN = dict(
+    batch_size=64, lr=3e-4, steps=200_000, grad_clip=5.0, eval_every=250, patience=None, weight_decay=0.0, anneal=True
+)
 
 
 @register
@@ -247,8 +281,13 @@ class MAF(_NflowsFlow):
     def _step(self, i: int, d: int) -> Transform:
         p = self.params
         return MaskedAffineAutoregressiveTransform(
-            features=d, hidden_features=p["hidden"], num_blocks=p["n_blocks"] - 1,  # nflows: initial layer + blocks
-            use_residual_blocks=False, random_mask=False, activation=F.relu, dropout_probability=p["dropout"],
+            features=d,
+            hidden_features=p["hidden"],
+            num_blocks=p["n_blocks"] - 1,  # nflows: initial layer + blocks
+            use_residual_blocks=False,
+            random_mask=False,
+            activation=F.relu,
+            dropout_probability=p["dropout"],
         )
 
     def _check_params(self, d: int) -> TrainConfig:
@@ -322,9 +361,15 @@ _NSF_SPECS = {**_NflowsFlow.param_specs, "bins": Int(min=1), "tail_bound": Float
 # NSF paper UCI script defaults (bayesiains/nsf experiments/uci.py): 10 steps of
 # [random permutation + LU linear, RQ transform] plus a final linear layer, 256 hidden
 # units, 2 residual blocks, 8 bins, linear tails outside [-3, 3], dropout 0.25, no batch norm.
-_NSF_PAPER_ARCH = dict(n_layers=10, hidden=256, n_blocks=2, bins=8, tail_bound=3.0, dropout=0.25, batch_norm=False, use_lu=True)
-_NSF_QUICK_ARCH = dict(n_layers=3, hidden=64, n_blocks=1, bins=8, tail_bound=3.0, dropout=0.0, batch_norm=False, use_lu=True)
-_NSF_SMOKE_ARCH = dict(n_layers=2, hidden=16, n_blocks=1, bins=4, tail_bound=3.0, dropout=0.0, batch_norm=False, use_lu=True)
+_NSF_PAPER_ARCH = dict(
+    n_layers=10, hidden=256, n_blocks=2, bins=8, tail_bound=3.0, dropout=0.25, batch_norm=False, use_lu=True
+)
+_NSF_QUICK_ARCH = dict(
+    n_layers=3, hidden=64, n_blocks=1, bins=8, tail_bound=3.0, dropout=0.0, batch_norm=False, use_lu=True
+)
+_NSF_SMOKE_ARCH = dict(
+    n_layers=2, hidden=16, n_blocks=1, bins=4, tail_bound=3.0, dropout=0.0, batch_norm=False, use_lu=True
+)
 
 
 _NSF_PROFILES = _profiles(
@@ -382,8 +427,15 @@ class NSFAutoregressive(_NflowsFlow):
     def _step(self, i: int, d: int) -> Transform:
         p = self.params
         return MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
-            features=d, hidden_features=p["hidden"], num_bins=p["bins"], tails="linear", tail_bound=p["tail_bound"],
-            num_blocks=p["n_blocks"], use_residual_blocks=True, random_mask=False, activation=F.relu,
+            features=d,
+            hidden_features=p["hidden"],
+            num_bins=p["bins"],
+            tails="linear",
+            tail_bound=p["tail_bound"],
+            num_blocks=p["n_blocks"],
+            use_residual_blocks=True,
+            random_mask=False,
+            activation=F.relu,
             dropout_probability=p["dropout"],
         )
 
@@ -432,8 +484,15 @@ class NSFCoupling(_NflowsFlow):
         return PiecewiseRationalQuadraticCouplingTransform(
             mask=create_alternating_binary_mask(d, even=(i % 2 == 0)),
             transform_net_create_fn=lambda d_in, d_out: ResidualNet(
-                d_in, d_out, hidden_features=p["hidden"], num_blocks=p["n_blocks"], activation=F.relu,
+                d_in,
+                d_out,
+                hidden_features=p["hidden"],
+                num_blocks=p["n_blocks"],
+                activation=F.relu,
                 dropout_probability=p["dropout"],
             ),
-            num_bins=p["bins"], tails="linear", tail_bound=p["tail_bound"], apply_unconditional_transform=True,
+            num_bins=p["bins"],
+            tails="linear",
+            tail_bound=p["tail_bound"],
+            apply_unconditional_transform=True,
         )

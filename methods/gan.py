@@ -66,17 +66,54 @@ class WGANGP(Method):
     log_prob_kind = None
     plot_style = ("#ff7f0e", "X")
     profiles = {
-        "smoke": dict(latent_dim=None, hidden=32, layers=2, activation="relu", steps=60, n_critic=5,
-                      batch=256, lr=1e-3, betas=(0.5, 0.9), gp_weight=0.1),
-        "quick": dict(latent_dim=None, hidden=64, layers=3, activation="relu", steps=450, n_critic=5,
-                      batch=256, lr=1e-3, betas=(0.5, 0.9), gp_weight=0.1),
-        "paper": dict(latent_dim=None, hidden=512, layers=3, activation="relu", steps=100_000, n_critic=5,
-                      batch=256, lr=1e-4, betas=(0.5, 0.9), gp_weight=10.0),
+        "smoke": dict(
+            latent_dim=None,
+            hidden=32,
+            layers=2,
+            activation="relu",
+            steps=60,
+            n_critic=5,
+            batch=256,
+            lr=1e-3,
+            betas=(0.5, 0.9),
+            gp_weight=0.1,
+        ),
+        "quick": dict(
+            latent_dim=None,
+            hidden=64,
+            layers=3,
+            activation="relu",
+            steps=450,
+            n_critic=5,
+            batch=256,
+            lr=1e-3,
+            betas=(0.5, 0.9),
+            gp_weight=0.1,
+        ),
+        "paper": dict(
+            latent_dim=None,
+            hidden=512,
+            layers=3,
+            activation="relu",
+            steps=100_000,
+            n_critic=5,
+            batch=256,
+            lr=1e-4,
+            betas=(0.5, 0.9),
+            gp_weight=10.0,
+        ),
     }
     param_specs = {
-        "latent_dim": Choice(None) | Int(min=1), "hidden": Int(min=1), "layers": Int(min=1),
-        "activation": Choice(*ACTIVATIONS), "steps": Int(min=1), "n_critic": Int(min=1), "batch": Int(min=1),
-        "lr": Float(gt=0), "betas": Seq(Float(min=0, lt=1), length=2), "gp_weight": Float(min=0),
+        "latent_dim": Choice(None) | Int(min=1),
+        "hidden": Int(min=1),
+        "layers": Int(min=1),
+        "activation": Choice(*ACTIVATIONS),
+        "steps": Int(min=1),
+        "n_critic": Int(min=1),
+        "batch": Int(min=1),
+        "lr": Float(gt=0),
+        "betas": Seq(Float(min=0, lt=1), length=2),
+        "gp_weight": Float(min=0),
     }
 
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
@@ -112,14 +149,24 @@ class WGANGP(Method):
                 with torch.no_grad():
                     fake = self.generator_(self._noise(batch, g))
                 last["wasserstein"] = self.critic_(fake).mean() - self.critic_(real).mean()
-                last["critic"] = opt_c.step(last["wasserstein"] + p["gp_weight"] * gradient_penalty(self.critic_, real, fake, g))
+                last["critic"] = opt_c.step(
+                    last["wasserstein"] + p["gp_weight"] * gradient_penalty(self.critic_, real, fake, g)
+                )
             last["generator"] = opt_g.step(-self.critic_(self.generator_(self._noise(batch, g))).mean())
             return torch.stack([last["critic"], last["generator"]])
 
-        train(step, p["steps"], name=self.name, batches=zip(*[real_batches] * n_critic, strict=True),
-              hook=lambda k, _: self.checkpoint("training", k, p["steps"], sample=self._sample))
-        self.info_.update(critic_loss=float(last["critic"].detach()), generator_loss=float(last["generator"].detach()),
-                          wasserstein_estimate=-float(last["wasserstein"].detach()))
+        train(
+            step,
+            p["steps"],
+            name=self.name,
+            batches=zip(*[real_batches] * n_critic, strict=True),
+            hook=lambda k, _: self.checkpoint("training", k, p["steps"], sample=self._sample),
+        )
+        self.info_.update(
+            critic_loss=float(last["critic"].detach()),
+            generator_loss=float(last["generator"].detach()),
+            wasserstein_estimate=-float(last["wasserstein"].detach()),
+        )
 
     def _noise(self, n: int, g: torch.Generator) -> torch.Tensor:
         return torch.randn(n, self.latent_dim_, generator=g, device=self.device_)
@@ -127,6 +174,8 @@ class WGANGP(Method):
     def _sample(self, n: int, seed: int) -> np.ndarray:
         g = torch_stream(seed, SAMPLE, self.device_)
         with torch.no_grad():
-            out = [self.generator_(self._noise(min(SAMPLE_BATCH, n - i), g)).cpu().numpy()
-                   for i in range(0, n, SAMPLE_BATCH)]
+            out = [
+                self.generator_(self._noise(min(SAMPLE_BATCH, n - i), g)).cpu().numpy()
+                for i in range(0, n, SAMPLE_BATCH)
+            ]
         return self.scaler_.inverse(np.concatenate(out).astype(np.float64))

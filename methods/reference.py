@@ -66,7 +66,9 @@ class Gaussian(Method):
         return self.log_norm_ - 0.5 * (white**2).sum(axis=0)
 
 
-def kde_log_prob(x: torch.Tensor, centers: torch.Tensor, bandwidths: float | list[float], chunk: int = 1024) -> torch.Tensor:
+def kde_log_prob(
+    x: torch.Tensor, centers: torch.Tensor, bandwidths: float | list[float], chunk: int = 1024
+) -> torch.Tensor:
     """log (1/N) sum_j N(x; c_j, h^2 I) for x (M, d), centers (N, d).
 
     Returns (M,) for one bandwidth, (len(bandwidths), M) for a list; the
@@ -77,10 +79,14 @@ def kde_log_prob(x: torch.Tensor, centers: torch.Tensor, bandwidths: float | lis
     rows = []
     for xb in x.split(chunk):
         sq = torch.cdist(xb, centers).square_()
-        rows.append(torch.stack([
-            torch.logsumexp(sq * (-0.5 / h**2), dim=1) - math.log(n) - 0.5 * d * (LOG_2PI + 2 * math.log(h))
-            for h in hs
-        ]))
+        rows.append(
+            torch.stack(
+                [
+                    torch.logsumexp(sq * (-0.5 / h**2), dim=1) - math.log(n) - 0.5 * d * (LOG_2PI + 2 * math.log(h))
+                    for h in hs
+                ]
+            )
+        )
     out = torch.cat(rows, dim=1)
     return out[0] if np.isscalar(bandwidths) else out
 

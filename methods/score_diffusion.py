@@ -86,18 +86,69 @@ class ScoreDiffusion(Method):
     log_prob_kind = "exact"
     plot_style = ("#9467bd", "P")
     profiles = {
-        "smoke": dict(_COMMON, hidden=32, layers=2, steps=150, batch=256, lr=2e-3, grad_clip=1.0,
-                      ema_decay=0.0, eps_t=1e-3, rtol=1e-2, atol=1e-2, em_steps=50, eval_batch=4096),
-        "quick": dict(_COMMON, hidden=128, layers=3, steps=3000, batch=512, lr=2e-3, grad_clip=1.0,
-                      ema_decay=0.995, eps_t=1e-3, rtol=1e-3, atol=1e-3, em_steps=200, eval_batch=5000),
-        "paper": dict(_COMMON, hidden=256, layers=4, steps=200_000, batch=128, lr=2e-4, grad_clip=1.0,
-                      ema_decay=0.9999, eps_t=1e-5, rtol=1e-5, atol=1e-5, em_steps=1000, eval_batch=2048),
+        "smoke": dict(
+            _COMMON,
+            hidden=32,
+            layers=2,
+            steps=150,
+            batch=256,
+            lr=2e-3,
+            grad_clip=1.0,
+            ema_decay=0.0,
+            eps_t=1e-3,
+            rtol=1e-2,
+            atol=1e-2,
+            em_steps=50,
+            eval_batch=4096,
+        ),
+        "quick": dict(
+            _COMMON,
+            hidden=128,
+            layers=3,
+            steps=3000,
+            batch=512,
+            lr=2e-3,
+            grad_clip=1.0,
+            ema_decay=0.995,
+            eps_t=1e-3,
+            rtol=1e-3,
+            atol=1e-3,
+            em_steps=200,
+            eval_batch=5000,
+        ),
+        "paper": dict(
+            _COMMON,
+            hidden=256,
+            layers=4,
+            steps=200_000,
+            batch=128,
+            lr=2e-4,
+            grad_clip=1.0,
+            ema_decay=0.9999,
+            eps_t=1e-5,
+            rtol=1e-5,
+            atol=1e-5,
+            em_steps=1000,
+            eval_batch=2048,
+        ),
     }
     param_specs = {
-        "beta_min": Float(gt=0), "beta_max": Float(gt=0), "trace": Choice(*TRACES), "sampler": Choice(*SAMPLERS),
-        "time_features": Int(min=1), "hidden": Int(min=1), "layers": Int(min=1), "steps": Int(min=1),
-        "batch": Int(min=1), "lr": Float(gt=0), "grad_clip": Float(min=0), "ema_decay": Float(min=0, lt=1),
-        "eps_t": Float(gt=0, lt=1), "rtol": Float(gt=0), "atol": Float(gt=0), "em_steps": Int(min=1),
+        "beta_min": Float(gt=0),
+        "beta_max": Float(gt=0),
+        "trace": Choice(*TRACES),
+        "sampler": Choice(*SAMPLERS),
+        "time_features": Int(min=1),
+        "hidden": Int(min=1),
+        "layers": Int(min=1),
+        "steps": Int(min=1),
+        "batch": Int(min=1),
+        "lr": Float(gt=0),
+        "grad_clip": Float(min=0),
+        "ema_decay": Float(min=0, lt=1),
+        "eps_t": Float(gt=0, lt=1),
+        "rtol": Float(gt=0),
+        "atol": Float(gt=0),
+        "em_steps": Int(min=1),
         "eval_batch": Int(min=1),
     }
 
@@ -147,11 +198,20 @@ class ScoreDiffusion(Method):
             return loss
 
         def checkpoint(k: int, _: float) -> bool:
-            return self.checkpoint("training", k, p["steps"],
-                                   val_loglik=lambda rows: self._checkpoint_log_prob(ema, rows[:CHECKPOINT_ROWS]))
+            return self.checkpoint(
+                "training",
+                k,
+                p["steps"],
+                val_loglik=lambda rows: self._checkpoint_log_prob(ema, rows[:CHECKPOINT_ROWS]),
+            )
 
-        result = train(step, p["steps"], name=self.name, hook=checkpoint,
-                       batches=minibatches(len(x), p["batch"], p["steps"], torch_stream(self.seed), self.device_))
+        result = train(
+            step,
+            p["steps"],
+            name=self.name,
+            hook=checkpoint,
+            batches=minibatches(len(x), p["batch"], p["steps"], torch_stream(self.seed), self.device_),
+        )
         self.net_ = ema
         self.info_["final_loss"] = float(result.loss)
 
@@ -163,8 +223,16 @@ class ScoreDiffusion(Method):
         y = to_tensor(self.scaler_.forward(x), self.device_)
         g = torch_stream(self.seed, PROBE, self.device_)
         probe = torch.randint(0, 2, y.shape, generator=g, device=self.device_).to(y.dtype) * 2 - 1
-        lp, _ = ode_log_prob(self.sde_, lambda z, t: -net(z, t) / self.sde_.std(t), y, p["eps_t"], p["rtol"],
-                             p["atol"], trace="hutchinson", probe=probe)
+        lp, _ = ode_log_prob(
+            self.sde_,
+            lambda z, t: -net(z, t) / self.sde_.std(t),
+            y,
+            p["eps_t"],
+            p["rtol"],
+            p["atol"],
+            trace="hutchinson",
+            probe=probe,
+        )
         return lp.double().cpu().numpy() + self.scaler_.log_det
 
     @torch.no_grad()
@@ -184,7 +252,9 @@ class ScoreDiffusion(Method):
         (x (n, d), score evaluations summed over batches)."""
         p, out, nfe = self.params, [], 0
         for start in range(0, len(z), p["eval_batch"]):
-            x, k = ode_sample(self.sde_, self.score, z[start:start + p["eval_batch"]], p["eps_t"], p["rtol"], p["atol"])
+            x, k = ode_sample(
+                self.sde_, self.score, z[start : start + p["eval_batch"]], p["eps_t"], p["rtol"], p["atol"]
+            )
             out.append(x)
             nfe += k
         return torch.cat(out), nfe
@@ -210,12 +280,13 @@ class ScoreDiffusion(Method):
         g = torch_stream(self.seed, LOG_PROB, self.device_)
         out, nfe = [], 0
         for start in range(0, len(y), p["eval_batch"]):
-            chunk = y[start:start + p["eval_batch"]]
+            chunk = y[start : start + p["eval_batch"]]
             probe = None
             if p["trace"] == "hutchinson":  # Rademacher probe, fixed over the solve
                 probe = torch.randint(0, 2, chunk.shape, generator=g, device=self.device_).to(chunk.dtype) * 2 - 1
-            lp, k = ode_log_prob(self.sde_, self.score, chunk, p["eps_t"], p["rtol"], p["atol"],
-                                 trace=p["trace"], probe=probe)
+            lp, k = ode_log_prob(
+                self.sde_, self.score, chunk, p["eps_t"], p["rtol"], p["atol"], trace=p["trace"], probe=probe
+            )
             out.append(lp.cpu().numpy())
             nfe += k
         self.info_["nfe_log_prob"] = nfe

@@ -25,8 +25,17 @@ from harness.toolkit.training_free_score import MODES, SOLVERS, Schedule, choose
 from methods import register
 from methods.base import Choice, Float, Int, Method, Spec
 
-__all__ = ["SupervisedDiffusion", "TrainingFreeODE", "build_student", "fit_generator", "fit_student_regression",
-           "fit_student_likelihood", "paper_hidden", "paper_lr_factor", "resolve_schedule"]
+__all__ = [
+    "SupervisedDiffusion",
+    "TrainingFreeODE",
+    "build_student",
+    "fit_generator",
+    "fit_student_regression",
+    "fit_student_likelihood",
+    "paper_hidden",
+    "paper_lr_factor",
+    "resolve_schedule",
+]
 
 SAMPLE_BATCH = 65_536  # rows per forward pass of G on a GPU
 #: On a CPU, rows per pass of G that keep its activations in cache: 2,048 rows sampled
@@ -44,8 +53,22 @@ PAPER_PAIRS = 200_000
 PAPER_LR_STEPS = ((0.25, 0.5), (0.5, 0.25), (0.6, 0.125))
 
 # Seed-stream purposes (labels' noise, Monte-Carlo rows, minibatches...).
-_Z, _MC, _BATCH, _STUDENT, _INIT_G, _INIT_T, _SAMPLE_Z, _SAMPLE_MC, _GAP_Z, _DISTILL_Z, _TEACHER, _EPS, _HOLD_Z, _HOLD_MC = (
-    range(1, 15))
+(
+    _Z,
+    _MC,
+    _BATCH,
+    _STUDENT,
+    _INIT_G,
+    _INIT_T,
+    _SAMPLE_Z,
+    _SAMPLE_MC,
+    _GAP_Z,
+    _DISTILL_Z,
+    _TEACHER,
+    _EPS,
+    _HOLD_Z,
+    _HOLD_MC,
+) = range(1, 15)
 
 #: Teachers of the labels: the training-free score (the paper) or a learned model, by its method name.
 #: A learned one must offer ``transport(z) -> (x, nfe)``, the deterministic ODE map of noise to data.
@@ -74,9 +97,14 @@ def _check_positive(name: str, value: Any) -> float:
 
 #: Parameter specs of the probability-flow teacher (both methods below).
 TEACHER_SPECS: dict[str, Spec] = {
-    "eps": Choice("auto") | Float(gt=0, lt=1), "steps": Int(min=1), "solver": Choice(*SOLVERS), "score_mode": Choice(*MODES),
-    "mc_batch": Int(min=1), "chunk": Choice("auto") | Int(min=1),
+    "eps": Choice("auto") | Float(gt=0, lt=1),
+    "steps": Int(min=1),
+    "solver": Choice(*SOLVERS),
+    "score_mode": Choice(*MODES),
+    "mc_batch": Int(min=1),
+    "chunk": Choice("auto") | Int(min=1),
 }
+
 
 def _teacher_settings(params: dict[str, Any], d: int) -> dict[str, Any]:
     """Validated probability-flow settings; ``chunk="auto"`` is 2,000 when d = 43 (MINIBOONE) else 5,000.
@@ -102,8 +130,14 @@ def _teacher_settings(params: dict[str, Any], d: int) -> dict[str, Any]:
     }
 
 
-def resolve_schedule(teacher: dict[str, Any], data: torch.Tensor, val: np.ndarray | None, scaler: Standardiser,
-                     seed: int, info: dict[str, Any]) -> None:
+def resolve_schedule(
+    teacher: dict[str, Any],
+    data: torch.Tensor,
+    val: np.ndarray | None,
+    scaler: Standardiser,
+    seed: int,
+    info: dict[str, Any],
+) -> None:
     """Set ``teacher["schedule"]``, choosing eps on data when it is "auto" (beyond the paper).
 
     "auto": the eps whose kernel density p_0 = mean_j N(x_j, eps I) of the standardised training rows
@@ -176,8 +210,11 @@ def build_student(d: int, layers: int, bins: int, hidden: int, blocks: int, tail
         if d > 2:
             parts.append(LULinear(d, identity_init=True))
         mask = create_alternating_binary_mask(d, even=i % 2 == 0)
-        parts.append(PiecewiseRationalQuadraticCouplingTransform(
-            mask, conditioner, num_bins=bins, tails="linear", tail_bound=tail_bound))
+        parts.append(
+            PiecewiseRationalQuadraticCouplingTransform(
+                mask, conditioner, num_bins=bins, tails="linear", tail_bound=tail_bound
+            )
+        )
     return Flow(CompositeTransform(parts), StandardNormal([d]))
 
 
@@ -185,9 +222,18 @@ def _hook(checkpoint: Callable[[int], bool] | None) -> Callable[[int, float], bo
     return None if checkpoint is None else (lambda step, _: checkpoint(step))
 
 
-def fit_student_regression(flow, z: torch.Tensor, x: torch.Tensor, *, steps: int, batch: int, lr: float,
-                           g: torch.Generator, name: str = "supervised_diffusion",
-                           checkpoint: Callable[[int], bool] | None = None) -> float:
+def fit_student_regression(
+    flow,
+    z: torch.Tensor,
+    x: torch.Tensor,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    g: torch.Generator,
+    name: str = "supervised_diffusion",
+    checkpoint: Callable[[int], bool] | None = None,
+) -> float:
     """Fit the flow's inverse to the pairs z (n, d) -> x (n, d): minimise mean |T^{-1}(z_i) - x_i|^2 (Adam,
     cosine lr, minibatches drawn with ``g``). Returns the mean squared error per pair over the last
     checkpoint interval. ``checkpoint(step)`` is called at the checkpoint steps; True stops training."""
@@ -197,12 +243,26 @@ def fit_student_regression(flow, z: torch.Tensor, x: torch.Tensor, *, steps: int
         x_hat, _ = flow._transform.inverse(z[idx])
         return opt.step((x_hat - x[idx]).square().sum(dim=1).mean())
 
-    return train(step, steps, name=name, batches=minibatches(len(z), batch, steps, g, z.device),
-                 check_every=CHECK_EVERY, hook=_hook(checkpoint), desc="student regression").window_loss
+    return train(
+        step,
+        steps,
+        name=name,
+        batches=minibatches(len(z), batch, steps, g, z.device),
+        check_every=CHECK_EVERY,
+        hook=_hook(checkpoint),
+        desc="student regression",
+    ).window_loss
 
 
-def fit_student_likelihood(flow, draw: Callable[[], torch.Tensor], *, steps: int, lr: float,
-                           name: str = "supervised_diffusion", checkpoint: Callable[[int], bool] | None = None) -> float:
+def fit_student_likelihood(
+    flow,
+    draw: Callable[[], torch.Tensor],
+    *,
+    steps: int,
+    lr: float,
+    name: str = "supervised_diffusion",
+    checkpoint: Callable[[int], bool] | None = None,
+) -> float:
     """Maximise the flow's log-likelihood of batches ``draw()`` (b, d) (Adam, cosine lr); returns the last batch's NLL.
 
     With ``draw`` = fresh draws of G this distils the generator's *distribution* into the
@@ -210,15 +270,30 @@ def fit_student_likelihood(flow, draw: Callable[[], torch.Tensor], *, steps: int
     a plain maximum-likelihood fine-tune.
     """
     opt = Adam(flow.parameters(), lr, schedule="cosine", steps=steps)
-    result = train(lambda k, _: opt.step(-flow.log_prob(draw()).mean()), steps, name=name, check_every=CHECK_EVERY,
-                   hook=_hook(checkpoint), desc="student likelihood")
+    result = train(
+        lambda k, _: opt.step(-flow.log_prob(draw()).mean()),
+        steps,
+        name=name,
+        check_every=CHECK_EVERY,
+        hook=_hook(checkpoint),
+        desc="student likelihood",
+    )
     return float(result.loss)
 
 
 # ------------------------------------------------------------------ the generator
-def fit_generator(net: nn.Module, z: torch.Tensor, x: torch.Tensor, *, iters: int, lr: float,
-                  batch: int | None, g: torch.Generator, name: str = "supervised_diffusion",
-                  checkpoint: Callable[[int], bool] | None = None) -> float:
+def fit_generator(
+    net: nn.Module,
+    z: torch.Tensor,
+    x: torch.Tensor,
+    *,
+    iters: int,
+    lr: float,
+    batch: int | None,
+    g: torch.Generator,
+    name: str = "supervised_diffusion",
+    checkpoint: Callable[[int], bool] | None = None,
+) -> float:
     """Fit ``net`` to the pairs z (n, d) -> x (n, d) by MSE with Adam and the paper's step lr schedule; full
     batch when ``batch`` is None or >= n. Returns the final MSE over all pairs (per coordinate)."""
     full = batch is None or batch >= len(z)
@@ -229,11 +304,20 @@ def fit_generator(net: nn.Module, z: torch.Tensor, x: torch.Tensor, *, iters: in
             return opt.step((net(z) - x).square().mean())
         return opt.step((net(z[idx]) - x[idx]).square().mean())
 
-    train(step, iters, name=name, batches=None if full else minibatches(len(z), batch, iters, g, z.device),
-          check_every=CHECK_EVERY, hook=_hook(checkpoint), desc="generator G")
+    train(
+        step,
+        iters,
+        name=name,
+        batches=None if full else minibatches(len(z), batch, iters, g, z.device),
+        check_every=CHECK_EVERY,
+        hook=_hook(checkpoint),
+        desc="generator G",
+    )
     with torch.no_grad():
-        sq = sum(float((net(z[i : i + SAMPLE_BATCH]) - x[i : i + SAMPLE_BATCH]).square().sum())
-                 for i in range(0, len(z), SAMPLE_BATCH))
+        sq = sum(
+            float((net(z[i : i + SAMPLE_BATCH]) - x[i : i + SAMPLE_BATCH]).square().sum())
+            for i in range(0, len(z), SAMPLE_BATCH)
+        )
     return check_finite(torch.tensor(sq / x.numel(), device="cpu"), iters, name)  # float32, as the labels
 
 
@@ -300,36 +384,100 @@ class SupervisedDiffusion(Method):
     plot_style: ClassVar[tuple[str, str]] = ("#d62728", "o")
     profiles: ClassVar[dict[str, dict]] = {
         "smoke": dict(
-            teacher="training_free", teacher_profile="smoke",
-            eps=0.01, steps=20, solver="euler", score_mode="minibatch", mc_batch=256, chunk=5000,
-            n_pairs=1024, hidden=32, iters=150, lr=2e-3, batch_size=256,
-            student_layers=2, student_bins=8, student_hidden=16, student_blocks=1, student_tail_bound=5.0,
-            student_steps=40, student_distill_steps=40, student_batch_size=256, student_lr=5e-3, student_mle_steps=0,
+            teacher="training_free",
+            teacher_profile="smoke",
+            eps=0.01,
+            steps=20,
+            solver="euler",
+            score_mode="minibatch",
+            mc_batch=256,
+            chunk=5000,
+            n_pairs=1024,
+            hidden=32,
+            iters=150,
+            lr=2e-3,
+            batch_size=256,
+            student_layers=2,
+            student_bins=8,
+            student_hidden=16,
+            student_blocks=1,
+            student_tail_bound=5.0,
+            student_steps=40,
+            student_distill_steps=40,
+            student_batch_size=256,
+            student_lr=5e-3,
+            student_mle_steps=0,
         ),
         "quick": dict(
-            teacher="training_free", teacher_profile="quick",
-            eps=0.01, steps=100, solver="euler", score_mode="minibatch", mc_batch=1000, chunk=5000,
-            n_pairs=20_000, hidden=256, iters=4000, lr=2e-3, batch_size=512,
-            student_layers=4, student_bins=16, student_hidden=64, student_blocks=1, student_tail_bound=5.0,
-            student_steps=500, student_distill_steps=500, student_batch_size=512, student_lr=3e-3,
+            teacher="training_free",
+            teacher_profile="quick",
+            eps=0.01,
+            steps=100,
+            solver="euler",
+            score_mode="minibatch",
+            mc_batch=1000,
+            chunk=5000,
+            n_pairs=20_000,
+            hidden=256,
+            iters=4000,
+            lr=2e-3,
+            batch_size=512,
+            student_layers=4,
+            student_bins=16,
+            student_hidden=64,
+            student_blocks=1,
+            student_tail_bound=5.0,
+            student_steps=500,
+            student_distill_steps=500,
+            student_batch_size=512,
+            student_lr=3e-3,
             student_mle_steps=0,
         ),
         "paper": dict(
-            teacher="training_free", teacher_profile="paper",
-            eps=0.01, steps=500, solver="euler", score_mode="minibatch", mc_batch=1000, chunk="auto",
-            n_pairs="auto", hidden="auto", iters=20_000, lr=2e-3, batch_size=None,
-            student_layers=8, student_bins=16, student_hidden=128, student_blocks=2, student_tail_bound=5.0,
-            student_steps=5000, student_distill_steps=5000, student_batch_size=1024, student_lr=1e-3,
+            teacher="training_free",
+            teacher_profile="paper",
+            eps=0.01,
+            steps=500,
+            solver="euler",
+            score_mode="minibatch",
+            mc_batch=1000,
+            chunk="auto",
+            n_pairs="auto",
+            hidden="auto",
+            iters=20_000,
+            lr=2e-3,
+            batch_size=None,
+            student_layers=8,
+            student_bins=16,
+            student_hidden=128,
+            student_blocks=2,
+            student_tail_bound=5.0,
+            student_steps=5000,
+            student_distill_steps=5000,
+            student_batch_size=1024,
+            student_lr=1e-3,
             student_mle_steps=0,
         ),
     }
     param_specs: ClassVar[dict[str, Spec]] = {
-        **TEACHER_SPECS, "n_pairs": Choice("auto") | Int(min=1), "hidden": Choice("auto") | Int(min=1),
-        "iters": Int(min=1), "lr": Float(gt=0), "batch_size": Choice(None) | Int(min=1),
-        "student_layers": Int(min=1), "student_bins": Int(min=2), "student_hidden": Int(min=1),
-        "student_blocks": Int(min=1), "student_tail_bound": Float(gt=0), "student_steps": Int(min=0),
-        "student_distill_steps": Int(min=0), "student_batch_size": Int(min=1), "student_lr": Float(gt=0),
-        "student_mle_steps": Int(min=0), "teacher": Choice(*TEACHERS), "teacher_profile": Choice(*TEACHER_PROFILES),
+        **TEACHER_SPECS,
+        "n_pairs": Choice("auto") | Int(min=1),
+        "hidden": Choice("auto") | Int(min=1),
+        "iters": Int(min=1),
+        "lr": Float(gt=0),
+        "batch_size": Choice(None) | Int(min=1),
+        "student_layers": Int(min=1),
+        "student_bins": Int(min=2),
+        "student_hidden": Int(min=1),
+        "student_blocks": Int(min=1),
+        "student_tail_bound": Float(gt=0),
+        "student_steps": Int(min=0),
+        "student_distill_steps": Int(min=0),
+        "student_batch_size": Int(min=1),
+        "student_lr": Float(gt=0),
+        "student_mle_steps": Int(min=0),
+        "teacher": Choice(*TEACHERS),
+        "teacher_profile": Choice(*TEACHER_PROFILES),
     }
 
     # ----------------------------------------------------------------- fit
@@ -364,12 +512,20 @@ class SupervisedDiffusion(Method):
             reg, distill, nll = self._train_student(z, x0, data, student)
             gap, cross_entropy = self._student_fidelity(d)
 
-        self.info_.update({
-            "n_pairs": n_pairs, "hidden": hidden, "label_nfe": label_nfe,
-            "label_mean_sq_norm": float(x0.square().sum(dim=1).mean()),
-            "train_mse": mse, "student_regression_mse": reg, "student_distill_nll": distill,
-            "student_mle_nll": nll, "student_generator_gap": gap, "student_generator_ce": cross_entropy,
-        })
+        self.info_.update(
+            {
+                "n_pairs": n_pairs,
+                "hidden": hidden,
+                "label_nfe": label_nfe,
+                "label_mean_sq_norm": float(x0.square().sum(dim=1).mean()),
+                "train_mse": mse,
+                "student_regression_mse": reg,
+                "student_distill_nll": distill,
+                "student_mle_nll": nll,
+                "student_generator_gap": gap,
+                "student_generator_ce": cross_entropy,
+            }
+        )
 
     def _label(self, z: torch.Tensor, train: np.ndarray, data: torch.Tensor, teacher: dict[str, Any]):
         """Labels x0 (n, d) for the noise ``z`` (n, d), standardised, from the chosen teacher, and the teacher's
@@ -378,23 +534,36 @@ class SupervisedDiffusion(Method):
         name = self.params["teacher"]
         if name == "training_free":
             with self.phase("labeling"):
-                x0 = flow_to_data(z, data, teacher["schedule"], steps=teacher["steps"], solver=teacher["solver"],
-                                  mode=teacher["mode"], mc_batch=teacher["mc_batch"], chunk=teacher["chunk"],
-                                  generator=torch_stream(self.seed, _MC, self.device_))
+                x0 = flow_to_data(
+                    z,
+                    data,
+                    teacher["schedule"],
+                    steps=teacher["steps"],
+                    solver=teacher["solver"],
+                    mode=teacher["mode"],
+                    mc_batch=teacher["mc_batch"],
+                    chunk=teacher["chunk"],
+                    generator=torch_stream(self.seed, _MC, self.device_),
+                )
             return x0, _nfe(teacher["steps"], teacher["solver"])
         import methods
 
         with self.phase("teacher"):
-            model = methods.create(TEACHERS[name], self.params["teacher_profile"], device=str(self.device_),
-                                   seed=stream_seed(self.seed, _TEACHER)).fit(train)
+            model = methods.create(
+                TEACHERS[name],
+                self.params["teacher_profile"],
+                device=str(self.device_),
+                seed=stream_seed(self.seed, _TEACHER),
+            ).fit(train)
         with self.phase("labeling"):
             x0, nfe = model.transport(z)
         self.info_["teacher_final_loss"] = model.info_.get("final_loss")
         return x0, nfe / math.ceil(len(z) / model.params["eval_batch"])
 
     @torch.no_grad()
-    def _teacher_fidelity(self, data: torch.Tensor, teacher: dict[str, Any], n: int,
-                          val: np.ndarray | None) -> dict[str, float]:
+    def _teacher_fidelity(
+        self, data: torch.Tensor, teacher: dict[str, Any], n: int, val: np.ndarray | None
+    ) -> dict[str, float]:
         """How far G is from its teacher, on ``n`` fresh pairs labelled like the training ones but held out.
 
         In data units: ``teacher_fidelity_energy``, the energy distance between G(z) and the teacher's
@@ -404,9 +573,17 @@ class SupervisedDiffusion(Method):
         (the teacher's own error and G's, on the same footing).
         """
         z = torch.randn(n, data.shape[1], generator=torch_stream(self.seed, _HOLD_Z, self.device_), device=self.device_)
-        x0 = flow_to_data(z, data, teacher["schedule"], steps=teacher["steps"], solver=teacher["solver"],
-                          mode=teacher["mode"], mc_batch=teacher["mc_batch"], chunk=teacher["chunk"],
-                          generator=torch_stream(self.seed, _HOLD_MC, self.device_))
+        x0 = flow_to_data(
+            z,
+            data,
+            teacher["schedule"],
+            steps=teacher["steps"],
+            solver=teacher["solver"],
+            mode=teacher["mode"],
+            mc_batch=teacher["mc_batch"],
+            chunk=teacher["chunk"],
+            generator=torch_stream(self.seed, _HOLD_MC, self.device_),
+        )
         x_g = batched(self.net_, z, SAMPLE_BATCH)
         out = {"heldout_mse": float((x_g - x0).square().mean())}
         labels, drawn = (self.scaler_.inverse(x.double().cpu().numpy()) for x in (x0, x_g))
@@ -422,8 +599,14 @@ class SupervisedDiffusion(Method):
         d = z.shape[1]
         with seeded_init(stream_seed(self.seed, _INIT_G)):
             self.net_ = mlp(d, d, hidden, layers=2, act=nn.Tanh).to(self.device_)
-        mse = fit_generator(self.net_, z, x0, g=torch_stream(self.seed, _BATCH, "cpu"), **fit,
-                            checkpoint=lambda step: self.checkpoint("generator", step, fit["iters"], sample=self._sample))
+        mse = fit_generator(
+            self.net_,
+            z,
+            x0,
+            g=torch_stream(self.seed, _BATCH, "cpu"),
+            **fit,
+            checkpoint=lambda step: self.checkpoint("generator", step, fit["iters"], sample=self._sample),
+        )
         self.net_.eval()
         return mse
 
@@ -443,8 +626,16 @@ class SupervisedDiffusion(Method):
             return lambda step: self.checkpoint(stage, step, planned, val_loglik=self._log_prob)
 
         if s["steps"]:
-            reg = fit_student_regression(self.student_, z, x0, steps=s["steps"], batch=s["batch"], lr=s["lr"], g=g,
-                                         checkpoint=checkpoint("student_regression", s["steps"]))
+            reg = fit_student_regression(
+                self.student_,
+                z,
+                x0,
+                steps=s["steps"],
+                batch=s["batch"],
+                lr=s["lr"],
+                g=g,
+                checkpoint=checkpoint("student_regression", s["steps"]),
+            )
         if s["distill_steps"]:
             g_z = torch_stream(self.seed, _DISTILL_Z, self.device_)
             shape = (s["batch"], z.shape[1])
@@ -453,12 +644,22 @@ class SupervisedDiffusion(Method):
             def generator_draws() -> torch.Tensor:
                 return self.net_(torch.randn(shape, generator=g_z, device=self.device_))
 
-            distill = fit_student_likelihood(self.student_, generator_draws, steps=s["distill_steps"], lr=s["lr"],
-                                             checkpoint=checkpoint("student_distill", s["distill_steps"]))
+            distill = fit_student_likelihood(
+                self.student_,
+                generator_draws,
+                steps=s["distill_steps"],
+                lr=s["lr"],
+                checkpoint=checkpoint("student_distill", s["distill_steps"]),
+            )
         if s["mle_steps"]:
             batches = minibatches(len(data), s["batch"], s["mle_steps"], g, data.device)
-            nll = fit_student_likelihood(self.student_, lambda: data[next(batches)], steps=s["mle_steps"], lr=s["lr"],
-                                         checkpoint=checkpoint("student_mle", s["mle_steps"]))
+            nll = fit_student_likelihood(
+                self.student_,
+                lambda: data[next(batches)],
+                steps=s["mle_steps"],
+                lr=s["lr"],
+                checkpoint=checkpoint("student_mle", s["mle_steps"]),
+            )
         self.student_.eval()
         return reg, distill, nll
 
@@ -478,8 +679,9 @@ class SupervisedDiffusion(Method):
             "mle_steps": _check_int("student_mle_steps", p["student_mle_steps"], 0),
         }
         if not settings["steps"] + settings["distill_steps"] + settings["mle_steps"]:
-            raise ValueError("the student needs training: student_steps, student_distill_steps and "
-                             "student_mle_steps are all 0")
+            raise ValueError(
+                "the student needs training: student_steps, student_distill_steps and student_mle_steps are all 0"
+            )
         return settings
 
     @torch.no_grad()
@@ -558,6 +760,15 @@ class TrainingFreeODE(Method):
     def _sample(self, n: int, seed: int) -> np.ndarray:
         t = self.teacher_
         z = torch.randn(n, self.dim_, generator=torch_stream(seed, _SAMPLE_Z, self.device_), device=self.device_)
-        x = flow_to_data(z, self.data_, t["schedule"], steps=t["steps"], solver=t["solver"], mode=t["mode"],
-                         mc_batch=t["mc_batch"], chunk=t["chunk"], generator=torch_stream(seed, _SAMPLE_MC, self.device_))
+        x = flow_to_data(
+            z,
+            self.data_,
+            t["schedule"],
+            steps=t["steps"],
+            solver=t["solver"],
+            mode=t["mode"],
+            mc_batch=t["mc_batch"],
+            chunk=t["chunk"],
+            generator=torch_stream(seed, _SAMPLE_MC, self.device_),
+        )
         return self.scaler_.inverse(x.double().cpu().numpy())

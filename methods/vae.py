@@ -50,7 +50,7 @@ def iwae_bound(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, k: int, 
     log_w = []
     for start in range(0, k, k_chunk):
         eps = torch.randn((min(k_chunk, k - start), *mean_q.shape), generator=g, device=x.device, dtype=x.dtype)
-        z = mean_q + std_q * eps                                   # (kc, n, dz)
+        z = mean_q + std_q * eps  # (kc, n, dz)
         mean_p, std_p = decoder(z)
         log_prior = -0.5 * (z**2).sum(-1) - 0.5 * z.shape[-1] * LOG_2PI
         log_q = gaussian_log_prob(z, mean_q, std_q)
@@ -99,18 +99,62 @@ class VAE(Method):
     log_prob_kind = "bound"
     plot_style = ("#8c564b", "h")
     profiles = {
-        "smoke": dict(latent_dim=None, hidden=32, layers=2, activation="silu", steps=200, batch=256,
-                      lr=3e-3, cosine=True, kl_warmup=0.05, min_decoder_std=1e-3, k_eval=16, eval_batch=1024),
-        "quick": dict(latent_dim=None, hidden=128, layers=2, activation="silu", steps=2000, batch=256,
-                      lr=2e-3, cosine=True, kl_warmup=0.05, min_decoder_std=1e-3, k_eval=50, eval_batch=1024),
-        "paper": dict(latent_dim=None, hidden=200, layers=2, activation="tanh", steps=200_000, batch=20,
-                      lr=1e-3, cosine=False, kl_warmup=0.0, min_decoder_std=1e-3, k_eval=1000, eval_batch=256),
+        "smoke": dict(
+            latent_dim=None,
+            hidden=32,
+            layers=2,
+            activation="silu",
+            steps=200,
+            batch=256,
+            lr=3e-3,
+            cosine=True,
+            kl_warmup=0.05,
+            min_decoder_std=1e-3,
+            k_eval=16,
+            eval_batch=1024,
+        ),
+        "quick": dict(
+            latent_dim=None,
+            hidden=128,
+            layers=2,
+            activation="silu",
+            steps=2000,
+            batch=256,
+            lr=2e-3,
+            cosine=True,
+            kl_warmup=0.05,
+            min_decoder_std=1e-3,
+            k_eval=50,
+            eval_batch=1024,
+        ),
+        "paper": dict(
+            latent_dim=None,
+            hidden=200,
+            layers=2,
+            activation="tanh",
+            steps=200_000,
+            batch=20,
+            lr=1e-3,
+            cosine=False,
+            kl_warmup=0.0,
+            min_decoder_std=1e-3,
+            k_eval=1000,
+            eval_batch=256,
+        ),
     }
     param_specs = {
-        "latent_dim": Choice(None) | Int(min=1), "hidden": Int(min=1), "layers": Int(min=1),
-        "activation": Choice(*ACTIVATIONS), "steps": Int(min=1), "batch": Int(min=1), "lr": Float(gt=0),
-        "cosine": Bool(), "kl_warmup": Float(min=0, max=1), "min_decoder_std": Float(gt=0),
-        "k_eval": Int(min=1), "eval_batch": Int(min=1),
+        "latent_dim": Choice(None) | Int(min=1),
+        "hidden": Int(min=1),
+        "layers": Int(min=1),
+        "activation": Choice(*ACTIVATIONS),
+        "steps": Int(min=1),
+        "batch": Int(min=1),
+        "lr": Float(gt=0),
+        "cosine": Bool(),
+        "kl_warmup": Float(min=0, max=1),
+        "min_decoder_std": Float(gt=0),
+        "k_eval": Int(min=1),
+        "eval_batch": Int(min=1),
     }
 
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
@@ -146,17 +190,26 @@ class VAE(Method):
     def _train(self, x: torch.Tensor) -> None:
         p = self.params
         g = torch_stream(self.seed, NOISE, self.device_)
-        opt = Adam([*self.encoder_.parameters(), *self.decoder_.parameters()], p["lr"], eps=1e-4,
-                   schedule="cosine" if p["cosine"] else None, steps=p["steps"])
+        opt = Adam(
+            [*self.encoder_.parameters(), *self.decoder_.parameters()],
+            p["lr"],
+            eps=1e-4,
+            schedule="cosine" if p["cosine"] else None,
+            steps=p["steps"],
+        )
         warmup_steps = p["kl_warmup"] * p["steps"]
 
         def step(k: int, idx: torch.Tensor) -> torch.Tensor:
             kl_weight = min(1.0, k / warmup_steps) if warmup_steps > 0 else 1.0
             return opt.step(-self._elbo(x[idx], g, kl_weight))
 
-        result = train(step, p["steps"], name=self.name, batches=minibatches(len(x), p["batch"], p["steps"],
-                                                                             torch_stream(self.seed), self.device_),
-                       hook=lambda k, _: self.checkpoint("training", k, p["steps"], val_loglik=self._log_prob))
+        result = train(
+            step,
+            p["steps"],
+            name=self.name,
+            batches=minibatches(len(x), p["batch"], p["steps"], torch_stream(self.seed), self.device_),
+            hook=lambda k, _: self.checkpoint("training", k, p["steps"], val_loglik=self._log_prob),
+        )
         self.info_["final_elbo"] = -float(result.loss) + self.scaler_.log_det
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
@@ -174,6 +227,8 @@ class VAE(Method):
         y = to_tensor(self.scaler_.forward(x), self.device_)
         g = torch_stream(self.seed, BOUND, self.device_)
         k = int(p["k_eval"])
-        out = [iwae_bound(self.encoder_, self.decoder_, y[i:i + p["eval_batch"]], k, g).cpu().numpy()
-               for i in range(0, len(y), p["eval_batch"])]
+        out = [
+            iwae_bound(self.encoder_, self.decoder_, y[i : i + p["eval_batch"]], k, g).cpu().numpy()
+            for i in range(0, len(y), p["eval_batch"])
+        ]
         return np.concatenate(out).astype(np.float64) + self.scaler_.log_det

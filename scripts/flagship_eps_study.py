@@ -28,8 +28,16 @@ from harness.toolkit.training_free_score import kde_log_likelihood
 
 TEACHER = (("training_free_ode", {"eps": 0.01}), ("training_free_ode", {"eps": "auto"}))
 GENERATOR = (("supervised_diffusion", {"eps": 0.01}), ("supervised_diffusion", {"eps": "auto"}))
-COLUMNS = ("test_loglik", "kl", "energy_distance", "c2st_accuracy", "nn_distance_ratio", "nn_close_fraction",
-           "data_copying_ct", "outlier_fraction")
+COLUMNS = (
+    "test_loglik",
+    "kl",
+    "energy_distance",
+    "c2st_accuracy",
+    "nn_distance_ratio",
+    "nn_close_fraction",
+    "data_copying_ct",
+    "outlier_fraction",
+)
 
 
 def teacher_density(model, dataset, test: np.ndarray) -> dict:
@@ -53,8 +61,14 @@ def run(dataset: str, out: Path, profile: str, cells) -> None:
         metrics = {k: result["metrics"].get(k) for k in COLUMNS}
         if name == "training_free_ode":
             metrics.update(teacher_density(model, ds, splits.test))
-        row = {"dataset": dataset, "method": name, "params": params, "seconds": time.perf_counter() - t0,
-               "metrics": metrics, "info": info}
+        row = {
+            "dataset": dataset,
+            "method": name,
+            "params": params,
+            "seconds": time.perf_counter() - t0,
+            "metrics": metrics,
+            "info": info,
+        }
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)

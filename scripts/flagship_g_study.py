@@ -31,8 +31,8 @@ from scipy.stats import multivariate_normal
 import methods
 from harness.sample_metrics import energy_distance
 from harness.toolkit.device import to_tensor
-from methods.supervised_diffusion import _teacher_settings
 from harness.toolkit.training_free_score import Schedule, flow_to_data
+from methods.supervised_diffusion import _teacher_settings
 
 SETTINGS = {
     "base": {},
@@ -67,8 +67,13 @@ class Mixture:
 
     def component_log_probs(self, x: np.ndarray) -> np.ndarray:
         """(n, k): log w_c + log N(x; m_c, S_c)."""
-        return np.stack([np.log(w) + multivariate_normal(m, c).logpdf(x)
-                         for w, m, c in zip(self.weights, self.means, self.covs)], axis=1)
+        return np.stack(
+            [
+                np.log(w) + multivariate_normal(m, c).logpdf(x)
+                for w, m, c in zip(self.weights, self.means, self.covs, strict=False)
+            ],
+            axis=1,
+        )
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
         return logsumexp(self.component_log_probs(x), axis=1)
@@ -80,8 +85,13 @@ def label_noise(model, train: np.ndarray, n: int = 2000) -> float:
     schedule = Schedule(eps=model.info_["eps"])
     data = to_tensor(model.scaler_.forward(train), "cpu")
     z = torch.randn(n, train.shape[1], generator=torch.Generator().manual_seed(99))
-    kw = dict(steps=teacher["steps"], solver=teacher["solver"], mode=teacher["mode"], mc_batch=teacher["mc_batch"],
-              chunk=teacher["chunk"])
+    kw = dict(
+        steps=teacher["steps"],
+        solver=teacher["solver"],
+        mode=teacher["mode"],
+        mc_batch=teacher["mc_batch"],
+        chunk=teacher["chunk"],
+    )
     a, b = (flow_to_data(z, data, schedule, generator=torch.Generator().manual_seed(s), **kw) for s in (1, 2))
     return float(0.5 * (a - b).square().mean())
 
@@ -91,16 +101,25 @@ def mass_placement(mix: Mixture, draws: np.ndarray, test: np.ndarray) -> dict:
     total variation between the mixture weights and the draws' shares per most likely component."""
     thin = np.quantile(mix.log_prob(test), 0.01)
     share = np.bincount(mix.component_log_probs(draws).argmax(1), minlength=len(mix.weights)) / len(draws)
-    return {"thin_share": float((mix.log_prob(draws) < thin).mean()),
-            "component_tv": float(0.5 * np.abs(share - mix.weights).sum()), "component_share": share.round(4).tolist()}
+    return {
+        "thin_share": float((mix.log_prob(draws) < thin).mean()),
+        "component_tv": float(0.5 * np.abs(share - mix.weights).sum()),
+        "component_share": share.round(4).tolist(),
+    }
 
 
 def measure_teacher(name: str, mix: Mixture, train, val, test) -> dict:
     t0 = time.perf_counter()
     model = methods.create("training_free_ode", "quick", seed=0, device="cpu", **TEACHERS[name]).fit(train, val)
     draws = model.sample(5000, seed=1)
-    return {"setting": name, "overrides": TEACHERS[name], "seconds": time.perf_counter() - t0, "eps": model.info_["eps"],
-            "energy_to_test": energy_distance(test, draws), **mass_placement(mix, draws, test)}
+    return {
+        "setting": name,
+        "overrides": TEACHERS[name],
+        "seconds": time.perf_counter() - t0,
+        "eps": model.info_["eps"],
+        "energy_to_test": energy_distance(test, draws),
+        **mass_placement(mix, draws, test),
+    }
 
 
 def error_concentration(model, mix: Mixture, train: np.ndarray, test: np.ndarray, n: int = 2000) -> dict:
@@ -112,9 +131,17 @@ def error_concentration(model, mix: Mixture, train: np.ndarray, test: np.ndarray
     teacher = _teacher_settings(model.params, train.shape[1])
     data = to_tensor(model.scaler_.forward(train), "cpu")
     z = torch.randn(n, train.shape[1], generator=torch.Generator().manual_seed(98))
-    x0 = flow_to_data(z, data, Schedule(eps=model.info_["eps"]), steps=teacher["steps"], solver=teacher["solver"],
-                      mode=teacher["mode"], mc_batch=teacher["mc_batch"], chunk=teacher["chunk"],
-                      generator=torch.Generator().manual_seed(97))
+    x0 = flow_to_data(
+        z,
+        data,
+        Schedule(eps=model.info_["eps"]),
+        steps=teacher["steps"],
+        solver=teacher["solver"],
+        mode=teacher["mode"],
+        mc_batch=teacher["mc_batch"],
+        chunk=teacher["chunk"],
+        generator=torch.Generator().manual_seed(97),
+    )
     with torch.no_grad():
         g = model.net_(z)
     err = (g - x0).square().sum(1).numpy()
@@ -122,8 +149,12 @@ def error_concentration(model, mix: Mixture, train: np.ndarray, test: np.ndarray
     thin = np.quantile(mix.log_prob(test), 0.01)
     g_thin = mix.log_prob(model.scaler_.inverse(g.double().numpy())) < thin
     label_thin = mix.log_prob(model.scaler_.inverse(x0.double().numpy())) < thin
-    return {"top10_error_share": float(err[top].sum() / err.sum()), "thin_share_top10": float(g_thin[top].mean()),
-            "thin_share_rest": float(g_thin[~top].mean()), "label_thin_share": float(label_thin.mean())}
+    return {
+        "top10_error_share": float(err[top].sum() / err.sum()),
+        "thin_share_top10": float(g_thin[top].mean()),
+        "thin_share_rest": float(g_thin[~top].mean()),
+        "label_thin_share": float(label_thin.mean()),
+    }
 
 
 def measure(name: str, mix: Mixture, train, val, test) -> dict:
@@ -140,13 +171,19 @@ def measure(name: str, mix: Mixture, train, val, test) -> dict:
     share = np.bincount(comp_draws, minlength=len(mix.weights)) / len(draws)
     info = model.info_
     return {
-        "setting": name, "overrides": SETTINGS[name], "fit_s": fit_s, "eps": info["eps"],
-        "kl": float(gap.mean()), "kl_se": float(gap.std(ddof=1) / np.sqrt(len(gap))),
+        "setting": name,
+        "overrides": SETTINGS[name],
+        "fit_s": fit_s,
+        "eps": info["eps"],
+        "kl": float(gap.mean()),
+        "kl_se": float(gap.std(ddof=1) / np.sqrt(len(gap))),
         "energy_to_test": energy_distance(test, draws),
-        "train_mse": info["train_mse"], "heldout_mse": info["heldout_mse"],
+        "train_mse": info["train_mse"],
+        "heldout_mse": info["heldout_mse"],
         "label_noise": label_noise(model, train) if model.params["score_mode"] != "exact" else 0.0,
         "teacher_fidelity_energy": info["teacher_fidelity_energy"],
-        "teacher_val_energy": info.get("teacher_val_energy"), "generator_val_energy": info.get("generator_val_energy"),
+        "teacher_val_energy": info.get("teacher_val_energy"),
+        "generator_val_energy": info.get("generator_val_energy"),
         "student_generator_ce": info["student_generator_ce"],
         "thin_share": float((lp_true_draws < thin).mean()),
         "component_tv": float(0.5 * np.abs(share - mix.weights).sum()),

@@ -17,9 +17,17 @@ import pytest
 from harness.report import write_report
 
 #: Flags that work in containers without a display, a GPU, a sandbox or a network.
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
 WIDTHS = (1280, 390)
 
 
@@ -59,16 +67,23 @@ def browser(tmp_path_factory):
 def report_page(tmp_path_factory) -> Path:
     from test_report import make_fake_run
 
-    run_dir = make_fake_run(tmp_path_factory.mktemp("browser-run"), ["gaussian", "kde", "gan", "supervised_diffusion"],
-                            ["8gaussians", "pinwheel", "moons"], [0, 1], failed=("kde", "pinwheel"))
+    run_dir = make_fake_run(
+        tmp_path_factory.mktemp("browser-run"),
+        ["gaussian", "kde", "gan", "supervised_diffusion"],
+        ["8gaussians", "pinwheel", "moons"],
+        [0, 1],
+        failed=("kde", "pinwheel"),
+    )
     write_report(run_dir, formats=("md", "html"))
     return run_dir / "report.html"
 
 
 def _load(driver, page: Path, width: int) -> None:
     """Open ``page`` in a viewport ``width`` CSS pixels wide (device metrics, not the window size)."""
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600})
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600},
+    )
     driver.get(page.as_uri())
     assert driver.execute_script("return document.readyState") == "complete"
 
@@ -78,7 +93,8 @@ def test_no_console_errors_and_every_figure_decodes(browser, report_page):
     errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
     assert not errors, errors
     images = browser.execute_script(
-        "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]);")
+        "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]);"
+    )
     figures = sorted(p.name for p in (report_page.parent / "figures").glob("*.png"))
     assert len(images) == len(figures) >= 4  # samples, densities, speed/quality, critical difference
     assert all(complete and w > 0 and h > 0 for _, complete, w, h in images), images
@@ -88,15 +104,18 @@ def test_no_console_errors_and_every_figure_decodes(browser, report_page):
 def test_every_navigation_anchor_resolves(browser, report_page):
     _load(browser, report_page, 1280)
     links = browser.execute_script(
-        "return Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href'));")
+        "return Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href'));"
+    )
     internal = [h for h in links if h.startswith("#")]
     assert len(internal) >= 5 and len(internal) == len(links)  # nothing leaves the page
     unresolved = browser.execute_script(
-        "return arguments[0].filter(h => !document.getElementById(decodeURIComponent(h.slice(1))));", internal)
+        "return arguments[0].filter(h => !document.getElementById(decodeURIComponent(h.slice(1))));", internal
+    )
     assert not unresolved, unresolved
     # the report opens with the answer: the summary comes before the tables and the configuration
     order = browser.execute_script(
-        "return ['summary', 'tables', 'run'].map(id => document.getElementById(id).getBoundingClientRect().top);")
+        "return ['summary', 'tables', 'run'].map(id => document.getElementById(id).getBoundingClientRect().top);"
+    )
     assert order == sorted(order)
 
 

@@ -70,12 +70,14 @@ def test_budget_stops_at_the_first_checkpoint_past_it_and_is_reproducible(name, 
     ck = first.checkpoints_
     k = next(i for i, c in enumerate(ck) if c["t"] >= budget)
     assert k == 3 and ck[k - 1]["t"] < budget and first.info_["training_progress"]["stopped_by_budget"]
-    assert all(c["phase"] != ck[k]["phase"] for c in ck[k + 1:])
-    later = [c["phase"] for c in ck[k + 1:]]  # loops started after it stop at their first checkpoint
+    assert all(c["phase"] != ck[k]["phase"] for c in ck[k + 1 :])
+    later = [c["phase"] for c in ck[k + 1 :]]  # loops started after it stop at their first checkpoint
     assert len(later) == len(set(later))
     assert first.info_["training_progress"]["fraction"] < 1
     # the same seed and budget stop at the same step, with the same model
-    assert [(c["phase"], c["step"]) for c in first.checkpoints_] == [(c["phase"], c["step"]) for c in second.checkpoints_]
+    assert [(c["phase"], c["step"]) for c in first.checkpoints_] == [
+        (c["phase"], c["step"]) for c in second.checkpoints_
+    ]
     np.testing.assert_array_equal(first.sample(64, seed=1), second.sample(64, seed=1))
 
 
@@ -102,10 +104,19 @@ def test_energy_distance_and_gaussian_reference():
 
 
 def row(method, dataset, points, ref, seed=0):
-    return {"method": method, "dataset": dataset, "seed": seed, "status": "ok",
-            "info": {"checkpoints": [{"phase": "training", "step": i + 1, "planned": len(points), "t": t, **v}
-                                     for i, (t, v) in enumerate(points)],
-                     "checkpoint_reference": ref}}
+    return {
+        "method": method,
+        "dataset": dataset,
+        "seed": seed,
+        "status": "ok",
+        "info": {
+            "checkpoints": [
+                {"phase": "training", "step": i + 1, "planned": len(points), "t": t, **v}
+                for i, (t, v) in enumerate(points)
+            ],
+            "checkpoint_reference": ref,
+        },
+    }
 
 
 def test_time_to_quality_against_hand_computed_values():
@@ -133,7 +144,9 @@ def test_time_to_quality_is_undefined_when_nobody_beats_the_reference():
 
 
 def test_grid_stores_curves_that_survive_resume_and_reach_the_report(tmp_path):
-    cfg = Config(methods=["gaussian", "vae"], datasets=["8gaussians"], seeds=[0], profile="smoke", sample_size=300, jobs=1)
+    cfg = Config(
+        methods=["gaussian", "vae"], datasets=["8gaussians"], seeds=[0], profile="smoke", sample_size=300, jobs=1
+    )
     summary = run_grid(cfg, tmp_path, progress=False)
     assert summary.ok == 2
     rows = {r["method"]: r for r in ResultsStore(tmp_path, create=False).rows()}
@@ -151,14 +164,35 @@ def test_grid_stores_curves_that_survive_resume_and_reach_the_report(tmp_path):
     paths = write_report(tmp_path, formats=("md", "html"))
     assert any(p.name == "fig_training_curves.png" for p in paths)
     report = (tmp_path / "report.md").read_text()
-    assert "Time to quality" in report and "Reported no checkpoints (no curve; their rows are in every other table): gaussian" in report
+    assert (
+        "Time to quality" in report
+        and "Reported no checkpoints (no curve; their rows are in every other table): gaussian" in report
+    )
     assert "Time to quality" in (tmp_path / "report.html").read_text()
 
 
 def test_budget_from_the_command_line_reaches_every_trainable_cell(tmp_path):
     out = tmp_path / "run"
-    code = main(["run", "--methods", "gaussian,vae", "--datasets", "8gaussians", "--profile", "smoke",
-                 "--sample-size", "300", "--jobs", "1", "--no-progress", "--budget", "1e-9", "--out", str(out)])
+    code = main(
+        [
+            "run",
+            "--methods",
+            "gaussian,vae",
+            "--datasets",
+            "8gaussians",
+            "--profile",
+            "smoke",
+            "--sample-size",
+            "300",
+            "--jobs",
+            "1",
+            "--no-progress",
+            "--budget",
+            "1e-9",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     rows = {r["method"]: r for r in ResultsStore(out, create=False).rows()}
     progress = rows["vae"]["info"]["training_progress"]

@@ -16,8 +16,17 @@ from harness.__main__ import EXIT_FAILED_CELLS, main
 from harness.store import ResultsStore
 from methods.base import Method
 
-TINY = ["--methods", "gaussian,kde", "--datasets", "8gaussians,rings", "--profile", "smoke",
-        "--sample-size", "300", "--no-progress"]
+TINY = [
+    "--methods",
+    "gaussian,kde",
+    "--datasets",
+    "8gaussians,rings",
+    "--profile",
+    "smoke",
+    "--sample-size",
+    "300",
+    "--no-progress",
+]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -36,7 +45,8 @@ def test_tiny_grid_writes_every_cell(tiny_run):
     rows = ResultsStore(tiny_run, create=False).rows()
     assert len(rows) == 8 and all(r["status"] == "ok" for r in rows)
     assert {(r["method"], r["dataset"], r["seed"]) for r in rows} == {
-        (m, d, s) for m in ("gaussian", "kde") for d in ("8gaussians", "rings") for s in (0, 1)}
+        (m, d, s) for m in ("gaussian", "kde") for d in ("8gaussians", "rings") for s in (0, 1)
+    }
     for r in rows:
         assert np.isfinite(r["metrics"]["test_loglik"]) and r["metrics"]["kind"] == "exact"
         assert r["timings"]["fit_s"] > 0 and r["timings"]["samples_per_s"] > 0
@@ -109,8 +119,24 @@ def broken_methods():
 
 
 def test_failing_method_gives_failed_row_and_grid_goes_on(tmp_path, broken_methods, capsys):
-    code = main(["run", "--methods", "exploding_test_method,nan_test_method,gaussian", "--datasets", "8gaussians",
-                 "--seeds", "1", "--profile", "smoke", "--sample-size", "200", "--no-progress", "--out", str(tmp_path)])
+    code = main(
+        [
+            "run",
+            "--methods",
+            "exploding_test_method,nan_test_method,gaussian",
+            "--datasets",
+            "8gaussians",
+            "--seeds",
+            "1",
+            "--profile",
+            "smoke",
+            "--sample-size",
+            "200",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == EXIT_FAILED_CELLS  # the report is written, and the status says cells failed
     rows = {r["method"]: r for r in ResultsStore(tmp_path, create=False).rows()}
     assert rows["gaussian"]["status"] == "ok"
@@ -155,7 +181,8 @@ def test_refuses_to_start_when_datasets_is_shadowed(tmp_path):
     import os
 
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "harness", "list"], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "list"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+    )
     assert proc.returncode != 0
     assert "shadows ours" in proc.stderr and "Traceback" not in proc.stderr

@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 from scipy.stats import friedmanchisquare
 
-from harness.comparison import (Ranking, best_and_ties, column_digits, critical_difference, friedman_test,
-                                nemenyi_q, pooled_stderr, rank_methods, significant, t_interval)
+from harness.comparison import (
+    Ranking,
+    best_and_ties,
+    column_digits,
+    critical_difference,
+    friedman_test,
+    nemenyi_q,
+    pooled_stderr,
+    rank_methods,
+    significant,
+    t_interval,
+)
 
 
 def test_t_interval_by_hand():
@@ -42,11 +52,11 @@ def test_best_and_ties_lower_is_better():
 
 def test_best_and_ties_closest_to_half():
     cells = {
-        "x": [0.51, 0.52, 0.53],   # |v - .5| 0.01..0.03, mean 0.02 ± 4.303 * 0.01 / sqrt 3 = [-0.005, 0.045]
-        "y": [0.40, 0.41, 0.42],   # distances mean 0.09: [0.065, 0.115], apart from x
-        "z": [0.46, 0.47, 0.48],   # distances mean 0.03: [0.005, 0.055], overlaps x
-        "w": [0.45],               # one value: never tied
-        "v": [float("nan")],       # no finite value: ignored
+        "x": [0.51, 0.52, 0.53],  # |v - .5| 0.01..0.03, mean 0.02 ± 4.303 * 0.01 / sqrt 3 = [-0.005, 0.045]
+        "y": [0.40, 0.41, 0.42],  # distances mean 0.09: [0.065, 0.115], apart from x
+        "z": [0.46, 0.47, 0.48],  # distances mean 0.03: [0.005, 0.055], overlaps x
+        "w": [0.45],  # one value: never tied
+        "v": [float("nan")],  # no finite value: ignored
     }
     assert best_and_ties(cells, "half") == ("x", {"z"})
     assert best_and_ties({}, "lower") == (None, set())
@@ -60,10 +70,10 @@ def test_best_and_ties_closest_to_half():
 TABLE = {
     "d1": {"A": 1.0, "B": 2.0, "C": 3.0, "D": 4.0, "E": 0.5},
     "d2": {"A": 2.0, "B": 1.0, "C": 2.0, "D": 5.0},
-    "d3": {"A": 1.0, "B": 3.0, "C": 2.0, "D": None},     # D failed here
+    "d3": {"A": 1.0, "B": 3.0, "C": 2.0, "D": None},  # D failed here
     "d4": {"A": 1.0, "B": 1.0, "C": 1.0, "D": 2.0},
-    "d5": {"D": 1.0},                                       # only D ran here
-    "d6": {},                                               # no values at all (e.g. KL without a density)
+    "d5": {"D": 1.0},  # only D ran here
+    "d6": {},  # no values at all (e.g. KL without a density)
 }
 METHODS = ["A", "B", "C", "D", "E", "F"]
 
@@ -139,11 +149,23 @@ def test_ranking_needs_two_datasets_and_two_methods():
     assert none.datasets == [] and none.average == {} and none.excluded_methods == {"a": "no values"}
 
 
-@pytest.mark.parametrize("value, digits, text", [
-    (-2.8412, 3, "-2.84"), (0.0123, 3, "0.0123"), (0.5, 3, "0.500"), (123.45, 3, "123"), (1234.5, 3, "1234"),
-    (-1.234e-5, 3, "-1.23e-5"), (0.0009996, 3, "1.00e-3"), (9.9996, 3, "10.0"), (2.5e6, 3, "2.50e6"),
-    (0.0, 3, "0"), (-2.8412, 5, "-2.8412"), (float("nan"), 3, "nan"),
-])
+@pytest.mark.parametrize(
+    "value, digits, text",
+    [
+        (-2.8412, 3, "-2.84"),
+        (0.0123, 3, "0.0123"),
+        (0.5, 3, "0.500"),
+        (123.45, 3, "123"),
+        (1234.5, 3, "1234"),
+        (-1.234e-5, 3, "-1.23e-5"),
+        (0.0009996, 3, "1.00e-3"),
+        (9.9996, 3, "10.0"),
+        (2.5e6, 3, "2.50e6"),
+        (0.0, 3, "0"),
+        (-2.8412, 5, "-2.8412"),
+        (float("nan"), 3, "nan"),
+    ],
+)
 def test_significant_figures(value, digits, text):
     assert significant(value, digits) == text
 

@@ -33,7 +33,9 @@ def meta_default_device(monkeypatch):
     except ImportError:  # nflows missing: its methods are unavailable anyway
         Distribution = None
     if Distribution is not None:
-        monkeypatch.setattr(Distribution, "log_prob", lambda self, inputs, context=None: self._log_prob(inputs, context))
+        monkeypatch.setattr(
+            Distribution, "log_prob", lambda self, inputs, context=None: self._log_prob(inputs, context)
+        )
     torch.set_default_device("meta")
     try:
         yield

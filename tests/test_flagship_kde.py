@@ -70,7 +70,10 @@ def test_teacher_samples_are_indistinguishable_from_the_kde():
 
 def test_kde_log_likelihood_matches_direct_sum():
     g = torch.Generator().manual_seed(3)
-    data, x = torch.randn(300, 4, generator=g, dtype=torch.float64), torch.randn(50, 4, generator=g, dtype=torch.float64)
+    data, x = (
+        torch.randn(300, 4, generator=g, dtype=torch.float64),
+        torch.randn(50, 4, generator=g, dtype=torch.float64),
+    )
     for eps in (0.003, 0.2):
         direct = torch.distributions.MultivariateNormal(data, eps * torch.eye(4, dtype=torch.float64))
         expected = (torch.logsumexp(direct.log_prob(x[:, None, :]), dim=1) - math.log(300)).mean()
@@ -96,11 +99,19 @@ def test_auto_eps_is_recorded_and_used_by_both_methods():
     assert fixed.info_["eps"] == 0.01 and "eps_val_loglik" not in fixed.info_
     auto = methods.create("training_free_ode", "smoke", seed=0, eps="auto").fit(train, val)
     chosen = auto.info_["eps"]
-    assert chosen == choose_eps(torch.as_tensor((train - train.mean(0)) / train.std(0), dtype=torch.float32),
-                                torch.as_tensor((val - train.mean(0)) / train.std(0), dtype=torch.float32))[0]
+    assert (
+        chosen
+        == choose_eps(
+            torch.as_tensor((train - train.mean(0)) / train.std(0), dtype=torch.float32),
+            torch.as_tensor((val - train.mean(0)) / train.std(0), dtype=torch.float32),
+        )[0]
+    )
     assert auto.teacher_["schedule"].eps == chosen and 0 < chosen < 1
     no_val = methods.create("training_free_ode", "smoke", seed=0, eps="auto").fit(train)  # 10% of train held out
-    assert 0 < no_val.info_["eps"] < 1 and no_val.info_["eps"] in map(float, no_val.info_["eps_val_loglik"]) or \
-        any(abs(float(k) / no_val.info_["eps"] - 1) < 1e-3 for k in no_val.info_["eps_val_loglik"])
+    assert (
+        0 < no_val.info_["eps"] < 1
+        and no_val.info_["eps"] in map(float, no_val.info_["eps_val_loglik"])
+        or any(abs(float(k) / no_val.info_["eps"] - 1) < 1e-3 for k in no_val.info_["eps_val_loglik"])
+    )
     with pytest.raises(UserError, match="'auto' or a finite number in \\(0, 1\\)"):  # the declared spec, at create
         methods.create("training_free_ode", "smoke", eps="best")

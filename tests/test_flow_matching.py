@@ -82,8 +82,9 @@ def test_ot_coupling_lowers_the_transport_cost_to_the_optimum():
 def test_learned_field_approaches_the_closed_form_field():
     rng = np.random.default_rng(3)
     train = rng.multivariate_normal(M2, S2, size=20_000)
-    model = methods.create("flow_matching", "smoke", device="cpu", seed=0, hidden=64, layers=3, steps=800,
-                           batch=512, lr=3e-3).fit(train)
+    model = methods.create(
+        "flow_matching", "smoke", device="cpu", seed=0, hidden=64, layers=3, steps=800, batch=512, lr=3e-3
+    ).fit(train)
     # the fitted field lives in standardised units: there the target is exactly N(D^-1 (m - mu), D^-1 S D^-1)
     mu, sd = model.scaler_.mean, model.scaler_.std
     m_std, s_std = (M2 - mu) / sd, S2 / np.outer(sd, sd)

@@ -18,15 +18,18 @@ from torch import nn
 
 import datasets
 import methods
+from harness.toolkit.compat import nflows_warnings_silenced
 from harness.toolkit.mle import TrainConfig, fit_mle, hold_out
 from methods.base import DivergenceError
-from harness.toolkit.compat import nflows_warnings_silenced
 
 FLOWS = ["maf", "realnvp", "nsf_ar", "nsf_c"]
 
 # A short fit (a few hundred steps) that already separates every flow from a Gaussian.
 SHORT_FIT = dict(steps=200, batch_size=256, eval_every=50, lr=5e-3)
-SHORT_ARCH = {"maf": dict(n_layers=4, hidden=32, batch_norm=True), "realnvp": dict(n_layers=4, hidden=32, batch_norm=True)}
+SHORT_ARCH = {
+    "maf": dict(n_layers=4, hidden=32, batch_norm=True),
+    "realnvp": dict(n_layers=4, hidden=32, batch_norm=True),
+}
 
 
 def eight_gaussians(n: int, seed: int) -> np.ndarray:
@@ -127,7 +130,9 @@ def test_coupling_layers_transform_every_dimension_in_2d(short_fits, name):
 @pytest.mark.parametrize("name", FLOWS)
 def test_absurd_learning_rate_raises_divergence(name):
     x = np.random.default_rng(0).normal(size=(256, 2))
-    with pytest.raises(DivergenceError, match=rf"{name}: training diverged \(loss \w+ at step \d+\); try a lower learning rate"):
+    with pytest.raises(
+        DivergenceError, match=rf"{name}: training diverged \(loss \w+ at step \d+\); try a lower learning rate"
+    ):
         methods.create(name, "smoke", lr=1e6).fit(x)
 
 
@@ -200,13 +205,26 @@ def test_mle_raises_on_nan_loss():
     model = _ShiftedGaussian()
     config = TrainConfig(batch_size=4, lr=1e-3, steps=5)
     with pytest.raises(DivergenceError, match="toy: training diverged"):
-        fit_mle(model, lambda x: model.log_prob(x) * float("nan"), torch.zeros(8, 1), None, config, name="toy", show_progress=False)
+        fit_mle(
+            model,
+            lambda x: model.log_prob(x) * float("nan"),
+            torch.zeros(8, 1),
+            None,
+            config,
+            name="toy",
+            show_progress=False,
+        )
 
 
 @pytest.mark.parametrize(
     "bad, match",
-    [(dict(batch_size=0), "batch_size"), (dict(lr=-1.0), "lr"), (dict(eval_every="often"), "eval_every"),
-     (dict(patience=0), "patience"), (dict(grad_clip=0), "grad_clip")],
+    [
+        (dict(batch_size=0), "batch_size"),
+        (dict(lr=-1.0), "lr"),
+        (dict(eval_every="often"), "eval_every"),
+        (dict(patience=0), "patience"),
+        (dict(grad_clip=0), "grad_clip"),
+    ],
 )
 def test_train_config_validates(bad, match):
     with pytest.raises(ValueError, match=match):

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -99,7 +99,7 @@ def eight_gaussians(n_train: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
 def test_vpsde_coefficients():
     sde = VPSDE(0.1, 20.0)
     t = torch.tensor([1e-5, 0.3, 1.0], dtype=F64)
-    integral = 0.1 * t + 0.5 * t**2 * 19.9          # int_0^t beta(s) ds
+    integral = 0.1 * t + 0.5 * t**2 * 19.9  # int_0^t beta(s) ds
     assert torch.allclose(sde.mean_coeff(t), torch.exp(-0.5 * integral))
     assert torch.allclose(sde.std(t) ** 2, 1 - torch.exp(-integral))
 
@@ -127,7 +127,7 @@ def test_hutchinson_trace_is_unbiased():
     exact, _ = ode_log_prob(sde, score, x, trace="exact", **kw)
     estimate, _ = ode_log_prob(sde, score, x, trace="hutchinson", probe=probe, **kw)
     err = (estimate - exact).numpy()
-    assert err.std() > 1e-3                              # it is an estimate ...
+    assert err.std() > 1e-3  # it is an estimate ...
     assert abs(err.mean()) < 4 * err.std() / math.sqrt(len(err))  # ... without bias
 
 
@@ -168,14 +168,15 @@ def test_score_diffusion_with_exact_score_gives_data_density():
     rng = np.random.default_rng(0)
     mu, cov = np.array([3.0, -2.0]), np.array([[2.0, 0.9], [0.9, 0.8]])
     train = rng.multivariate_normal(mu, cov, size=2000)
-    m = methods.create("score_diffusion", "smoke", device="cpu", steps=1, eval_batch=128,
-                       rtol=1e-5, atol=1e-5, eps_t=1e-5).fit(train)
+    m = methods.create(
+        "score_diffusion", "smoke", device="cpu", steps=1, eval_batch=128, rtol=1e-5, atol=1e-5, eps_t=1e-5
+    ).fit(train)
     scale = 1.0 / m.scaler_.std
     mu_std = torch.tensor((mu - m.scaler_.mean) * scale)
     cov_std = torch.tensor(cov * np.outer(scale, scale))
     m.net_ = OracleNoise(GaussianScore(m.sde_, mu_std, cov_std))
 
-    x = rng.multivariate_normal(mu, cov, size=300)       # 3 batches of 128 rows
+    x = rng.multivariate_normal(mu, cov, size=300)  # 3 batches of 128 rows
     expected = multivariate_normal(mu, cov).logpdf(x)
     np.testing.assert_allclose(m.log_prob(x), expected, atol=1e-2)
     assert m.info_["nfe_log_prob"] > 0
@@ -253,7 +254,7 @@ def test_vae_bound_rises_with_k_and_stays_below_truth(linear_vae):
         bounds.append(m.log_prob(x).mean())
     assert np.all(np.diff(bounds) > 0), bounds
     assert bounds[-1] < true_lp.mean()
-    assert true_lp.mean() - bounds[0] > 0.1                      # the encoder is really off
+    assert true_lp.mean() - bounds[0] > 0.1  # the encoder is really off
     assert true_lp.mean() - bounds[-1] < 0.25 * (true_lp.mean() - bounds[0])
     np.testing.assert_array_equal(m.log_prob(x), m.log_prob(x))  # seeded evaluation
 

@@ -14,11 +14,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _gpu_check(out: Path, methods: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GPU_CHECK_DEVICE": "cpu", "PY": sys.executable, "GPU_CHECK_METHODS": methods,
-           "GPU_CHECK_DATASETS": "8gaussians", "DENSITYBENCH_PLUGINS": "plugins_faulty",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([str(ROOT / "scripts" / "gpu_check.sh"), str(out)], capture_output=True, text=True,
-                          env=env, timeout=1200)
+    env = {
+        **os.environ,
+        "GPU_CHECK_DEVICE": "cpu",
+        "PY": sys.executable,
+        "GPU_CHECK_METHODS": methods,
+        "GPU_CHECK_DATASETS": "8gaussians",
+        "DENSITYBENCH_PLUGINS": "plugins_faulty",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [str(ROOT / "scripts" / "gpu_check.sh"), str(out)], capture_output=True, text=True, env=env, timeout=1200
+    )
 
 
 def _check_files(out: Path) -> str:

@@ -33,12 +33,15 @@ def _fresh_cache():
 # ---------------------------------------------------------------- split arithmetic
 
 
-@pytest.mark.parametrize("n, expected", [
-    (2_049_280, (1_659_917, 184_435, 204_928)),   # POWER
-    (1_052_065, (852_174, 94_685, 105_206)),      # GAS
-    (36_488, (29_556, 3_284, 3_648)),             # MINIBOONE
-    (1000, (810, 90, 100)),
-])
+@pytest.mark.parametrize(
+    "n, expected",
+    [
+        (2_049_280, (1_659_917, 184_435, 204_928)),  # POWER
+        (1_052_065, (852_174, 94_685, 105_206)),  # GAS
+        (36_488, (29_556, 3_284, 3_648)),  # MINIBOONE
+        (1000, (810, 90, 100)),
+    ],
+)
 def test_tail_split_sizes_reproduce_the_published_sizes(n, expected):
     assert maf.tail_split_sizes(n) == expected
 
@@ -51,9 +54,14 @@ def test_tail_split_keeps_row_order():
 
 
 def test_registered_maf_sets_have_published_dims_and_sizes():
-    expected = {"power": (6, (1_659_917, 184_435, 204_928)), "gas": (8, (852_174, 94_685, 105_206)),
-                "hepmass": (21, (315_123, 35_013, 174_987)), "miniboone": (43, (29_556, 3_284, 3_648)),
-                "bsds300": (63, (1_000_000, 50_000, 250_000)), "miniboone-small": (43, (2_956, 328, 3_648))}
+    expected = {
+        "power": (6, (1_659_917, 184_435, 204_928)),
+        "gas": (8, (852_174, 94_685, 105_206)),
+        "hepmass": (21, (315_123, 35_013, 174_987)),
+        "miniboone": (43, (29_556, 3_284, 3_648)),
+        "bsds300": (63, (1_000_000, 50_000, 250_000)),
+        "miniboone-small": (43, (2_956, 328, 3_648)),
+    }
     for name, (dim, sizes) in expected.items():
         ds = datasets.get(name)
         assert (ds.dim, ds.sizes()) == (dim, sizes), name
@@ -69,7 +77,7 @@ def power_raw(n: int = 1000) -> np.ndarray:
     for j, offset in OFFSETS.items():
         raw[:, j] = offset
     raw[:, 1], raw[:, 3] = 1e6, 2e6  # reactive power and intensity: must be dropped
-    raw[:, 7] = np.arange(n)         # time: row ids, never noised
+    raw[:, 7] = np.arange(n)  # time: row ids, never noised
     return raw
 
 
@@ -91,9 +99,9 @@ def test_power_noise_scales_and_draw_order_follow_the_reference():
         assert noise[:, j].max() > 0.9 * scale
     rng = np.random.RandomState(42)
     rng.permutation(n)  # the shuffle consumes the same draws
-    assert np.allclose(noise[:, 1], 0.01 * rng.rand(n))   # voltage first
+    assert np.allclose(noise[:, 1], 0.01 * rng.rand(n))  # voltage first
     assert np.allclose(noise[:, 0], 0.001 * rng.rand(n))  # then active power
-    assert np.allclose(noise[:, 2:5], rng.rand(n, 3))     # then the sub-meterings
+    assert np.allclose(noise[:, 2:5], rng.rand(n, 3))  # then the sub-meterings
 
 
 def test_power_splits_are_normalised_with_train_and_validation():
@@ -115,12 +123,24 @@ def gas_frame(n: int = 400) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     z = rng.standard_normal((n, 12))
     near = lambda col: col + 0.01 * rng.standard_normal(n)  # noqa: E731 - correlation ~0.9999
-    sensors = [z[:, 0], near(z[:, 0]),                      # pair: S1 goes
-               z[:, 1], near(z[:, 1]), near(z[:, 1]),       # triple: S3 then S4 go
-               z[:, 2], 0.95 * z[:, 2] + 0.312 * z[:, 3],   # correlation 0.95: both stay
-               z[:, 4], z[:, 5], z[:, 6], z[:, 7], z[:, 8], z[:, 9],
-               near(z[:, 4]),                               # pairs with S8: S8 goes
-               z[:, 10], z[:, 11]]
+    sensors = [
+        z[:, 0],
+        near(z[:, 0]),  # pair: S1 goes
+        z[:, 1],
+        near(z[:, 1]),
+        near(z[:, 1]),  # triple: S3 then S4 go
+        z[:, 2],
+        0.95 * z[:, 2] + 0.312 * z[:, 3],  # correlation 0.95: both stay
+        z[:, 4],
+        z[:, 5],
+        z[:, 6],
+        z[:, 7],
+        z[:, 8],
+        z[:, 9],
+        near(z[:, 4]),  # pairs with S8: S8 goes
+        z[:, 10],
+        z[:, 11],
+    ]
     frame = pd.DataFrame(np.column_stack(sensors), columns=[f"S{i}" for i in range(1, 17)])
     frame.insert(0, "Eth", z[:, 0])  # correlated with S1, but dropped before pruning
     frame.insert(0, "Meth", rng.standard_normal(n))
@@ -185,8 +205,9 @@ def hepmass_files(folder: Path, *, unnamed_train_mass: bool, n1: int = 200) -> d
     return {"train": feats, "test": test_feats}
 
 
-@pytest.mark.parametrize("unnamed_train_mass", [True, False],
-                         ids=["train-rows-carry-unnamed-mass", "train-without-mass"])
+@pytest.mark.parametrize(
+    "unnamed_train_mass", [True, False], ids=["train-rows-carry-unnamed-mass", "train-without-mass"]
+)
 def test_hepmass_keeps_signal_drops_repeated_minima_and_uses_train_statistics(tmp_path, unnamed_train_mass):
     raw = hepmass_files(tmp_path / "maf" / "hepmass", unnamed_train_mass=unnamed_train_mass)
     splits = datasets.get("hepmass").load(root=tmp_path)

@@ -12,8 +12,16 @@ import math
 import numpy as np
 import pytest
 
-from harness.memorisation import (CLOSE_QUANTILE, OUTLIER_SDS, Standardiser, data_copying_ct, mann_whitney_z,
-                                  memorisation_metrics, nearest_distances, outlying)
+from harness.memorisation import (
+    CLOSE_QUANTILE,
+    OUTLIER_SDS,
+    Standardiser,
+    data_copying_ct,
+    mann_whitney_z,
+    memorisation_metrics,
+    nearest_distances,
+    outlying,
+)
 
 N = 3000
 
@@ -36,8 +44,11 @@ def test_nearest_distances_agree_between_kdtree_and_matrix_products():
     ref, q = rng.normal(size=(700, 20)), rng.normal(size=(300, 20))  # d = 20: the matrix-product path
     brute = np.sqrt(((q[:, None, :] - ref[None, :, :]) ** 2).sum(-1)).min(axis=1)
     np.testing.assert_allclose(nearest_distances(q, ref), brute, rtol=1e-4)
-    np.testing.assert_allclose(nearest_distances(q[:, :3], ref[:, :3]),  # KD-tree path
-                               np.sqrt(((q[:, None, :3] - ref[None, :, :3]) ** 2).sum(-1)).min(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(
+        nearest_distances(q[:, :3], ref[:, :3]),  # KD-tree path
+        np.sqrt(((q[:, None, :3] - ref[None, :, :3]) ** 2).sum(-1)).min(axis=1),
+        rtol=1e-12,
+    )
 
 
 def test_mann_whitney_z_matches_scipy():
@@ -104,18 +115,38 @@ def test_outliers_are_counted_exactly():
 
 
 def _row(method: str, ratio: float, outliers: float, info: dict | None = None) -> dict:
-    return {"cell_key": f"{method}-moons-0", "method": method, "dataset": "moons", "seed": 0, "profile": "smoke",
-            "params": {}, "device": "cpu", "status": "ok", "error": None, "code_version": "t", "config_hash": "h",
-            "metrics": {"kind": None, "nn_distance_ratio": ratio, "data_copying_ct": -0.1, "outlier_fraction": outliers,
-                        "max_abs_z": 5e8 if outliers else 4.0},
-            "timings": {}, "info": info or {}}
+    return {
+        "cell_key": f"{method}-moons-0",
+        "method": method,
+        "dataset": "moons",
+        "seed": 0,
+        "profile": "smoke",
+        "params": {},
+        "device": "cpu",
+        "status": "ok",
+        "error": None,
+        "code_version": "t",
+        "config_hash": "h",
+        "metrics": {
+            "kind": None,
+            "nn_distance_ratio": ratio,
+            "data_copying_ct": -0.1,
+            "outlier_fraction": outliers,
+            "max_abs_z": 5e8 if outliers else 4.0,
+        },
+        "timings": {},
+        "info": info or {},
+    }
 
 
 def test_report_shows_memorisation_and_flags_outliers():
     from harness.report import build, markdown
 
-    rows = [_row("copier", 0.2, 0.0), _row("fresh", 1.05, 0.0006),
-            _row("generator", 0.8, 0.0, {"teacher_fidelity_energy": 0.0123})]
+    rows = [
+        _row("copier", 0.2, 0.0),
+        _row("fresh", 1.05, 0.0006),
+        _row("generator", 0.8, 0.0, {"teacher_fidelity_energy": 0.0123}),
+    ]
     text = markdown(rows)
     assert "Warning." in text and "`fresh` on `moons` (0.06% of samples, up to 5e+08 SDs)" in text
     assert "`copier` on" not in text.split("Warning.")[1].split("\n")[0]

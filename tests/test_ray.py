@@ -14,8 +14,19 @@ from harness.store import ResultsStore
 pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[distributed]'")
 
 TESTS = Path(__file__).resolve().parent
-GRID = ["--methods", "gaussian,kde", "--datasets", "8gaussians,rings", "--seeds", "2", "--profile", "smoke",
-        "--sample-size", "200", "--no-progress"]
+GRID = [
+    "--methods",
+    "gaussian,kde",
+    "--datasets",
+    "8gaussians,rings",
+    "--seeds",
+    "2",
+    "--profile",
+    "smoke",
+    "--sample-size",
+    "200",
+    "--no-progress",
+]
 
 
 def run_cli(*args: str, plugins: bool = False) -> subprocess.CompletedProcess:
@@ -23,8 +34,9 @@ def run_cli(*args: str, plugins: bool = False) -> subprocess.CompletedProcess:
     if plugins:
         env["PYTHONPATH"] = f"{TESTS}{os.pathsep}{env.get('PYTHONPATH', '')}"
         env["DENSITYBENCH_PLUGINS"] = "plugins_faulty"
-    return subprocess.run([sys.executable, "-m", "harness", "run", *args], capture_output=True, text=True,
-                          env=env, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", "run", *args], capture_output=True, text=True, env=env, timeout=900
+    )
 
 
 def table(run_dir: Path) -> dict:
@@ -36,8 +48,9 @@ def local_and_ray(tmp_path_factory):
     base = tmp_path_factory.mktemp("ray")
     local = run_cli(*GRID, "--out", str(base / "local"))
     assert local.returncode == 0, local.stderr
-    ray_run = run_cli(*GRID, "--executor", "ray", "--out", str(base / "ray"), "--methods", "gaussian,kde,crash_worker",
-                      plugins=True)
+    ray_run = run_cli(
+        *GRID, "--executor", "ray", "--out", str(base / "ray"), "--methods", "gaussian,kde,crash_worker", plugins=True
+    )
     assert ray_run.returncode == 3, ray_run.stderr  # the crash_worker cells failed
     return base / "local", base / "ray"
 

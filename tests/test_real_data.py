@@ -19,8 +19,8 @@ import pytest
 
 import datasets
 from datasets import maf, uci
-from datasets.tabular import FileDataset, clean_table, read_table, split_sizes
 from datasets._download import download, sha256_of
+from datasets.tabular import FileDataset, clean_table, read_table, split_sizes
 from harness.download import fetch
 from harness.errors import UserError
 
@@ -109,8 +109,15 @@ def test_missing_uci_file_names_the_fetch_command(tmp_path):
 def mixed_table(n: int = 400) -> np.ndarray:
     """Columns: continuous, constant, integer counts, a 0.5 grid, continuous."""
     rng = np.random.default_rng(0)
-    return np.column_stack((rng.standard_normal(n), np.full(n, 3.0), rng.integers(0, 5, n).astype(float),
-                            0.5 * rng.integers(0, 40, n), rng.standard_normal(n) * 10 + 2))
+    return np.column_stack(
+        (
+            rng.standard_normal(n),
+            np.full(n, 3.0),
+            rng.integers(0, 5, n).astype(float),
+            0.5 * rng.integers(0, 40, n),
+            rng.standard_normal(n) * 10 + 2,
+        )
+    )
 
 
 def test_clean_table_drops_constants_and_dequantises_by_one_quantum():
@@ -158,9 +165,11 @@ def table_text(rows: np.ndarray, sep: str) -> str:
 
 def test_csv_with_header_csv_without_whitespace_text_and_npy_agree(tmp_path):
     x = mixed_table(50)
-    files = [write(tmp_path / "h.csv", "a,b,c,d,e\n" + table_text(x, ",")),
-             write(tmp_path / "plain.csv", table_text(x, ",")),
-             write(tmp_path / "w.txt", "\n" + table_text(x, " \t ").replace("\n", "  \n") + "\n\n")]
+    files = [
+        write(tmp_path / "h.csv", "a,b,c,d,e\n" + table_text(x, ",")),
+        write(tmp_path / "plain.csv", table_text(x, ",")),
+        write(tmp_path / "w.txt", "\n" + table_text(x, " \t ").replace("\n", "  \n") + "\n\n"),
+    ]
     np.save(tmp_path / "t.npy", x)
     files.append(tmp_path / "t.npy")
     for path in files:
@@ -189,20 +198,26 @@ GOOD = [f"{i},{i * 2 + 0.5},{i % 3}\n" for i in range(12)]
 GOOD_ROWS = "".join(GOOD)
 
 
-@pytest.mark.parametrize("name, text, message", [
-    ("bad.csv", "x,y,z\n" + "".join(GOOD[:5]) + "1,2,abc\n" + "".join(GOOD[5:]),
-     r"line 7, column 3: 'abc' is not a number"),
-    ("ragged.csv", GOOD_ROWS + "1,2\n", r"line 13 has 2 columns, expected 3 \(as on line 1\)"),
-    ("ragged.txt", "1 2 3\n" * 5 + "1 2 3 4\n" + "1 2 3\n" * 6, r"line 6 has 4 columns, expected 3"),
-    ("nan.csv", GOOD_ROWS + "1,nan,2\n", r"line 13, column 2: 'nan' is not finite"),
-    ("inf.txt", "1 2\n" * 10 + "3 -inf\n", r"line 11, column 2: '-inf' is not finite"),
-    ("empty_cell.csv", GOOD_ROWS + "1,,2\n", r"line 13, column 2: is empty"),
-    ("few.csv", "".join(GOOD[:4]), r"only 4 rows; at least 10 are needed"),
-    ("single.csv", "v\n" + "\n".join(str(i) for i in range(20)) + "\n", r"a single column"),
-    ("empty.csv", "", r"the file is empty"),
-    ("blank.txt", "\n  \n\t\n", r"the file is empty"),
-    ("header_only.csv", "a,b,c\n", r"no data rows"),
-])
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        (
+            "bad.csv",
+            "x,y,z\n" + "".join(GOOD[:5]) + "1,2,abc\n" + "".join(GOOD[5:]),
+            r"line 7, column 3: 'abc' is not a number",
+        ),
+        ("ragged.csv", GOOD_ROWS + "1,2\n", r"line 13 has 2 columns, expected 3 \(as on line 1\)"),
+        ("ragged.txt", "1 2 3\n" * 5 + "1 2 3 4\n" + "1 2 3\n" * 6, r"line 6 has 4 columns, expected 3"),
+        ("nan.csv", GOOD_ROWS + "1,nan,2\n", r"line 13, column 2: 'nan' is not finite"),
+        ("inf.txt", "1 2\n" * 10 + "3 -inf\n", r"line 11, column 2: '-inf' is not finite"),
+        ("empty_cell.csv", GOOD_ROWS + "1,,2\n", r"line 13, column 2: is empty"),
+        ("few.csv", "".join(GOOD[:4]), r"only 4 rows; at least 10 are needed"),
+        ("single.csv", "v\n" + "\n".join(str(i) for i in range(20)) + "\n", r"a single column"),
+        ("empty.csv", "", r"the file is empty"),
+        ("blank.txt", "\n  \n\t\n", r"the file is empty"),
+        ("header_only.csv", "a,b,c\n", r"no data rows"),
+    ],
+)
 def test_malformed_user_files_give_one_line_errors(tmp_path, name, text, message):
     path = write(tmp_path / name, text)
     with pytest.raises(UserError, match=message) as info:
@@ -216,12 +231,15 @@ def test_bad_line_number_is_the_physical_line(tmp_path):
         read_table(path)
 
 
-@pytest.mark.parametrize("array, message", [
-    (np.array([[1.0, np.nan]] * 12), r"row 1, column 2: nan is not finite"),
-    (np.zeros((12, 2, 2)), r"2-D"),
-    (np.arange(12.0), r"a single column"),
-    (np.array([["a", "b"]] * 12), r"numeric"),
-])
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.array([[1.0, np.nan]] * 12), r"row 1, column 2: nan is not finite"),
+        (np.zeros((12, 2, 2)), r"2-D"),
+        (np.arange(12.0), r"a single column"),
+        (np.array([["a", "b"]] * 12), r"numeric"),
+    ],
+)
 def test_malformed_npy_files(tmp_path, array, message):
     np.save(tmp_path / "x.npy", array)
     with pytest.raises(UserError, match=message):
@@ -374,10 +392,16 @@ def maf_bundle(path: Path) -> dict[str, bytes]:
     """A small stand-in for the MAF bundle: its folder layout with tiny files."""
     buffer = io.BytesIO()
     np.save(buffer, np.random.default_rng(0).standard_normal((100, 4)))
-    files = {"data/power/data.npy": b"power", "data/gas/ethylene_CO.pickle": b"gas",
-             "data/gas/ethylene_methane.pickle": b"unused", "data/hepmass/1000_train.csv": b"train",
-             "data/hepmass/1000_test.csv": b"test", "data/miniboone/data.npy": buffer.getvalue(),
-             "data/BSDS300/BSDS300.hdf5": b"bsds", "data/mnist/mnist.pkl.gz": b"skip me"}
+    files = {
+        "data/power/data.npy": b"power",
+        "data/gas/ethylene_CO.pickle": b"gas",
+        "data/gas/ethylene_methane.pickle": b"unused",
+        "data/hepmass/1000_train.csv": b"train",
+        "data/hepmass/1000_test.csv": b"test",
+        "data/miniboone/data.npy": buffer.getvalue(),
+        "data/BSDS300/BSDS300.hdf5": b"bsds",
+        "data/mnist/mnist.pkl.gz": b"skip me",
+    }
     with tarfile.open(path, "w:gz") as tar:
         for name, body in files.items():
             info = tarfile.TarInfo(name)

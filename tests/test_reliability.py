@@ -47,6 +47,7 @@ def _faulty(name: str, fit):
 def _raise(exc):
     def fit(self, train):
         raise exc
+
     return fit
 
 
@@ -84,8 +85,26 @@ def faulty_methods():
 
 def test_every_fault_gives_a_failed_row_and_the_grid_goes_on(tmp_path, faulty_methods):
     names = ",".join([*FAULTS, "gaussian"])
-    code = main(["run", "--methods", names, "--datasets", "8gaussians", "--seeds", "1", "--profile", "smoke", "--time-limit", "25",
-                 "--sample-size", "200", "--no-progress", "--out", str(tmp_path)])
+    code = main(
+        [
+            "run",
+            "--methods",
+            names,
+            "--datasets",
+            "8gaussians",
+            "--seeds",
+            "1",
+            "--profile",
+            "smoke",
+            "--time-limit",
+            "25",
+            "--sample-size",
+            "200",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == EXIT_FAILED_CELLS
     rows = {r["method"]: r for r in ResultsStore(tmp_path, create=False).rows()}
     assert rows["gaussian"]["status"] == "ok"
@@ -103,8 +122,22 @@ def test_nan_metric_is_a_failure(tmp_path):
 
     NaNSampler.name = "nan_sampler"
     methods.register(NaNSampler)
-    argv = ["run", "--methods", "nan_sampler", "--datasets", "rings", "--seeds", "1", "--profile", "smoke", "--sample-size", "100",
-            "--no-progress", "--out", str(tmp_path)]
+    argv = [
+        "run",
+        "--methods",
+        "nan_sampler",
+        "--datasets",
+        "rings",
+        "--seeds",
+        "1",
+        "--profile",
+        "smoke",
+        "--sample-size",
+        "100",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     try:
         assert main(argv) == EXIT_FAILED_CELLS
         (row,) = ResultsStore(tmp_path, create=False).rows()
@@ -116,14 +149,32 @@ def test_nan_metric_is_a_failure(tmp_path):
         methods.unregister("nan_sampler")
 
 
-GRID = ["--methods", "gaussian,kde", "--datasets", "8gaussians,rings,moons", "--seeds", "2", "--profile", "smoke",
-        "--sample-size", "200", "--no-progress"]
+GRID = [
+    "--methods",
+    "gaussian,kde",
+    "--datasets",
+    "8gaussians,rings,moons",
+    "--seeds",
+    "2",
+    "--profile",
+    "smoke",
+    "--sample-size",
+    "200",
+    "--no-progress",
+]
 
 
 def _table(run_dir: Path) -> dict:
     rows = ResultsStore(run_dir, create=False).rows()
-    return {(r["method"], r["dataset"], r["seed"]): (r["status"], r["metrics"].get("test_loglik"),
-                                                     r["metrics"].get("kl"), r["metrics"].get("mmd2")) for r in rows}
+    return {
+        (r["method"], r["dataset"], r["seed"]): (
+            r["status"],
+            r["metrics"].get("test_loglik"),
+            r["metrics"].get("kl"),
+            r["metrics"].get("mmd2"),
+        )
+        for r in rows
+    }
 
 
 def test_same_command_same_seeds_gives_identical_metrics(tmp_path):
@@ -175,8 +226,15 @@ def test_a_hung_cell_does_not_hold_up_the_others_with_two_jobs(tmp_path):
     methods.register(_faulty("hang_seed0", hang_on_seed_zero))
     try:
         order = []
-        cfg = Config(methods=["hang_seed0"], datasets=["8gaussians"], seeds=[0, 1, 2, 3], profile="smoke",
-                     time_limit=600, sample_size=100, jobs=2)
+        cfg = Config(
+            methods=["hang_seed0"],
+            datasets=["8gaussians"],
+            seeds=[0, 1, 2, 3],
+            profile="smoke",
+            time_limit=600,
+            sample_size=100,
+            jobs=2,
+        )
         summary = run_grid(cfg, tmp_path / "run", progress=False, on_row=on_row)
     finally:
         methods.unregister("hang_seed0")
@@ -211,17 +269,38 @@ def _children(pid: int) -> list[int]:
 
 def _hang_cli(out: Path) -> subprocess.Popen:
     """``harness run`` of one gaussian cell, then one cell whose fit hangs (tests/plugins_faulty.py)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
-           "DENSITYBENCH_PLUGINS": "plugins_faulty"}
-    cmd = [sys.executable, "-m", "harness", "run", "--methods", "gaussian,hang_worker", "--datasets", "8gaussians",
-           "--profile", "smoke", "--sample-size", "100", "--no-progress", "--jobs", "1", "--out", str(out)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+        "DENSITYBENCH_PLUGINS": "plugins_faulty",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        "--methods",
+        "gaussian,hang_worker",
+        "--datasets",
+        "8gaussians",
+        "--profile",
+        "smoke",
+        "--sample-size",
+        "100",
+        "--no-progress",
+        "--jobs",
+        "1",
+        "--out",
+        str(out),
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
 def _wait_for_hanging_worker(proc: subprocess.Popen, out: Path) -> int:
     """The hang_worker cell's worker pid: after the gaussian row, the harness's one live child."""
-    _wait_for(lambda: _rows_in(out) >= 1 and len(_children(proc.pid)) == 1 or proc.poll() is not None,
-              "the hanging worker")
+    _wait_for(
+        lambda: _rows_in(out) >= 1 and len(_children(proc.pid)) == 1 or proc.poll() is not None, "the hanging worker"
+    )
     assert proc.poll() is None, proc.stderr.read()
     (pid,) = _children(proc.pid)
     return pid
@@ -241,7 +320,7 @@ def test_sigkill_of_the_group_and_of_the_parent_alone_then_resume_completes_exac
     kills = 0
     for target in (1, 2):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        _wait_for(lambda: _rows_in(out) >= target or proc.poll() is not None, f"{target} rows")
+        _wait_for(lambda: _rows_in(out) >= target or proc.poll() is not None, f"{target} rows")  # noqa: B023
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             kills += 1

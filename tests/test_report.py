@@ -41,25 +41,42 @@ class _Gaussian:
 
 def _metrics(method: str, k: int, seed: int, dim: int) -> tuple[dict, dict]:
     lik = method not in NO_LIKELIHOOD
-    metrics = {"kind": "exact" if lik else None, "mmd2": 0.01 * (k + 1) + 0.001 * seed,
-               "c2st_accuracy": 0.55 + 0.02 * k, "energy_distance": 0.02 * (k + 1),
-               "sliced_wasserstein": 0.1 * (k + 1), "marginal_kl": 0.01 * (k + 2),
-               "marginal_kl_per_dim": [0.01] * dim}
+    metrics = {
+        "kind": "exact" if lik else None,
+        "mmd2": 0.01 * (k + 1) + 0.001 * seed,
+        "c2st_accuracy": 0.55 + 0.02 * k,
+        "energy_distance": 0.02 * (k + 1),
+        "sliced_wasserstein": 0.1 * (k + 1),
+        "marginal_kl": 0.01 * (k + 2),
+        "marginal_kl_per_dim": [0.01] * dim,
+    }
     if lik:
         metrics.update(test_loglik=-3.0 + 0.1 * k - 0.01 * seed, test_loglik_se=0.01, kl=0.2 + 0.1 * k, kl_se=0.01)
-    timings = {"fit_s": 1.0 + k, "fit_phases": {"training": 0.8 + k}, "samples_per_s": 1e3 * 10 ** (k % 4) * (1 + seed),
-               "sample_s": 0.1, "peak_rss_mib": 500.0}
+    timings = {
+        "fit_s": 1.0 + k,
+        "fit_phases": {"training": 0.8 + k},
+        "samples_per_s": 1e3 * 10 ** (k % 4) * (1 + seed),
+        "sample_s": 0.1,
+        "peak_rss_mib": 500.0,
+    }
     if lik:
         timings["log_prob_per_s"] = 5e4
     return metrics, timings
 
 
-def make_fake_run(run_dir: Path, methods: list[str], dsets: list[str], seeds: list[int],
-                  failed: tuple[str, str] | None = None, data_root: str | None = None) -> Path:
+def make_fake_run(
+    run_dir: Path,
+    methods: list[str],
+    dsets: list[str],
+    seeds: list[int],
+    failed: tuple[str, str] | None = None,
+    data_root: str | None = None,
+) -> Path:
     """A run directory as run_grid would leave it, with made-up metrics and real-shaped artefacts."""
     store = ResultsStore(run_dir)
-    store.set_meta("config", Config(methods=methods, datasets=dsets, seeds=seeds, profile="smoke",
-                                    data_root=data_root).to_dict())
+    store.set_meta(
+        "config", Config(methods=methods, datasets=dsets, seeds=seeds, profile="smoke", data_root=data_root).to_dict()
+    )
     store.set_meta("environment", {"device": "cpu", "python": "3.11", "torch": "2.13.0", "code_version": "0.1.0+test"})
     (run_dir / "artifacts").mkdir(exist_ok=True)
     for ds_name in dsets:
@@ -67,17 +84,37 @@ def make_fake_run(run_dir: Path, methods: list[str], dsets: list[str], seeds: li
             splits = datasets.get(ds_name).load(seed=seed, root=data_root)
             for k, m in enumerate(methods):
                 key = f"{m}-{ds_name}-{seed}"
-                row = {"cell_key": key, "method": m, "dataset": ds_name, "seed": seed, "profile": "smoke",
-                       "params": {}, "device": "cpu", "code_version": "0.1.0+test", "config_hash": "abc"}
+                row = {
+                    "cell_key": key,
+                    "method": m,
+                    "dataset": ds_name,
+                    "seed": seed,
+                    "profile": "smoke",
+                    "params": {},
+                    "device": "cpu",
+                    "code_version": "0.1.0+test",
+                    "config_hash": "abc",
+                }
                 if (m, ds_name) == failed:
-                    store.put({**row, "status": "failed", "error": "RuntimeError: boom <in> fit & co",
-                               "metrics": {}, "timings": {}, "info": {}})
+                    store.put(
+                        {
+                            **row,
+                            "status": "failed",
+                            "error": "RuntimeError: boom <in> fit & co",
+                            "metrics": {},
+                            "timings": {},
+                            "info": {},
+                        }
+                    )
                     continue
                 metrics, timings = _metrics(m, k, seed, splits.dim)
                 store.put({**row, "status": "ok", "error": None, "metrics": metrics, "timings": timings, "info": {}})
                 rng = np.random.default_rng([k, seed])
-                arrays = {"samples": (splits.test[:2000] + 0.05 * k * rng.standard_normal(splits.test[:2000].shape))
-                          .astype(np.float32)}
+                arrays = {
+                    "samples": (splits.test[:2000] + 0.05 * k * rng.standard_normal(splits.test[:2000].shape)).astype(
+                        np.float32
+                    )
+                }
                 if splits.dim == 2 and m not in NO_LIKELIHOOD:
                     arrays.update(grid_log_density(_Gaussian(splits.train), splits.test))
                 np.savez_compressed(run_dir / "artifacts" / f"{key}.npz", **arrays)
@@ -179,14 +216,21 @@ def test_regenerating_gives_identical_tables(fake_run):
     assert (fake_run / "report.tex").read_text() == tex
     rows = ResultsStore(fake_run, create=False).rows()
     assert latex(rows, ResultsStore(fake_run, create=False).meta()) == tex
-    assert markdown(rows, ResultsStore(fake_run, create=False).meta(),
-                    figures=["figures/fig_samples_2d.png", "figures/fig_density_2d.png",
-                             "figures/fig_speed_quality.png"]) == md
+    assert (
+        markdown(
+            rows,
+            ResultsStore(fake_run, create=False).meta(),
+            figures=["figures/fig_samples_2d.png", "figures/fig_density_2d.png", "figures/fig_speed_quality.png"],
+        )
+        == md
+    )
 
 
 def _tabulars(tex: str) -> list[tuple[str, list[str]]]:
-    return [(m.group(1), m.group(2).strip().splitlines())
-            for m in re.finditer(r"\\begin\{tabular\}\{(\w+)\}\n(.*?)\\end\{tabular\}", tex, re.S)]
+    return [
+        (m.group(1), m.group(2).strip().splitlines())
+        for m in re.finditer(r"\\begin\{tabular\}\{(\w+)\}\n(.*?)\\end\{tabular\}", tex, re.S)
+    ]
 
 
 def test_latex_is_well_formed(fake_run):
@@ -241,8 +285,8 @@ def test_method_colours_come_from_the_methods_and_are_stable(monkeypatch):
 def test_chosen_dimensions_follow_correlation():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2000, 5))
-    x[:, 3] = x[:, 1] + 0.05 * rng.standard_normal(2000)   # strongest pair (1, 3)
-    x[:, 4] = -x[:, 0] + 0.5 * rng.standard_normal(2000)   # second pair (0, 4)
+    x[:, 3] = x[:, 1] + 0.05 * rng.standard_normal(2000)  # strongest pair (1, 3)
+    x[:, 4] = -x[:, 0] + 0.5 * rng.standard_normal(2000)  # second pair (0, 4)
     assert correlated_pairs(x) == [(1, 3), (0, 4)]
     assert chosen_dims(x) == [1, 3, 0, 4]
     x[:, 2] = 1.0  # a constant column must not break the choice

@@ -14,17 +14,35 @@ T975_1 = 12.7062  # t_{1, 0.975}: two seeds
 
 
 def _row(method: str, dataset: str, seed: int, metrics: dict, status: str = "ok") -> dict:
-    return {"cell_key": f"{method}-{dataset}-{seed}", "method": method, "dataset": dataset, "seed": seed,
-            "profile": "quick", "params": {}, "device": "cpu", "code_version": "t", "config_hash": "h",
-            "status": status, "error": "RuntimeError: diverged" if status == "failed" else None,
-            "metrics": {"kind": "exact", **metrics} if status == "ok" else {}, "timings": {}, "info": {}}
+    return {
+        "cell_key": f"{method}-{dataset}-{seed}",
+        "method": method,
+        "dataset": dataset,
+        "seed": seed,
+        "profile": "quick",
+        "params": {},
+        "device": "cpu",
+        "code_version": "t",
+        "config_hash": "h",
+        "status": status,
+        "error": "RuntimeError: diverged" if status == "failed" else None,
+        "metrics": {"kind": "exact", **metrics} if status == "ok" else {},
+        "timings": {},
+        "info": {},
+    }
 
 
 #: (method, dataset) -> test log-likelihood per seed (seeds 0 and 1); None: both seeds failed.
 LOGLIK = {
-    ("a", "x"): (-1.0, -1.2), ("b", "x"): (-3.0, -3.2), ("c", "x"): (-10.0, -10.2),
-    ("a", "y"): (-1.0, -1.0), ("b", "y"): (-0.5, -0.5), ("c", "y"): (-0.9, -0.7),
-    ("a", "z"): (-1.0, -1.0), ("b", "z"): (-2.0, -2.0), ("c", "z"): None,
+    ("a", "x"): (-1.0, -1.2),
+    ("b", "x"): (-3.0, -3.2),
+    ("c", "x"): (-10.0, -10.2),
+    ("a", "y"): (-1.0, -1.0),
+    ("b", "y"): (-0.5, -0.5),
+    ("c", "y"): (-0.9, -0.7),
+    ("a", "z"): (-1.0, -1.0),
+    ("b", "z"): (-2.0, -2.0),
+    ("c", "z"): None,
 }
 #: MMD² on x only (tiny values that four decimals would print as 0.0000 / -0.0000).
 MMD2 = {"a": (1e-5, 3e-5), "b": (-1e-5, -1e-5), "c": (4e-4, 5e-4)}
@@ -44,15 +62,17 @@ def _rows(seeds=(0, 1)) -> list[dict]:
     return rows
 
 
-META = {"config": {"methods": ["a", "b", "c"], "datasets": ["x", "y", "z"], "seeds": [0, 1]},
-        "environment": {"device": "cpu", "code_version": "t"}}
+META = {
+    "config": {"methods": ["a", "b", "c"], "datasets": ["x", "y", "z"], "seeds": [0, 1]},
+    "environment": {"device": "cpu", "code_version": "t"},
+}
 
 
 def _md_cells(md: str, title: str, kind_column: bool = True) -> dict[str, list[str]]:
     """Rows of one Markdown table: first cell -> the dataset cells (after the kind column, if any)."""
     section = md.split(f"### {title}")[1].split("\n#")[0]
     lines = [ln for ln in section.splitlines() if ln.startswith("| ")][1:]
-    return {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2 + kind_column:-1]] for ln in lines}
+    return {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2 + kind_column : -1]] for ln in lines}
 
 
 def test_entries_show_interval_standard_error_best_and_ties():
@@ -84,8 +104,10 @@ def test_ranks_friedman_and_excluded_cells_by_hand():
     md = markdown(_rows(), META)
     assert "Test log-lik.: dataset z (c failed)" in md
     assert "MMD²: no values on y, z" in md  # a metric measured on x only: stated, not dropped silently
-    assert ("Test log-lik.: best average rank b (1.50 over 2 dataset(s)); no method is significantly worse by "
-            "Nemenyi's test (CD 2.34; Friedman p = 0.75)") in md
+    assert (
+        "Test log-lik.: best average rank b (1.50 over 2 dataset(s)); no method is significantly worse by "
+        "Nemenyi's test (CD 2.34; Friedman p = 0.75)"
+    ) in md
 
 
 def test_summary_first_configuration_last():
@@ -115,8 +137,9 @@ def test_latex_marks_ties():
 
 def test_conclusion_names_the_significantly_worse():
     # a > b > c on ten datasets: average ranks 1, 2, 3; CD(k=3, N=10) = 2.343 * sqrt(12 / 60) = 1.048
-    rows = [_row(m, f"d{i}", 0, {"test_loglik": -k, "test_loglik_se": 0.01})
-            for i in range(10) for k, m in enumerate("abc")]
+    rows = [
+        _row(m, f"d{i}", 0, {"test_loglik": -k, "test_loglik_se": 0.01}) for i in range(10) for k, m in enumerate("abc")
+    ]
     md = markdown(rows, {"config": {"methods": ["a", "b", "c"]}})
     assert "Test log-lik.: best average rank a (1.00 over 10 dataset(s)); significantly worse: c (CD 1.05;" in md
     assert "One seed per cell" in md

@@ -8,12 +8,25 @@ import pytest
 from harness.report import build, latex, markdown
 
 
-def row(seed: int, loglik: float | None, *, profile: str = "smoke", method: str = "gaussian",
-        status: str = "ok") -> dict:
-    return {"cell_key": f"{method}-{profile}-{seed}", "method": method, "dataset": "8gaussians", "seed": seed,
-            "profile": profile, "device": "cpu", "status": status, "error": None if status == "ok" else "boom",
-            "code_version": "v", "config_hash": "h", "params": {},
-            "metrics": {} if loglik is None else {"kind": "exact", "test_loglik": loglik}, "timings": {}, "info": {}}
+def row(
+    seed: int, loglik: float | None, *, profile: str = "smoke", method: str = "gaussian", status: str = "ok"
+) -> dict:
+    return {
+        "cell_key": f"{method}-{profile}-{seed}",
+        "method": method,
+        "dataset": "8gaussians",
+        "seed": seed,
+        "profile": profile,
+        "device": "cpu",
+        "status": status,
+        "error": None if status == "ok" else "boom",
+        "code_version": "v",
+        "config_hash": "h",
+        "params": {},
+        "metrics": {} if loglik is None else {"kind": "exact", "test_loglik": loglik},
+        "timings": {},
+        "info": {},
+    }
 
 
 def entry(data, method: str):

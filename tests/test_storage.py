@@ -14,19 +14,36 @@ import pytest
 import methods
 from harness.__main__ import main
 from harness.config import MAX_SEED, MAX_TIME_LIMIT
-from harness.sample_metrics import c2st_accuracy, compute_sample_metrics, min_sample_size
 from harness.errors import UserError
+from harness.sample_metrics import c2st_accuracy, compute_sample_metrics, min_sample_size
 from harness.store import DB_NAME, ResultsStore
 from methods.base import Method
 from test_bad_inputs import damaged_database
 
 #: Cheap cells: the reference Gaussian, the fewest samples the metrics take.
-GRID = ["run", "--methods", "gaussian", "--datasets", "8gaussians", "--seeds", "2", "--profile", "smoke",
-        "--sample-size", str(min_sample_size()), "--jobs", "1", "--no-progress"]
+GRID = [
+    "run",
+    "--methods",
+    "gaussian",
+    "--datasets",
+    "8gaussians",
+    "--seeds",
+    "2",
+    "--profile",
+    "smoke",
+    "--sample-size",
+    str(min_sample_size()),
+    "--jobs",
+    "1",
+    "--no-progress",
+]
 
 
 def _metrics(run_dir: Path) -> dict:
-    return {r["cell_key"]: (r["status"], r["metrics"].get("test_loglik")) for r in ResultsStore(run_dir, create=False).rows()}
+    return {
+        r["cell_key"]: (r["status"], r["metrics"].get("test_loglik"))
+        for r in ResultsStore(run_dir, create=False).rows()
+    }
 
 
 def test_disk_full_during_a_run_exits_2_and_keeps_finished_rows(tmp_path, monkeypatch, capsys):
@@ -48,8 +65,10 @@ def test_disk_full_during_a_run_exits_2_and_keeps_finished_rows(tmp_path, monkey
     assert len(ResultsStore(tmp_path, create=False).rows()) == 1
 
 
-@pytest.mark.parametrize("fault", [OSError(errno.EROFS, "Read-only file system"),
-                                   sqlite3.OperationalError("attempt to write a readonly database")])
+@pytest.mark.parametrize(
+    "fault",
+    [OSError(errno.EROFS, "Read-only file system"), sqlite3.OperationalError("attempt to write a readonly database")],
+)
 def test_failed_put_is_one_line_and_keeps_committed_rows(fault, tmp_path, monkeypatch):
     store = ResultsStore(tmp_path)
     row = {"cell_key": "a", "method": "m", "dataset": "d", "seed": 0, "profile": "smoke", "status": "ok"}
@@ -125,7 +144,8 @@ def test_unavailable_method_gets_skipped_rows_then_runs_once_available(tmp_path)
     rows = ResultsStore(tmp_path, create=False).rows()
     skipped = [r for r in rows if r["method"] == Unavailable.name]
     assert [(r["dataset"], r["status"], r["error"]) for r in skipped] == [
-        ("8gaussians", "skipped", "needs an instrument this machine lacks")]
+        ("8gaussians", "skipped", "needs an instrument this machine lacks")
+    ]
     assert "1 skipped (method unavailable here)" in (tmp_path / "report.md").read_text()
     available = type("Available", (Unavailable,), {"skip": classmethod(lambda cls: (False, ""))})
     methods.register(available)
@@ -141,8 +161,25 @@ def test_largest_time_limit_and_seed_run(tmp_path):
     """2,592,000 s overflowed select's timeout (it takes milliseconds in a C int); 2^32 - 1 is the top seed."""
     config = tmp_path / "largest.toml"
     config.write_text(f"seeds = [{MAX_SEED}]\ntime_limit = {MAX_TIME_LIMIT}\nsample_size = {min_sample_size()}\n")
-    assert main(["run", "--config", str(config), "--methods", "gaussian", "--datasets", "8gaussians", "--profile",
-                 "smoke", "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--config",
+                str(config),
+                "--methods",
+                "gaussian",
+                "--datasets",
+                "8gaussians",
+                "--profile",
+                "smoke",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     (row,) = ResultsStore(tmp_path / "run", create=False).rows()
     assert row["status"] == "ok" and row["seed"] == MAX_SEED
 

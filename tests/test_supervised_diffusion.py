@@ -15,6 +15,7 @@ import torch
 from scipy.stats import multivariate_normal
 
 import methods
+from harness.toolkit.seeding import torch_stream
 from methods.base import NotSupported
 from methods.supervised_diffusion import (
     build_student,
@@ -23,7 +24,6 @@ from methods.supervised_diffusion import (
     paper_hidden,
     paper_lr_factor,
 )
-from harness.toolkit.seeding import torch_stream
 
 MU = np.array([1.0, -2.0])
 COV = np.array([[2.0, 1.2], [1.2, 1.5]])
@@ -216,17 +216,40 @@ def test_training_free_ode_moments_determinism_and_nfe(gauss_data):
 def test_paper_settings():
     assert [paper_hidden(d) for d in (6, 8, 21, 43, 2)] == [256, 512, 1024, 1400, 256]
     assert [paper_lr_factor(k, 20_000) for k in (0, 4999, 5000, 9999, 10_000, 12_000, 19_999)] == [
-        1, 1, 0.5, 0.5, 0.25, 0.125, 0.125]
+        1,
+        1,
+        0.5,
+        0.5,
+        0.25,
+        0.125,
+        0.125,
+    ]
     p = methods.profile_params("supervised_diffusion", "paper")
-    assert (p["steps"], p["solver"], p["score_mode"], p["mc_batch"], p["eps"]) == (500, "euler", "minibatch", 1000, 0.01)
+    assert (p["steps"], p["solver"], p["score_mode"], p["mc_batch"], p["eps"]) == (
+        500,
+        "euler",
+        "minibatch",
+        1000,
+        0.01,
+    )
     assert (p["n_pairs"], p["hidden"], p["iters"], p["lr"], p["batch_size"]) == ("auto", "auto", 20_000, 2e-3, None)
     teacher = methods.profile_params("training_free_ode", "paper")
     assert all(teacher[k] == p[k] for k in teacher)
 
 
-@pytest.mark.parametrize("override", [{"solver": "rk4"}, {"score_mode": "full"}, {"hidden": 0}, {"eps": 1.5},
-                                      {"student_bins": 1}, {"n_pairs": "many"},
-                                      {"student_steps": 0, "student_distill_steps": 0}, {"student_distill_steps": -1}])
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"solver": "rk4"},
+        {"score_mode": "full"},
+        {"hidden": 0},
+        {"eps": 1.5},
+        {"student_bins": 1},
+        {"n_pairs": "many"},
+        {"student_steps": 0, "student_distill_steps": 0},
+        {"student_distill_steps": -1},
+    ],
+)
 def test_bad_parameters_fail_clearly(override):
     from harness.errors import UserError
 

@@ -18,7 +18,9 @@ from harness.toolkit.training import Adam, minibatches, train
 # ------------------------------------------------------------------ seed streams
 def test_primary_stream_is_the_seed_itself():
     assert stream_seed(12, PRIMARY) == 12
-    assert torch.equal(torch.rand(5, generator=torch_stream(12)), torch.rand(5, generator=torch.Generator().manual_seed(12)))
+    assert torch.equal(
+        torch.rand(5, generator=torch_stream(12)), torch.rand(5, generator=torch.Generator().manual_seed(12))
+    )
     np.testing.assert_array_equal(numpy_stream(12).random(5), np.random.default_rng(12).random(5))
 
 
@@ -36,8 +38,14 @@ def test_streams_are_distinct_across_purposes_and_seeds():
 # ------------------------------------------------------------------ the training loop
 def test_loop_hooks_every_interval_and_at_the_end_with_the_window_mean():
     calls = []
-    result = train(lambda k, _: torch.tensor(float(k)), 10, name="toy", hook_every=4,
-                   hook=lambda k, window: calls.append((k, window)) or False, show_progress=False)
+    result = train(
+        lambda k, _: torch.tensor(float(k)),
+        10,
+        name="toy",
+        hook_every=4,
+        hook=lambda k, window: calls.append((k, window)) or False,
+        show_progress=False,
+    )
     # windows: steps 1-4, 5-8, 9-10
     assert calls == [(4, 2.5), (8, 6.5), (10, 9.5)]
     assert (result.steps, float(result.loss), result.window_loss, result.stopped) == (10, 10.0, 9.5, False)
@@ -45,16 +53,29 @@ def test_loop_hooks_every_interval_and_at_the_end_with_the_window_mean():
 
 def test_loop_stops_when_the_hook_says_so_and_feeds_minibatches():
     seen = []
-    result = train(lambda k, idx: seen.append(idx) or torch.tensor(0.0), 100, name="toy", hook_every=10,
-                   batches=iter(range(1000)), hook=lambda k, _: k >= 30, show_progress=False)
+    result = train(
+        lambda k, idx: seen.append(idx) or torch.tensor(0.0),
+        100,
+        name="toy",
+        hook_every=10,
+        batches=iter(range(1000)),
+        hook=lambda k, _: k >= 30,
+        show_progress=False,
+    )
     assert result.stopped and result.steps == 30 and seen == list(range(30))
 
 
 def test_loop_checks_divergence_every_check_every_steps():
     """A loss that turns NaN at step 3 is caught at the next check, step 5 (each check waits for the device)."""
     with pytest.raises(DivergenceError, match=r"toy: training diverged \(loss nan at step 5\)"):
-        train(lambda k, _: torch.tensor(math.nan if k >= 3 else 1.0), 20, name="toy", check_every=5, hook_every=20,
-              show_progress=False)
+        train(
+            lambda k, _: torch.tensor(math.nan if k >= 3 else 1.0),
+            20,
+            name="toy",
+            check_every=5,
+            hook_every=20,
+            show_progress=False,
+        )
 
 
 def test_minibatches_cover_every_row_once_per_epoch():

@@ -35,7 +35,7 @@ GRIDS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def grid_density(name: str) -> tuple[np.ndarray, float, float, int]:
     """Density at the cell midpoints (cells, cells), the box half-width, cell area, cells per bin."""
     half, cells, per_bin = GRIDS[name]

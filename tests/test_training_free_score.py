@@ -39,7 +39,9 @@ def _mixture_score_autograd(z: torch.Tensor, t: float, data: torch.Tensor) -> to
     z = z.clone().requires_grad_(True)
     a, b2 = SCHED.alpha(t), SCHED.beta2(t)
     sq = ((z[:, None, :] - a * data[None, :, :]) ** 2).sum(-1)
-    log_p = torch.logsumexp(-0.5 * sq / b2, dim=1) - math.log(len(data)) - 0.5 * data.shape[1] * math.log(2 * math.pi * b2)
+    log_p = (
+        torch.logsumexp(-0.5 * sq / b2, dim=1) - math.log(len(data)) - 0.5 * data.shape[1] * math.log(2 * math.pi * b2)
+    )
     (grad,) = torch.autograd.grad(log_p.sum(), z)
     return grad
 
@@ -69,7 +71,12 @@ COV2 = torch.tensor([[1.0, 0.6], [0.6, 0.8]], dtype=torch.float64)
 @pytest.mark.parametrize("t", [0.0, 0.37, 1.0])
 def test_score_matches_autograd_of_mixture_log_density(t):
     data = torch.randn(60, 3, generator=_gen(0), dtype=torch.float64) * 2.0
-    z = torch.cat([torch.randn(40, 3, generator=_gen(1), dtype=torch.float64) * 3.0, torch.full((1, 3), 25.0, dtype=torch.float64)])
+    z = torch.cat(
+        [
+            torch.randn(40, 3, generator=_gen(1), dtype=torch.float64) * 3.0,
+            torch.full((1, 3), 25.0, dtype=torch.float64),
+        ]
+    )
     expected = _mixture_score_autograd(z, t, data)
     assert torch.allclose(score(z, t, data), expected, atol=1e-5, rtol=1e-7)
     assert torch.allclose(score_reference(z, t, data), expected, atol=1e-5, rtol=1e-7)
@@ -125,7 +132,9 @@ def test_score_of_large_gaussian_sample_approaches_gaussian_score():
 def test_monte_carlo_score_error_falls_like_inverse_sqrt_batch():
     data = _gaussian(20_000, 8, MU2, COV2)
     t = 0.5
-    z = _gaussian(200, 9, SCHED.alpha(t) * MU2, SCHED.alpha(t) ** 2 * COV2 + SCHED.beta2(t) * torch.eye(2, dtype=torch.float64))
+    z = _gaussian(
+        200, 9, SCHED.alpha(t) * MU2, SCHED.alpha(t) ** 2 * COV2 + SCHED.beta2(t) * torch.eye(2, dtype=torch.float64)
+    )
     full = score(z, t, data)
     g = _gen(10)
 
@@ -167,7 +176,9 @@ def test_probability_flow_of_gaussian_matches_analytic_map_with_solver_orders():
     assert 3.0 < e_heun[0] / e_heun[1] < 5.0  # second order
 
 
-def _assert_moments(labels: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor, mean_tol: float, cov_tol: float) -> None:
+def _assert_moments(
+    labels: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor, mean_tol: float, cov_tol: float
+) -> None:
     assert torch.allclose(labels.mean(0), mean, atol=mean_tol), (labels.mean(0), mean)
     assert torch.allclose(torch.cov(labels.T), cov, atol=cov_tol), (torch.cov(labels.T), cov)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
 
 import pytest
 
@@ -35,8 +35,9 @@ def test_values_are_toml_scalars_and_bare_words_are_strings():
     assert all(type(dict(v.params)[k]) is t for k, t in {"f": float, "i": int, "b": bool, "s": str}.items())
 
 
-@pytest.mark.parametrize("entry", ['a[f=0.05,i=3]', 'a[b=false,s=euler]', 'a[q="x, y=z"]', 'a[s="1"]', 'a[s="true"]',
-                                   'a[e=1e-05]'])
+@pytest.mark.parametrize(
+    "entry", ["a[f=0.05,i=3]", "a[b=false,s=euler]", 'a[q="x, y=z"]', 'a[s="1"]', 'a[s="true"]', "a[e=1e-05]"]
+)
 def test_names_parse_back_to_the_same_variant(entry):
     for v in expand(entry):
         assert expand(v.name) == [v] and base_of(v.name) == "a"
@@ -45,14 +46,26 @@ def test_names_parse_back_to_the_same_variant(entry):
 def test_method_lists_split_outside_brackets_and_duplicates_drop():
     entries = split_top_level("gaussian, sd[eps=0.01,0.05],kde")
     assert entries == ["gaussian", "sd[eps=0.01,0.05]", "kde"]
-    assert [v.name for v in expand_all(entries + ["sd[eps=0.05]"])] == ["gaussian", "sd[eps=0.01]", "sd[eps=0.05]", "kde"]
+    assert [v.name for v in expand_all(entries + ["sd[eps=0.05]"])] == [
+        "gaussian",
+        "sd[eps=0.01]",
+        "sd[eps=0.05]",
+        "kde",
+    ]
 
 
-@pytest.mark.parametrize("entry, needle", [
-    ("a[]", "no parameters"), ("a[1,x=2]", "must start with param=value"), ("a[x=1,x=2]", "twice"),
-    ("a[x=]", "empty value"), ("a[x=1", "name[param=value"), ("a[x=1]b", "name[param=value"),
-    ("a[x=@@]", "cannot read the value"),
-])
+@pytest.mark.parametrize(
+    "entry, needle",
+    [
+        ("a[]", "no parameters"),
+        ("a[1,x=2]", "must start with param=value"),
+        ("a[x=1,x=2]", "twice"),
+        ("a[x=]", "empty value"),
+        ("a[x=1", "name[param=value"),
+        ("a[x=1]b", "name[param=value"),
+        ("a[x=@@]", "cannot read the value"),
+    ],
+)
 def test_malformed_variants_are_user_errors(entry, needle):
     with pytest.raises(UserError, match=re.escape(needle)):
         expand(entry)
@@ -67,8 +80,21 @@ def test_plain_cells_keep_their_keys_and_variants_get_their_own():
     assert variant.params()["ridge"] == 0.5
 
 
-GRID = ["--methods", "gaussian,gaussian[ridge=0.5]", "--datasets", "8gaussians", "--seeds", "1", "--profile", "smoke",
-        "--sample-size", "300", "--no-progress", "--jobs", "1"]
+GRID = [
+    "--methods",
+    "gaussian,gaussian[ridge=0.5]",
+    "--datasets",
+    "8gaussians",
+    "--seeds",
+    "1",
+    "--profile",
+    "smoke",
+    "--sample-size",
+    "300",
+    "--no-progress",
+    "--jobs",
+    "1",
+]
 
 
 def test_variants_are_rows_of_their_own_and_resume(tmp_path, capsys):
@@ -90,13 +116,16 @@ def test_variants_are_rows_of_their_own_and_resume(tmp_path, capsys):
     assert "2 already done" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("methods_arg, needle", [
-    ("gaussian[rigde=0.5]", "did you mean 'ridge'"),
-    ("gaussian[ridge=0.5", "name[param=value"),
-    ("gausian[ridge=0.5]", "did you mean 'gaussian'"),
-    ("supervised_diffusion[teacher=oracle]", "teacher = 'oracle' is not valid"),
-    ("flow_matching[ot=1,solver=euler]", "ot = 1 is not valid"),
-])
+@pytest.mark.parametrize(
+    "methods_arg, needle",
+    [
+        ("gaussian[rigde=0.5]", "did you mean 'ridge'"),
+        ("gaussian[ridge=0.5", "name[param=value"),
+        ("gausian[ridge=0.5]", "did you mean 'gaussian'"),
+        ("supervised_diffusion[teacher=oracle]", "teacher = 'oracle' is not valid"),
+        ("flow_matching[ot=1,solver=euler]", "ot = 1 is not valid"),
+    ],
+)
 def test_bad_variants_exit_2_before_the_grid_runs(methods_arg, needle, tmp_path, capsys):
     out = tmp_path / "x"
     code = main(["run", "--methods", methods_arg, "--datasets", "8gaussians", "--profile", "smoke", "--out", str(out)])
@@ -109,10 +138,15 @@ def test_toml_methods_take_variants(tmp_path):
     from harness.config import build, resolve_names
 
     cfg_file = tmp_path / "v.toml"
-    cfg_file.write_text('methods = ["kde", "supervised_diffusion[teacher=training_free,score_model]"]\nprofile = "smoke"\n')
+    cfg_file.write_text(
+        'methods = ["kde", "supervised_diffusion[teacher=training_free,score_model]"]\nprofile = "smoke"\n'
+    )
     meths, _, _ = resolve_names(build(str(cfg_file), {}))
-    assert [v.name for v in meths] == ["kde", "supervised_diffusion[teacher=training_free]",
-                                       "supervised_diffusion[teacher=score_model]"]
+    assert [v.name for v in meths] == [
+        "kde",
+        "supervised_diffusion[teacher=training_free]",
+        "supervised_diffusion[teacher=score_model]",
+    ]
 
 
 def test_list_shows_the_variants_of_a_spec(capsys):

@@ -17,22 +17,36 @@ from harness.pool import START_METHOD_ENV, start_method
 from harness.store import ResultsStore
 
 TESTS = Path(__file__).resolve().parent
-CUDA_QUERIES = ("is_available", "get_device_name", "get_device_properties", "init", "device_count",
-                "current_device", "synchronize", "reset_peak_memory_stats", "max_memory_allocated", "_lazy_init")
+CUDA_QUERIES = (
+    "is_available",
+    "get_device_name",
+    "get_device_properties",
+    "init",
+    "device_count",
+    "current_device",
+    "synchronize",
+    "reset_peak_memory_stats",
+    "max_memory_allocated",
+    "_lazy_init",
+)
 
 
 def _table(run_dir: Path) -> dict:
-    return {(r["method"], r["dataset"], r["seed"]): (r["status"], r["metrics"]) for r in
-            ResultsStore(run_dir, create=False).rows()}
+    return {
+        (r["method"], r["dataset"], r["seed"]): (r["status"], r["metrics"])
+        for r in ResultsStore(run_dir, create=False).rows()
+    }
 
 
 def test_parent_never_touches_cuda_and_the_gpu_name_comes_from_the_worker(tmp_path, monkeypatch):
     """Every CUDA query raises in this (the harness) process; a child-process probe says one GPU is
     there. Planning a CUDA grid and running its forkserver workers must succeed, and the GPU's name,
     which only the workers' (pretend) torch.cuda knows, must reach the rows and the run's environment."""
+
     def forbidden(name):
         def call(*args, **kwargs):
             raise AssertionError(f"the harness process called torch.cuda.{name}")
+
         return call
 
     for name in CUDA_QUERIES:
@@ -46,8 +60,26 @@ def test_parent_never_touches_cuda_and_the_gpu_name_comes_from_the_worker(tmp_pa
     importlib.import_module("plugins_fake_gpu")  # this registry may be loaded already (no fake GPU here)
     out = tmp_path / "run"
     try:
-        code = main(["run", "--device", "auto", "--methods", "fake_gpu_mean", "--datasets", "8gaussians,rings",
-                     "--seeds", "2", "--profile", "smoke", "--sample-size", "100", "--no-progress", "--out", str(out)])
+        code = main(
+            [
+                "run",
+                "--device",
+                "auto",
+                "--methods",
+                "fake_gpu_mean",
+                "--datasets",
+                "8gaussians,rings",
+                "--seeds",
+                "2",
+                "--profile",
+                "smoke",
+                "--sample-size",
+                "100",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
     finally:
         methods.unregister("fake_gpu_mean")  # other tests list this process's methods
     assert code == 0
@@ -83,8 +115,21 @@ def test_cuda_probe_on_this_torch_creates_no_context_here():
         assert count == 0
 
 
-FEW = ["--methods", "gaussian,kde,maf,training_free_ode", "--datasets", "8gaussians,rings", "--seeds", "1",
-       "--profile", "smoke", "--sample-size", "200", "--no-progress", "--jobs", "2"]
+FEW = [
+    "--methods",
+    "gaussian,kde,maf,training_free_ode",
+    "--datasets",
+    "8gaussians,rings",
+    "--seeds",
+    "1",
+    "--profile",
+    "smoke",
+    "--sample-size",
+    "200",
+    "--no-progress",
+    "--jobs",
+    "2",
+]
 
 
 def _same_metrics_through(method: str, grid: list[str], tmp_path: Path, monkeypatch) -> None:

@@ -16,5 +16,18 @@ from harness.report.latex import latex, latex_escape
 from harness.report.markdown import markdown, metric_table
 from harness.report.writer import DEFAULT_FORMATS, FORMATS, write_report
 
-__all__ = ["TABLES", "TableSpec", "ReportData", "FORMATS", "DEFAULT_FORMATS", "rows_frame", "markdown", "latex",
-           "build", "write_report", "metric_table", "latex_escape", "method_order"]
+__all__ = [
+    "TABLES",
+    "TableSpec",
+    "ReportData",
+    "FORMATS",
+    "DEFAULT_FORMATS",
+    "rows_frame",
+    "markdown",
+    "latex",
+    "build",
+    "write_report",
+    "metric_table",
+    "latex_escape",
+    "method_order",
+]

@@ -42,7 +42,8 @@ DEFINITION = (
     "full-covariance Gaussian fitted to the training split, to the best final value of any method on the same "
     "dataset and seed (last checkpoint; target = ref + X·(best − ref), the same target for every method). "
     "Checkpoints: every tenth of each training loop's planned steps (flows: every validation), on the first "
-    "1,024 validation rows. Mean over seeds; '(k/n)' when reached in k of n seeds; 'not reached' when never.")
+    "1,024 validation rows. Mean over seeds; '(k/n)' when reached in k of n seeds; 'not reached' when never."
+)
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,21 @@ def row_curves(row: dict[str, Any]) -> list[Curve]:
     points = (row.get("info") or {}).get("checkpoints") or []
     out = []
     for metric in METRICS:
-        pts = [(p["t"], _finite(p.get(metric)), p.get("phase", "")) for p in points if _finite(p.get(metric)) is not None]
+        pts = [
+            (p["t"], _finite(p.get(metric)), p.get("phase", "")) for p in points if _finite(p.get(metric)) is not None
+        ]
         if pts:
-            out.append(Curve(row["method"], row["dataset"], int(row["seed"]), metric,
-                             [float(t) for t, _, _ in pts], [v for _, v, _ in pts], [ph for _, _, ph in pts]))
+            out.append(
+                Curve(
+                    row["method"],
+                    row["dataset"],
+                    int(row["seed"]),
+                    metric,
+                    [float(t) for t, _, _ in pts],
+                    [v for _, v, _ in pts],
+                    [ph for _, _, ph in pts],
+                )
+            )
     return out
 
 
@@ -101,7 +113,7 @@ def methods_without_checkpoints(rows: list[dict[str, Any]]) -> list[str]:
 
 def first_time_at(curve: Curve, target: float, better: str) -> float | None:
     """Training time of the first checkpoint at or beyond ``target`` (None: never)."""
-    for t, v in zip(curve.times, curve.values):
+    for t, v in zip(curve.times, curve.values, strict=False):
         if (v >= target) if better == "higher" else (v <= target):
             return t
     return None
@@ -143,8 +155,13 @@ def format_seconds(s: float) -> str:
     return f"{s:.2g}" if s < 1 else f"{s:.1f}" if s < 100 else f"{s:.0f}"
 
 
-def time_to_quality(rows: list[dict[str, Any]], metric: str, methods: list[str] | None = None,
-                    datasets: list[str] | None = None, fractions: tuple[float, ...] = FRACTIONS) -> QualityTable | None:
+def time_to_quality(
+    rows: list[dict[str, Any]],
+    metric: str,
+    methods: list[str] | None = None,
+    datasets: list[str] | None = None,
+    fractions: tuple[float, ...] = FRACTIONS,
+) -> QualityTable | None:
     """Time to each fraction of the way from the Gaussian reference to the best final value (module
     docstring), per method and dataset; None when no row reports ``metric``."""
     better = METRICS[metric][1]
@@ -187,5 +204,3 @@ def budget_entry(progress: list[dict[str, Any]]) -> str:
     steps = sum(p["steps"] for p in progress) / len(progress)
     planned = sum(p["planned_steps"] for p in progress) / len(progress)
     return f"{100 * frac:.0f}% ({steps:,.0f}/{planned:,.0f} steps)"
-
-

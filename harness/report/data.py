@@ -69,37 +69,96 @@ class TableSpec:
 
 
 TABLES: tuple[TableSpec, ...] = (
-    TableSpec("test_loglik", "Test log-likelihood (nats per example, higher is better)", "higher",
-              needs_likelihood=True, se_key="test_loglik_se", short="Test log-lik."),
-    TableSpec("kl", "KL(p ‖ q) on test points (nats, lower is better; known densities only)", "lower",
-              needs_likelihood=True, se_key="kl_se", short="KL(p ‖ q)"),
+    TableSpec(
+        "test_loglik",
+        "Test log-likelihood (nats per example, higher is better)",
+        "higher",
+        needs_likelihood=True,
+        se_key="test_loglik_se",
+        short="Test log-lik.",
+    ),
+    TableSpec(
+        "kl",
+        "KL(p ‖ q) on test points (nats, lower is better; known densities only)",
+        "lower",
+        needs_likelihood=True,
+        se_key="kl_se",
+        short="KL(p ‖ q)",
+    ),
     TableSpec("mmd2", "MMD² against test data (lower is better)", "lower", short="MMD²"),
     TableSpec("energy_distance", "Energy distance against test data (lower is better)", "lower", short="Energy dist."),
-    TableSpec("sliced_wasserstein", "Sliced Wasserstein-2 against test data (lower is better)", "lower",
-              short="Sliced W2"),
+    TableSpec(
+        "sliced_wasserstein", "Sliced Wasserstein-2 against test data (lower is better)", "lower", short="Sliced W2"
+    ),
     TableSpec("c2st_accuracy", "Classifier two-sample test accuracy (0.5 is best)", "half", short="C2ST"),
-    TableSpec("marginal_kl", "Mean per-dimension marginal KL, the paper's metric (lower is better)", "lower",
-              short="Marginal KL"),
-    TableSpec("histogram_tv", "Histogram total variation vs the true density (lower is better)", "lower",
-              short="Hist. TV"),
-    TableSpec("nn_distance_ratio", "Memorisation: median distance of samples to their nearest training row over that of "
-              "test rows (1 is fresh data; below 1, samples sit closer to training rows)", "target", target=1.0,
-              short="NN distance ratio"),
-    TableSpec("nn_close_fraction", "Memorisation: fraction of samples closer to a training row than the closest 1% of "
-              "test rows (0.01 is fresh data)", "target", target=0.01, short="Close fraction"),
-    TableSpec("data_copying_ct", "Memorisation: data-copying statistic C_T (Meehan et al. 2020; about 0 ± 0.3 for "
-              "fresh data, strongly negative means copying)", "target", short="C_T"),
-    TableSpec("outlier_fraction", "Outlying samples: fraction with a coordinate over 10 training SDs from the training "
-              "mean (lower is better)", "lower", short="Outlier fraction"),
-    TableSpec("max_abs_z", "Outlying samples: largest deviation from the training mean (training SDs)", "none",
-              short="Largest deviation"),
-    TableSpec("teacher_fidelity_energy", "Teacher fidelity: energy distance between G(z) and the teacher's labels on "
-              "held-out z (supervised generator only; lower is better)", "lower", source="info", short="G vs teacher"),
+    TableSpec(
+        "marginal_kl",
+        "Mean per-dimension marginal KL, the paper's metric (lower is better)",
+        "lower",
+        short="Marginal KL",
+    ),
+    TableSpec(
+        "histogram_tv", "Histogram total variation vs the true density (lower is better)", "lower", short="Hist. TV"
+    ),
+    TableSpec(
+        "nn_distance_ratio",
+        "Memorisation: median distance of samples to their nearest training row over that of "
+        "test rows (1 is fresh data; below 1, samples sit closer to training rows)",
+        "target",
+        target=1.0,
+        short="NN distance ratio",
+    ),
+    TableSpec(
+        "nn_close_fraction",
+        "Memorisation: fraction of samples closer to a training row than the closest 1% of "
+        "test rows (0.01 is fresh data)",
+        "target",
+        target=0.01,
+        short="Close fraction",
+    ),
+    TableSpec(
+        "data_copying_ct",
+        "Memorisation: data-copying statistic C_T (Meehan et al. 2020; about 0 ± 0.3 for "
+        "fresh data, strongly negative means copying)",
+        "target",
+        short="C_T",
+    ),
+    TableSpec(
+        "outlier_fraction",
+        "Outlying samples: fraction with a coordinate over 10 training SDs from the training mean (lower is better)",
+        "lower",
+        short="Outlier fraction",
+    ),
+    TableSpec(
+        "max_abs_z",
+        "Outlying samples: largest deviation from the training mean (training SDs)",
+        "none",
+        short="Largest deviation",
+    ),
+    TableSpec(
+        "teacher_fidelity_energy",
+        "Teacher fidelity: energy distance between G(z) and the teacher's labels on "
+        "held-out z (supervised generator only; lower is better)",
+        "lower",
+        source="info",
+        short="G vs teacher",
+    ),
     TableSpec("fit_s", "Fit time (s, lower is better)", "lower", source="timings", short="Fit time"),
-    TableSpec("samples_per_s", "Sampling throughput (samples/s, higher is better)", "higher", source="timings",
-              short="Sampling rate"),
-    TableSpec("log_prob_per_s", "log_prob throughput (points/s, higher is better)", "higher", source="timings",
-              needs_likelihood=True, short="log_prob rate"),
+    TableSpec(
+        "samples_per_s",
+        "Sampling throughput (samples/s, higher is better)",
+        "higher",
+        source="timings",
+        short="Sampling rate",
+    ),
+    TableSpec(
+        "log_prob_per_s",
+        "log_prob throughput (points/s, higher is better)",
+        "higher",
+        source="timings",
+        needs_likelihood=True,
+        short="log_prob rate",
+    ),
 )
 
 
@@ -213,7 +272,21 @@ def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """One flat record per row: identity columns, metrics.*, timings.*, info.* (scalars only)."""
     flat = []
     for r in rows:
-        rec = {k: r[k] for k in ("method", "dataset", "seed", "profile", "device", "status", "error", "code_version", "config_hash", "cell_key")}
+        rec = {
+            k: r[k]
+            for k in (
+                "method",
+                "dataset",
+                "seed",
+                "profile",
+                "device",
+                "status",
+                "error",
+                "code_version",
+                "config_hash",
+                "cell_key",
+            )
+        }
         for src in ("metrics", "timings", "info"):
             for k, v in (r.get(src) or {}).items():
                 if isinstance(v, (dict, list)):
@@ -300,13 +373,22 @@ def _cell_values(df: pd.DataFrame, col: str, se_col: str | None) -> tuple[np.nda
     ok = df[df.status == "ok"]
     vals = pd.to_numeric(ok[col], errors="coerce") if col in ok else pd.Series(dtype=float)
     keep = np.isfinite(vals.to_numpy(dtype=float))
-    se = (pd.to_numeric(ok[se_col], errors="coerce").to_numpy(dtype=float)[keep]
-          if se_col and se_col in ok else np.full(int(keep.sum()), math.nan))
+    se = (
+        pd.to_numeric(ok[se_col], errors="coerce").to_numpy(dtype=float)[keep]
+        if se_col and se_col in ok
+        else np.full(int(keep.sum()), math.nan)
+    )
     return vals.to_numpy(dtype=float)[keep], se
 
 
-def metric_entries(df: pd.DataFrame, spec: TableSpec, methods: list[str], dsets: list[str],
-                   kinds: dict[str, str | None], footnotes: dict[str, int]) -> MetricTable | None:
+def metric_entries(
+    df: pd.DataFrame,
+    spec: TableSpec,
+    methods: list[str],
+    dsets: list[str],
+    kinds: dict[str, str | None],
+    footnotes: dict[str, int],
+) -> MetricTable | None:
     """The entries of one metric, or None when no row has it; numbers new failure footnotes.
 
     Per dataset: each method's mean and 95% t-interval over seeds, the best and the entries tied
@@ -328,8 +410,9 @@ def metric_entries(df: pd.DataFrame, spec: TableSpec, methods: list[str], dsets:
             seeds[m] = (int((sub.status == "ok").sum()), int((sub.status == "ok").sum()) + len(bad))
             if len(bad):
                 failed[m] = bad.error.iloc[0] or "failed"
-        best, tied = best_and_ties({m: v for m, v in values.items() if _applies(spec, m, kinds)}, spec.better,
-                                   target=spec.target)
+        best, tied = best_and_ties(
+            {m: v for m, v in values.items() if _applies(spec, m, kinds)}, spec.better, target=spec.target
+        )
         widths = [t_interval(v).half_width for v in values.values() if len(v) > 1]
         noise = min((w for w in widths if w > 0), default=None)
         digits = column_digits([float(v.mean()) for v in values.values()], noise=noise)
@@ -342,9 +425,19 @@ def metric_entries(df: pd.DataFrame, spec: TableSpec, methods: list[str], dsets:
                 entries[(m, ds)] = Entry("na")
             elif m in values:
                 iv = t_interval(values[m])
-                entries[(m, ds)] = Entry("value", iv.mean, iv.std, iv.n, best=(m == best), half_width=iv.half_width,
-                                         se=pooled_stderr(ses[m]) if se_col else math.nan, tied=m in tied,
-                                         digits=digits, seeds_ok=seeds[m][0], seeds_run=seeds[m][1])
+                entries[(m, ds)] = Entry(
+                    "value",
+                    iv.mean,
+                    iv.std,
+                    iv.n,
+                    best=(m == best),
+                    half_width=iv.half_width,
+                    se=pooled_stderr(ses[m]) if se_col else math.nan,
+                    tied=m in tied,
+                    digits=digits,
+                    seeds_ok=seeds[m][0],
+                    seeds_run=seeds[m][1],
+                )
             elif m in failed:
                 entries[(m, ds)] = Entry("failed", note=footnotes.setdefault(failed[m], len(footnotes) + 1))
             else:
@@ -361,8 +454,9 @@ def table_ranking(table: MetricTable) -> Ranking | None:
     applicable = [m for m in table.methods if _applies(table.spec, m, table.kinds)]
     if not applicable or table.spec.better == "none":
         return None
-    values = {(m, ds): (e.mean if e.state == "value" else None)
-              for (m, ds), e in table.entries.items() if m in applicable}
+    values = {
+        (m, ds): (e.mean if e.state == "value" else None) for (m, ds), e in table.entries.items() if m in applicable
+    }
     return rank_methods(values, applicable, table.datasets, table.spec.better, target=table.spec.target)
 
 
@@ -384,11 +478,25 @@ def build(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> Rep
         phases.columns = [c.removeprefix("timings.phase.") for c in phases.columns]
         phases = phases.reindex([m for m in methods if m in phases.index])
     failed = df[df.status == "failed"][["method", "dataset", "seed", "error"]].to_dict("records")
-    data = ReportData(df, meta, methods, dsets, kinds, sorted(int(s) for s in df.seed.unique()),
-                      int((df.status == "ok").sum()), int((df.status == "failed").sum()), tables, footnotes,
-                      phases, failed=failed, n_skipped=int((df.status == "skipped").sum()), rows=rows,
-                      time_tables=[t for m in METRICS if (t := time_to_quality(rows, m, methods, dsets)) is not None],
-                      no_checkpoints=methods_without_checkpoints(rows), budget=budget_progress(rows))
+    data = ReportData(
+        df,
+        meta,
+        methods,
+        dsets,
+        kinds,
+        sorted(int(s) for s in df.seed.unique()),
+        int((df.status == "ok").sum()),
+        int((df.status == "failed").sum()),
+        tables,
+        footnotes,
+        phases,
+        failed=failed,
+        n_skipped=int((df.status == "skipped").sum()),
+        rows=rows,
+        time_tables=[t for m in METRICS if (t := time_to_quality(rows, m, methods, dsets)) is not None],
+        no_checkpoints=methods_without_checkpoints(rows),
+        budget=budget_progress(rows),
+    )
     data.published = published_table(data)
     return data
 
@@ -422,8 +530,9 @@ def _published(dataset: str) -> tuple[tuple[Any, ...], str]:
     return tuple(getattr(cls, "published", ())), getattr(cls, "published_note", "")
 
 
-def published_cells(table: PublishedTable, cell: Callable[[float | None, Entry], tuple[str, str]]
-                     ) -> tuple[list[str], list[list[str]]]:
+def published_cells(
+    table: PublishedTable, cell: Callable[[float | None, Entry], tuple[str, str]]
+) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the published table; ``cell`` renders (published, measured)."""
     header = ["our method", "published model", "source"]
     for ds in table.datasets:
@@ -440,9 +549,11 @@ def published_cells(table: PublishedTable, cell: Callable[[float | None, Entry],
 PUBLISHED_TITLE = "Published test log-likelihoods (reference numbers from papers, not measured in this run)"
 
 
-PUBLISHED_INTRO = ("Nats per example, higher is better; \"measured\" is this run's mean over seeds (± the 95% "
-                   "interval, se: over test points) for our method of the same family (its settings may differ "
-                   "from the paper's).")
+PUBLISHED_INTRO = (
+    'Nats per example, higher is better; "measured" is this run\'s mean over seeds (± the 95% '
+    "interval, se: over test points) for our method of the same family (its settings may differ "
+    "from the paper's)."
+)
 
 
 def device_note(env: dict[str, Any]) -> str:
@@ -455,17 +566,20 @@ def device_note(env: dict[str, Any]) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
-def summary_line(data: ReportData, code: Callable[[str], str] = lambda s: f"`{s}`",
-                 count: Callable[[int], str] = str) -> str:
+def summary_line(
+    data: ReportData, code: Callable[[str], str] = lambda s: f"`{s}`", count: Callable[[int], str] = str
+) -> str:
     """What was run: profile, seeds, device, code, cell counts, likelihood kinds.
 
     ``code`` and ``count`` format names and cell counts (Markdown by default)."""
     env = data.meta.get("environment", {})
-    return (f"Profile {code(', '.join(sorted(data.df.profile.unique())))}, {len(data.seeds)} seed(s) "
-            f"({', '.join(map(str, data.seeds))}), device {code(env.get('device', '?'))}{device_note(env)}, code "
-            f"{code(env.get('code_version', '?'))}. {count(data.n_ok)} cell(s) ok, {count(data.n_failed)} failed"
-            f"{f', {count(data.n_skipped)} skipped (method unavailable here)' if data.n_skipped else ''}. "
-            "Likelihood kinds: exact, bound (a lower bound), estimate; n/a where a method has no likelihood.")
+    return (
+        f"Profile {code(', '.join(sorted(data.df.profile.unique())))}, {len(data.seeds)} seed(s) "
+        f"({', '.join(map(str, data.seeds))}), device {code(env.get('device', '?'))}{device_note(env)}, code "
+        f"{code(env.get('code_version', '?'))}. {count(data.n_ok)} cell(s) ok, {count(data.n_failed)} failed"
+        f"{f', {count(data.n_skipped)} skipped (method unavailable here)' if data.n_skipped else ''}. "
+        "Likelihood kinds: exact, bound (a lower bound), estimate; n/a where a method has no likelihood."
+    )
 
 
 def most_seeds(data: ReportData) -> int:
@@ -478,10 +592,14 @@ def headline(data: ReportData) -> str:
     skipped = f", {data.n_skipped} skipped" if data.n_skipped else ""
     counts = f"{data.n_ok} cell(s) ok, {data.n_failed} failed{skipped}, {len(data.seeds)} seed(s)."
     if most_seeds(data) < 2:
-        return (f"{counts} One seed per cell: no entry is significantly better than another (there are no "
-                "intervals over seeds); rerun with --seeds 3 or more for intervals and ties.")
-    return (f"{counts} {TIED} marks ties: entries whose {LEVEL:.0%} t-interval over seeds overlaps the best "
-            "entry's, and methods within the Nemenyi critical difference of the best average rank.")
+        return (
+            f"{counts} One seed per cell: no entry is significantly better than another (there are no "
+            "intervals over seeds); rerun with --seeds 3 or more for intervals and ties."
+        )
+    return (
+        f"{counts} {TIED} marks ties: entries whose {LEVEL:.0%} t-interval over seeds overlaps the best "
+        "entry's, and methods within the Nemenyi critical difference of the best average rank."
+    )
 
 
 def reading_text(data: ReportData, best: str = "bold") -> str:
@@ -489,14 +607,18 @@ def reading_text(data: ReportData, best: str = "bold") -> str:
     level = f"{LEVEL:.0%}"
     se = " (se x) is the standard error over test points."
     if most_seeds(data) < 2:
-        return (f"One seed per cell: there are no intervals over seeds, so no entry is significantly better than "
-                f"another; {best} only marks the best value per dataset.{se} Rerun with --seeds 3 (or more) for "
-                f"{level} intervals and ties.")
-    return ("Entries are means over seeds ± the half-width of a "
-            f"{level} Student-t interval (mean ± t·s/√n over the n seeds of the cell); "
-            f"{best} marks the best entry per dataset and {TIED} every entry whose interval overlaps the best's "
-            "(tied: not significantly better or worse; for C2ST the intervals of |accuracy − 0.5|). Overlapping "
-            f"{level} intervals is a conservative test: it rarely calls noise a difference.{se}")
+        return (
+            f"One seed per cell: there are no intervals over seeds, so no entry is significantly better than "
+            f"another; {best} only marks the best value per dataset.{se} Rerun with --seeds 3 (or more) for "
+            f"{level} intervals and ties."
+        )
+    return (
+        "Entries are means over seeds ± the half-width of a "
+        f"{level} Student-t interval (mean ± t·s/√n over the n seeds of the cell); "
+        f"{best} marks the best entry per dataset and {TIED} every entry whose interval overlaps the best's "
+        "(tied: not significantly better or worse; for C2ST the intervals of |accuracy − 0.5|). Overlapping "
+        f"{level} intervals is a conservative test: it rarely calls noise a difference.{se}"
+    )
 
 
 def p_text(p: float) -> str:
@@ -525,22 +647,32 @@ def ranks_overview(data: ReportData) -> tuple[list[str], list[tuple[str, list[tu
             cells.append((f"{avg:.2f}" if avg is not None else "–", mark))
         rows.append((m, cells))
     rows.append(("datasets ranked", [(str(len(t.ranking.datasets)), "") for t in tables]))
-    rows.append(("Friedman p", [(p_text(t.ranking.friedman.p_f).removeprefix("= ") if t.ranking.friedman else "–",
-                                 "") for t in tables]))
-    rows.append((f"critical difference (α = {1 - LEVEL:.2f})",
-                 [(f"{t.ranking.cd:.2f}" if math.isfinite(t.ranking.cd) else "–", "") for t in tables]))
+    rows.append(
+        (
+            "Friedman p",
+            [(p_text(t.ranking.friedman.p_f).removeprefix("= ") if t.ranking.friedman else "–", "") for t in tables],
+        )
+    )
+    rows.append(
+        (
+            f"critical difference (α = {1 - LEVEL:.2f})",
+            [(f"{t.ranking.cd:.2f}" if math.isfinite(t.ranking.cd) else "–", "") for t in tables],
+        )
+    )
     return header, rows
 
 
 def ranks_legend(data: ReportData) -> str:
     """How the ranks are computed and read."""
-    return ("Average rank of each method over the datasets (1 = best; equal values share the average rank), from "
-            "each cell's mean over seeds. Bold: the best average rank; "
-            f"{TIED}: within the Nemenyi critical difference of the best (not significantly worse at α = "
-            f"{1 - LEVEL:.2f}; Demšar 2006). Friedman p: Iman and Davenport's F test of equal average ranks. Ranks "
-            "use the datasets where every compared method has a value; what is left out is listed above. With "
-            "few datasets the CD is wide: a small Friedman p then says that the methods differ, without "
-            "Nemenyi's test being able to say which.")
+    return (
+        "Average rank of each method over the datasets (1 = best; equal values share the average rank), from "
+        "each cell's mean over seeds. Bold: the best average rank; "
+        f"{TIED}: within the Nemenyi critical difference of the best (not significantly worse at α = "
+        f"{1 - LEVEL:.2f}; Demšar 2006). Friedman p: Iman and Davenport's F test of equal average ranks. Ranks "
+        "use the datasets where every compared method has a value; what is left out is listed above. With "
+        "few datasets the CD is wide: a small Friedman p then says that the methods differ, without "
+        "Nemenyi's test being able to say which."
+    )
 
 
 def rank_conclusions(data: ReportData) -> list[str]:
@@ -550,8 +682,10 @@ def rank_conclusions(data: ReportData) -> list[str]:
     for t in ranked_tables(data):
         r = t.ranking
         avg, best = r.average, r.best()
-        line = (f"{t.spec.label}: best average rank {', '.join(best)} ({avg[best[0]]:.2f} over "
-                f"{len(r.datasets)} dataset(s))")
+        line = (
+            f"{t.spec.label}: best average rank {', '.join(best)} ({avg[best[0]]:.2f} over "
+            f"{len(r.datasets)} dataset(s))"
+        )
         if r.usable and r.friedman is not None:
             close = r.not_different_from_best()
             worse = [m for m in r.methods if m not in best and m not in close]
@@ -609,9 +743,13 @@ def outlier_note(data: ReportData, code: Callable[[str], str] = lambda s: f"`{s}
     if ok.empty:
         return None
     worst = ok.groupby(["method", "dataset"]).agg(share=(col, "max"), z=("metrics.max_abs_z", "max"))
-    cells = [f"{code(m)} on {code(ds)} ({r.share:.2%} of samples, up to {r.z:.3g} SDs)" for (m, ds), r in worst.iterrows()]
-    return ("Outlying samples (a coordinate more than 10 training SDs from the training mean; sample metrics "
-            "barely register a few): " + "; ".join(cells) + ".")
+    cells = [
+        f"{code(m)} on {code(ds)} ({r.share:.2%} of samples, up to {r.z:.3g} SDs)" for (m, ds), r in worst.iterrows()
+    ]
+    return (
+        "Outlying samples (a coordinate more than 10 training SDs from the training mean; sample metrics "
+        "barely register a few): " + "; ".join(cells) + "."
+    )
 
 
 # ------------------------------------------------------------------ the run's artefacts and data (figures)
@@ -630,8 +768,11 @@ class RunData:
 
     def ok_rows(self, method: str | None = None, dataset: str | None = None) -> list[dict[str, Any]]:
         """Ok rows (optionally of one method / dataset), lowest seed first."""
-        out = [r for r in self.rows if r["status"] == "ok" and method in (None, r["method"])
-               and dataset in (None, r["dataset"])]
+        out = [
+            r
+            for r in self.rows
+            if r["status"] == "ok" and method in (None, r["method"]) and dataset in (None, r["dataset"])
+        ]
         return sorted(out, key=lambda r: r["seed"])
 
     def status(self, method: str, dataset: str) -> str:
@@ -726,34 +867,46 @@ CD_FIGURE = "fig_critical_difference"
 DENSITY_RANGE_NATS = 10.0
 #: What each figure file (``<stem>.png``) shows: its caption in the reports.
 CAPTIONS = {
-    "fig_samples_2d": ("Rows are the 2-D datasets. Columns: 2,000 training points, the true density where it is "
-                       "known (blank otherwise), then 2,000 samples of each method (lowest seed). Panels in a row "
-                       "share the dataset's axes."),
-    "fig_density_2d": ("Log-density maps on a 100 × 100 grid over each dataset's box: the true log density first "
-                       "(where known), then every method with a likelihood (lowest seed). Each row's colour scale "
-                       f"spans the {DENSITY_RANGE_NATS:g} nats below its maximum (the true density's when known); "
-                       "lower values are clipped to the darkest colour."),
-    "fig_speed_quality": ("One panel pair per dataset: sampling throughput (samples/s, log scale) against test "
-                          "log-likelihood (top; methods with a likelihood) and against a sample-quality metric "
-                          "(bottom; every method). One point per method; error bars are ± one standard deviation "
-                          "over seeds."),
-    "fig_critical_difference": ("Critical-difference diagrams (Demšar 2006), one per metric: each method's "
-                                "average rank across the ranked datasets (1 = best, on the left). A thick bar joins "
-                                "methods whose average ranks differ by less than the Nemenyi critical difference "
-                                "(CD, drawn above the axis; α = 0.05): the test cannot tell them apart. The title "
-                                "gives the number of datasets and the Friedman (Iman-Davenport) p-value."),
-    "fig_training_curves": ("Quality against training time: one column per dataset, one curve per method (lowest "
-                            "seed), one point per checkpoint; training seconds on a log scale, checkpoint "
-                            "evaluations excluded. Top: validation log-likelihood (nats, higher is better); bottom: "
-                            "energy statistic of samples against validation rows (lower is better, symmetric-log "
-                            "scale) for checkpoints without a likelihood (sample-only methods; the supervised "
-                            "generator's G before its student). Dashed grey: the Gaussian reference; "
-                            "log-likelihoods far below it are cut off. "
-                            "Methods without checkpoints have no curve."),
-    "fig_tabular": ("Rows are methods. Left: marginal histograms of up to four dimensions (filled grey: test "
-                    "data, colour: samples). Right: 2-D KDE contours of the test data's two most correlated "
-                    "dimension pairs (dashed black: test data, colour: samples; same levels). Dimensions are "
-                    "0-based column indices; samples from the lowest seed."),
+    "fig_samples_2d": (
+        "Rows are the 2-D datasets. Columns: 2,000 training points, the true density where it is "
+        "known (blank otherwise), then 2,000 samples of each method (lowest seed). Panels in a row "
+        "share the dataset's axes."
+    ),
+    "fig_density_2d": (
+        "Log-density maps on a 100 × 100 grid over each dataset's box: the true log density first "
+        "(where known), then every method with a likelihood (lowest seed). Each row's colour scale "
+        f"spans the {DENSITY_RANGE_NATS:g} nats below its maximum (the true density's when known); "
+        "lower values are clipped to the darkest colour."
+    ),
+    "fig_speed_quality": (
+        "One panel pair per dataset: sampling throughput (samples/s, log scale) against test "
+        "log-likelihood (top; methods with a likelihood) and against a sample-quality metric "
+        "(bottom; every method). One point per method; error bars are ± one standard deviation "
+        "over seeds."
+    ),
+    "fig_critical_difference": (
+        "Critical-difference diagrams (Demšar 2006), one per metric: each method's "
+        "average rank across the ranked datasets (1 = best, on the left). A thick bar joins "
+        "methods whose average ranks differ by less than the Nemenyi critical difference "
+        "(CD, drawn above the axis; α = 0.05): the test cannot tell them apart. The title "
+        "gives the number of datasets and the Friedman (Iman-Davenport) p-value."
+    ),
+    "fig_training_curves": (
+        "Quality against training time: one column per dataset, one curve per method (lowest "
+        "seed), one point per checkpoint; training seconds on a log scale, checkpoint "
+        "evaluations excluded. Top: validation log-likelihood (nats, higher is better); bottom: "
+        "energy statistic of samples against validation rows (lower is better, symmetric-log "
+        "scale) for checkpoints without a likelihood (sample-only methods; the supervised "
+        "generator's G before its student). Dashed grey: the Gaussian reference; "
+        "log-likelihoods far below it are cut off. "
+        "Methods without checkpoints have no curve."
+    ),
+    "fig_tabular": (
+        "Rows are methods. Left: marginal histograms of up to four dimensions (filled grey: test "
+        "data, colour: samples). Right: 2-D KDE contours of the test data's two most correlated "
+        "dimension pairs (dashed black: test data, colour: samples; same levels). Dimensions are "
+        "0-based column indices; samples from the lowest seed."
+    ),
 }
 
 
@@ -765,8 +918,22 @@ def caption(stem: str) -> str:
 
 
 #: Styles of methods that declare none (``Method.plot_style``), handed out in sorted order.
-EXTRA_COLOURS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d",
-                 "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
+EXTRA_COLOURS = (
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#dbdb8d",
+    "#9edae5",
+    "#393b79",
+    "#637939",
+    "#8c6d31",
+    "#843c39",
+    "#7b4173",
+)
 EXTRA_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h", "<", ">", "*", "p")
 
 

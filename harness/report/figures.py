@@ -46,11 +46,14 @@ SCATTER_POINTS = 2000
 KDE_POINTS, KDE_GRID = 1000, 48
 MARGINAL_DIMS, CONTOUR_PAIRS, HIST_BINS = 4, 2, 40
 #: Sample metrics for the lower speed/quality panels, first available wins: (key, label).
-QUALITY_METRICS = (("mmd2", "MMD² to test (lower is better)"),
-                   ("c2st_accuracy", "C2ST accuracy (0.5 is best)"),
-                   ("energy_distance", "energy distance (lower is better)"),
-                   ("sliced_wasserstein", "sliced W2 (lower is better)"))
+QUALITY_METRICS = (
+    ("mmd2", "MMD² to test (lower is better)"),
+    ("c2st_accuracy", "C2ST accuracy (0.5 is best)"),
+    ("energy_distance", "energy distance (lower is better)"),
+    ("sliced_wasserstein", "sliced W2 (lower is better)"),
+)
 TEST_FILL, TRAIN_COLOUR = "0.84", "0.15"
+
 
 def slug(name: str) -> str:
     """``name`` safe as part of a file name."""
@@ -88,7 +91,7 @@ def _scatter(ax, points: np.ndarray, colour: str) -> None:
 
 
 def _column_titles(axes, titles: list[str], colours: list[str]) -> None:
-    for ax, title, colour in zip(axes, titles, colours):
+    for ax, title, colour in zip(axes, titles, colours, strict=False):
         ax.set_title(title, fontsize=9, color=colour, fontweight="bold")
 
 
@@ -105,8 +108,14 @@ def fig_samples_2d(run: RunData, dsets: list[str], methods: list[str], styles: d
     nrows, ncols = len(dsets), len(titles)
     fig = _new_figure(1.55 * ncols + 0.3, 1.55 * nrows + 0.45)
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    fig.subplots_adjust(left=0.3 / (1.55 * ncols + 0.3), right=0.995, bottom=0.005,
-                        top=1 - 0.4 / (1.55 * nrows + 0.45), wspace=0.05, hspace=0.05)
+    fig.subplots_adjust(
+        left=0.3 / (1.55 * ncols + 0.3),
+        right=0.995,
+        bottom=0.005,
+        top=1 - 0.4 / (1.55 * nrows + 0.45),
+        wspace=0.05,
+        hspace=0.05,
+    )
     for i, ds in enumerate(dsets):
         box, splits = run.box(ds), run.splits(ds)
         for ax in axes[i]:
@@ -118,8 +127,14 @@ def fig_samples_2d(run: RunData, dsets: list[str], methods: list[str], styles: d
         truth = run.true_log_density(ds)
         if truth is not None:
             xs, ys, lp = truth
-            axes[i, 1].imshow(np.exp(lp - np.nanmax(lp)), origin="lower", extent=(xs[0], xs[-1], ys[0], ys[-1]),
-                              aspect="auto", cmap="Greys", interpolation="nearest")
+            axes[i, 1].imshow(
+                np.exp(lp - np.nanmax(lp)),
+                origin="lower",
+                extent=(xs[0], xs[-1], ys[0], ys[-1]),
+                aspect="auto",
+                cmap="Greys",
+                interpolation="nearest",
+            )
         else:
             _blank(axes[i, 1], "unknown")
         for j, m in enumerate(methods, start=2):
@@ -149,8 +164,16 @@ def _log_density_image(ax, grid: Grid, top: float, cmap):
     """Draw log q clipped to [top - DENSITY_RANGE_NATS, top]; -inf shows as the bottom colour, NaN white."""
     xs, ys, lp = grid
     shown = np.ma.masked_invalid(np.where(np.isneginf(lp), top - 2 * DENSITY_RANGE_NATS, lp))
-    return ax.imshow(shown, origin="lower", extent=(xs[0], xs[-1], ys[0], ys[-1]), aspect="auto", cmap=cmap,
-                     vmin=top - DENSITY_RANGE_NATS, vmax=top, interpolation="nearest")
+    return ax.imshow(
+        shown,
+        origin="lower",
+        extent=(xs[0], xs[-1], ys[0], ys[-1]),
+        aspect="auto",
+        cmap=cmap,
+        vmin=top - DENSITY_RANGE_NATS,
+        vmax=top,
+        interpolation="nearest",
+    )
 
 
 def fig_density_2d(run: RunData, dsets: list[str], methods: list[str], styles: dict, path: Path) -> Path | None:
@@ -168,8 +191,17 @@ def fig_density_2d(run: RunData, dsets: list[str], methods: list[str], styles: d
     nrows, ncols = len(dsets), len(titles)
     width, height = 1.55 * ncols + 0.9, 1.55 * nrows + 0.45
     fig = _new_figure(width, height)
-    gs = fig.add_gridspec(nrows, ncols + 1, width_ratios=[1] * ncols + [0.06], left=0.3 / width,
-                          right=1 - 0.45 / width, bottom=0.005, top=1 - 0.4 / height, wspace=0.05, hspace=0.05)
+    gs = fig.add_gridspec(
+        nrows,
+        ncols + 1,
+        width_ratios=[1] * ncols + [0.06],
+        left=0.3 / width,
+        right=1 - 0.45 / width,
+        bottom=0.005,
+        top=1 - 0.4 / height,
+        wspace=0.05,
+        hspace=0.05,
+    )
     cmap = _cmap("viridis")
     for i, ds in enumerate(dsets):
         axes = [fig.add_subplot(gs[i, j]) for j in range(ncols)]
@@ -177,7 +209,7 @@ def fig_density_2d(run: RunData, dsets: list[str], methods: list[str], styles: d
         row = [truth] + [grids.get((m, ds)) for m in lik_methods]
         top = _row_scale_top(truth, [g for g in row[1:] if g is not None])
         image = None
-        for j, (ax, grid) in enumerate(zip(axes, row)):
+        for j, (ax, grid) in enumerate(zip(axes, row, strict=False)):
             _frame(ax, box)
             if grid is not None:
                 image = _log_density_image(ax, grid, top, cmap)
@@ -297,14 +329,25 @@ def fig_tabular(run: RunData, ds: str, methods: list[str], styles: dict, path: P
                     ax.contour(gx, gy, zs, levels=levels, colors=colour, linewidths=1.1)
         if not usable:
             for ax in axes[i]:
-                ax.text(0.5, 0.5, _missing_text(run.status(m, ds), "no samples"),
-                        ha="center", va="center", transform=ax.transAxes, fontsize=8, color="0.3",
-                        bbox={"facecolor": "white", "edgecolor": "0.7", "boxstyle": "round"})
+                ax.text(
+                    0.5,
+                    0.5,
+                    _missing_text(run.status(m, ds), "no samples"),
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    fontsize=8,
+                    color="0.3",
+                    bbox={"facecolor": "white", "edgecolor": "0.7", "boxstyle": "round"},
+                )
         _row_label(axes[i, 0], m, colour)
-    _column_titles(axes[0], [f"dim {d}" for d in dims] + [f"dim {a} vs dim {b}" for a, b in pairs],
-                   ["black"] * ncols)
-    fig.suptitle(f"{ds}: test data in grey (histograms) and dashed black (contours); samples in colour",
-                 fontsize=10, y=1 - 0.08 / height, va="top")
+    _column_titles(axes[0], [f"dim {d}" for d in dims] + [f"dim {a} vs dim {b}" for a, b in pairs], ["black"] * ncols)
+    fig.suptitle(
+        f"{ds}: test data in grey (histograms) and dashed black (contours); samples in colour",
+        fontsize=10,
+        y=1 - 0.08 / height,
+        va="top",
+    )
     fig.savefig(path, dpi=DPI)
     return path
 
@@ -353,8 +396,17 @@ def _speed_panel(ax, df: pd.DataFrame, ds: str, methods: list[str], styles: dict
         if x is None or y is None or x[0] <= 0:
             continue
         colour, marker = styles[m]
-        ax.plot([x[0]], [y[0]], marker=marker, color=colour, ms=6, linestyle="", markeredgecolor="black",
-                markeredgewidth=0.4, zorder=3)
+        ax.plot(
+            [x[0]],
+            [y[0]],
+            marker=marker,
+            color=colour,
+            ms=6,
+            linestyle="",
+            markeredgecolor="black",
+            markeredgewidth=0.4,
+            zorder=3,
+        )
         low = max(x[0] - x[1], 0.1 * x[0])  # keep the bar positive on the log axis
         bars_x.append(((low, y[0]), (x[0] + x[1], y[0])))
         bars_y.append(((x[0], y[0] - y[1]), (x[0], y[0] + y[1])))
@@ -362,8 +414,7 @@ def _speed_panel(ax, df: pd.DataFrame, ds: str, methods: list[str], styles: dict
     if colours:
         from matplotlib.collections import LineCollection
 
-        ax.add_collection(LineCollection(bars_x + bars_y, colors=colours * 2, linewidths=0.9, zorder=2),
-                          autolim=False)
+        ax.add_collection(LineCollection(bars_x + bars_y, colors=colours * 2, linewidths=0.9, zorder=2), autolim=False)
         xs = np.array([p for seg in bars_x for p, _ in seg])
         ys = np.array([q for seg in bars_y for _, q in seg])
         ax.set_xlim(xs.min() / 2, xs.max() * 2)
@@ -372,8 +423,9 @@ def _speed_panel(ax, df: pd.DataFrame, ds: str, methods: list[str], styles: dict
     return len(colours)
 
 
-def fig_speed_quality(rows_df: pd.DataFrame, dsets: list[str], methods: list[str], styles: dict,
-                      path: Path) -> Path | None:
+def fig_speed_quality(
+    rows_df: pd.DataFrame, dsets: list[str], methods: list[str], styles: dict, path: Path
+) -> Path | None:
     """Sampling throughput against test log-likelihood (top) and a sample metric (bottom), per dataset."""
     quality = _quality_metric(rows_df)
     if "timings.samples_per_s" not in rows_df.columns:
@@ -382,15 +434,25 @@ def fig_speed_quality(rows_df: pd.DataFrame, dsets: list[str], methods: list[str
     blocks = math.ceil(len(dsets) / ncols)
     width, height = 3.5 * ncols, 5.2 * blocks + 0.9
     fig = _new_figure(width, height)
-    outer = fig.add_gridspec(blocks, ncols, left=0.7 / width, right=0.99, bottom=0.45 / height,
-                             top=1 - 0.85 / height, wspace=0.38, hspace=0.32)
+    outer = fig.add_gridspec(
+        blocks,
+        ncols,
+        left=0.7 / width,
+        right=0.99,
+        bottom=0.45 / height,
+        top=1 - 0.85 / height,
+        wspace=0.38,
+        hspace=0.32,
+    )
     total = 0
     for k, ds in enumerate(dsets):
         inner = outer[k // ncols, k % ncols].subgridspec(2, 1, hspace=0.08)
         top = fig.add_subplot(inner[0])
         bottom = fig.add_subplot(inner[1], sharex=top)
-        for ax, column, label in ((top, "metrics.test_loglik", "test log-likelihood (nats)"),
-                                  (bottom, f"metrics.{quality[0]}" if quality else "", quality[1] if quality else "")):
+        for ax, column, label in (
+            (top, "metrics.test_loglik", "test log-likelihood (nats)"),
+            (bottom, f"metrics.{quality[0]}" if quality else "", quality[1] if quality else ""),
+        ):
             n = _speed_panel(ax, rows_df, ds, methods, styles, column) if column else 0
             total += n
             ax.set_xscale("log")
@@ -405,10 +467,28 @@ def fig_speed_quality(rows_df: pd.DataFrame, dsets: list[str], methods: list[str
         bottom.set_xlabel("samples / s (log scale)", fontsize=8)
     if not total:
         return None
-    handles = [Line2D([], [], marker=styles[m][1], color=styles[m][0], linestyle="", markersize=7,
-                      markeredgecolor="black", markeredgewidth=0.4, label=m) for m in methods]
-    fig.legend(handles=handles, loc="upper center", ncol=min(len(methods), 6), fontsize=9, frameon=False,
-               bbox_to_anchor=(0.5, 1 - 0.02 / height))
+    handles = [
+        Line2D(
+            [],
+            [],
+            marker=styles[m][1],
+            color=styles[m][0],
+            linestyle="",
+            markersize=7,
+            markeredgecolor="black",
+            markeredgewidth=0.4,
+            label=m,
+        )
+        for m in methods
+    ]
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        ncol=min(len(methods), 6),
+        fontsize=9,
+        frameon=False,
+        bbox_to_anchor=(0.5, 1 - 0.02 / height),
+    )
     fig.savefig(path, dpi=DPI)
     return path
 
@@ -453,8 +533,13 @@ def _cd_panel(ax, label: str, ranking: Any, styles: dict) -> None:
         ax.text(at(1 + span) + 0.01, 1.05, f"CD = {ranking.cd:.2f}", va="center", fontsize=7)
     for j, group in enumerate(ranking.cliques()):
         y = -0.3 - CD_CLIQUE * j
-        ax.plot([at(avg[group[0]]) - 0.006, at(avg[group[-1]]) + 0.006], [y, y], color="black", lw=3.5,
-                solid_capstyle="butt")
+        ax.plot(
+            [at(avg[group[0]]) - 0.006, at(avg[group[-1]]) + 0.006],
+            [y, y],
+            color="black",
+            lw=3.5,
+            solid_capstyle="butt",
+        )
     half = math.ceil(k / 2)
     for i, m in enumerate(order):
         left = i < half
@@ -462,8 +547,14 @@ def _cd_panel(ax, label: str, ranking: Any, styles: dict) -> None:
         x_end = lo_x - 0.02 if left else hi_x + 0.02
         colour = styles.get(m, ("#555", "o"))[0]
         ax.plot([at(avg[m]), at(avg[m]), x_end], [0, y, y], color=colour, lw=1.1)
-        ax.text(x_end + (-0.01 if left else 0.01), y, f"{m} ({avg[m]:.2f})" if left else f"({avg[m]:.2f}) {m}",
-                ha="right" if left else "left", va="center", fontsize=8)
+        ax.text(
+            x_end + (-0.01 if left else 0.01),
+            y,
+            f"{m} ({avg[m]:.2f})" if left else f"({avg[m]:.2f}) {m}",
+            ha="right" if left else "left",
+            va="center",
+            fontsize=8,
+        )
     p = ranking.friedman.p_f if ranking.friedman is not None else math.nan
     ax.set_title(f"{label}: {len(ranking.datasets)} datasets, Friedman p {p_text(p)}", fontsize=9)
 
@@ -476,13 +567,21 @@ def fig_critical_difference(panels: list[tuple[str, Any]], styles: dict, path: P
         return None
     ncols = 1 if len(panels) == 1 else 2
     nrows = math.ceil(len(panels) / ncols)
-    spans = [max(1.35 - _cd_extent(r)[0] for _, r in panels[i * ncols:(i + 1) * ncols]) for i in range(nrows)]
+    spans = [max(1.35 - _cd_extent(r)[0] for _, r in panels[i * ncols : (i + 1) * ncols]) for i in range(nrows)]
     title_in = 0.45
     height = sum(spans) * CD_UNIT_IN + nrows * title_in
     fig = _new_figure(7.0 * ncols, height)
-    grid = fig.add_gridspec(nrows, ncols, height_ratios=spans, left=0.01, right=0.99, bottom=0.1 / height,
-                            top=1 - title_in * 0.8 / height, hspace=title_in * nrows / (sum(spans) * CD_UNIT_IN),
-                            wspace=0.05)
+    grid = fig.add_gridspec(
+        nrows,
+        ncols,
+        height_ratios=spans,
+        left=0.01,
+        right=0.99,
+        bottom=0.1 / height,
+        top=1 - title_in * 0.8 / height,
+        hspace=title_in * nrows / (sum(spans) * CD_UNIT_IN),
+        wspace=0.05,
+    )
     for i, (label, ranking) in enumerate(panels):
         _cd_panel(fig.add_subplot(grid[i // ncols, i % ncols]), label, ranking, styles)
     fig.savefig(path, dpi=DPI)
@@ -492,8 +591,9 @@ def fig_critical_difference(panels: list[tuple[str, Any]], styles: dict, path: P
 # ------------------------------------------------------------------ quality against training time
 
 
-def fig_training_curves(rows: list[dict[str, Any]], dsets: list[str], methods: list[str], styles: dict,
-                        path: Path) -> Path | None:
+def fig_training_curves(
+    rows: list[dict[str, Any]], dsets: list[str], methods: list[str], styles: dict, path: Path
+) -> Path | None:
     """Validation quality at each checkpoint against training time (log x), per dataset; None without curves."""
     curves = all_curves(rows)
     metrics = [m for m in METRICS if any(c.metric == m for c in curves)]
@@ -502,8 +602,16 @@ def fig_training_curves(rows: list[dict[str, Any]], dsets: list[str], methods: l
         return None
     width, height = 3.4 * len(dsets) + 0.8, 2.8 * len(metrics) + 1.0
     fig = _new_figure(width, height)
-    grid = fig.add_gridspec(len(metrics), len(dsets), left=0.75 / width, right=0.99, bottom=0.5 / height,
-                            top=1 - 0.75 / height, wspace=0.3, hspace=0.12)
+    grid = fig.add_gridspec(
+        len(metrics),
+        len(dsets),
+        left=0.75 / width,
+        right=0.99,
+        bottom=0.5 / height,
+        top=1 - 0.75 / height,
+        wspace=0.3,
+        hspace=0.12,
+    )
     shown = set()
     for j, ds in enumerate(dsets):
         seed = min(c.seed for c in curves if c.dataset == ds)
@@ -526,10 +634,19 @@ def fig_training_curves(rows: list[dict[str, Any]], dsets: list[str], methods: l
                 ax.set_ylabel(METRICS[metric][0].replace(" (", "\n("), fontsize=8)
             if i == len(metrics) - 1:
                 ax.set_xlabel("training seconds (log scale)", fontsize=8)
-    handles = [Line2D([], [], marker=styles[m][1], color=styles[m][0], lw=1.2, markersize=5, label=m)
-               for m in methods if m in shown]
-    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=9, frameon=False,
-               bbox_to_anchor=(0.5, 1 - 0.02 / height))
+    handles = [
+        Line2D([], [], marker=styles[m][1], color=styles[m][0], lw=1.2, markersize=5, label=m)
+        for m in methods
+        if m in shown
+    ]
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        ncol=min(len(handles), 6),
+        fontsize=9,
+        frameon=False,
+        bbox_to_anchor=(0.5, 1 - 0.02 / height),
+    )
     fig.savefig(path, dpi=DPI)
     return path
 
@@ -587,8 +704,12 @@ def draw_all(run_dir: Path | str, rows: list[dict[str, Any]], meta: dict[str, An
     for ds in tabular:
         jobs.append((f"fig_tabular_{slug(ds)}", lambda p, ds=ds: fig_tabular(run, ds, methods, styles, p)))
     jobs.append(("fig_speed_quality", lambda p: fig_speed_quality(df, dsets, methods, styles, p)))
-    jobs.append(("fig_critical_difference", lambda p: fig_critical_difference(
-        [(t.spec.label, t.ranking) for t in build(rows, meta).tables], styles, p)))
+    jobs.append(
+        (
+            "fig_critical_difference",
+            lambda p: fig_critical_difference([(t.spec.label, t.ranking) for t in build(rows, meta).tables], styles, p),
+        )
+    )
     jobs.append(("fig_training_curves", lambda p: fig_training_curves(rows, dsets, methods, styles, p)))
     written = []
     for stem, draw in jobs:

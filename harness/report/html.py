@@ -125,8 +125,11 @@ def _method_label(method: str, styles: dict[str, tuple[str, str]]) -> str:
 def metric_table_html(table: MetricTable, footnotes_by_number: dict[int, str], styles: dict) -> str:
     """One metric as an HTML section (heading and table)."""
     head = ["method"] + (["kind"] if table.has_kind_column else []) + table.datasets
-    out = [f'<h3 id="t-{_anchor(table.spec.key)}">{_esc(table.spec.title)}</h3>', '<div class="scroll"><table>',
-           "<thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    out = [
+        f'<h3 id="t-{_anchor(table.spec.key)}">{_esc(table.spec.title)}</h3>',
+        '<div class="scroll"><table>',
+        "<thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>",
+    ]
     for m in table.methods:
         cells = [f"<td>{_method_label(m, styles)}</td>"]
         if table.has_kind_column:
@@ -144,8 +147,10 @@ def _phases_html(data: ReportData, styles: dict) -> str:
     for method, values in ph.iterrows():
         cells = "".join(f"<td>{v:.2f}</td>" if v == v else '<td class="missing">–</td>' for v in values)
         body.append(f"<tr><td>{_method_label(str(method), styles)}</td>{cells}</tr>")
-    return ('<h3 id="t-fit-phases">Fit phases (s, mean over seeds and datasets)</h3><div class="scroll"><table>'
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+    return (
+        '<h3 id="t-fit-phases">Fit phases (s, mean over seeds and datasets)</h3><div class="scroll"><table>'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _published_html(table: PublishedTable) -> str:
@@ -157,11 +162,18 @@ def _published_html(table: PublishedTable) -> str:
 
     header, lines = published_cells(table, cell)
     head = "".join(f"<th>{_esc(h)}</th>" for h in header)
-    out = [f'<h2 id="published">{_esc(PUBLISHED_TITLE)}</h2>', f'<p class="note">{_esc(PUBLISHED_INTRO)}</p>',
-           f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>']
+    out = [
+        f'<h2 id="published">{_esc(PUBLISHED_TITLE)}</h2>',
+        f'<p class="note">{_esc(PUBLISHED_INTRO)}</p>',
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>',
+    ]
     for line in lines:
-        out.append("<tr>" + "".join(f'<td class="text">{_esc(c)}</td>' for c in line[:3])
-                   + "".join(f"<td>{_esc(c)}</td>" for c in line[3:]) + "</tr>")
+        out.append(
+            "<tr>"
+            + "".join(f'<td class="text">{_esc(c)}</td>' for c in line[:3])
+            + "".join(f"<td>{_esc(c)}</td>" for c in line[3:])
+            + "</tr>"
+        )
     out.append("</tbody></table></div>")
     out += [f'<p class="note">Note on {_esc(ds)}: {_esc(note)}.</p>' for ds, note in table.notes.items()]
     return "\n".join(out)
@@ -170,18 +182,26 @@ def _published_html(table: PublishedTable) -> str:
 def _figure_html(path: Path) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     stem = Path(path).stem
-    return (f'<figure id="{_anchor(stem)}"><img alt="{_esc(stem)}" src="data:image/png;base64,{data}">'
-            f"<figcaption><b>{_esc(stem)}</b>: {_esc(caption(stem))}</figcaption></figure>")
+    return (
+        f'<figure id="{_anchor(stem)}"><img alt="{_esc(stem)}" src="data:image/png;base64,{data}">'
+        f"<figcaption><b>{_esc(stem)}</b>: {_esc(caption(stem))}</figcaption></figure>"
+    )
 
 
 def _failed_html(data: ReportData) -> str:
     notes = sorted(data.footnotes.items(), key=lambda kv: kv[1])
     out = ['<h2 id="failed">Failed cells</h2>', '<ol class="errors">']
     out += [f'<li id="failed-{n}" value="{n}">{_esc(err)}</li>' for err, n in notes]
-    out += ["</ol>", '<div class="scroll"><table><thead><tr><th>method</th><th>dataset</th><th>seed</th><th>error</th>'
-            "</tr></thead><tbody>"]
-    out += [f"<tr><td>{_esc(r['method'])}</td><td>{_esc(r['dataset'])}</td><td>{_esc(r['seed'])}</td>"
-            f'<td style="text-align:left;white-space:normal">{_esc(r["error"])}</td></tr>' for r in data.failed]
+    out += [
+        "</ol>",
+        '<div class="scroll"><table><thead><tr><th>method</th><th>dataset</th><th>seed</th><th>error</th>'
+        "</tr></thead><tbody>",
+    ]
+    out += [
+        f"<tr><td>{_esc(r['method'])}</td><td>{_esc(r['dataset'])}</td><td>{_esc(r['seed'])}</td>"
+        f'<td style="text-align:left;white-space:normal">{_esc(r["error"])}</td></tr>'
+        for r in data.failed
+    ]
     out.append("</tbody></table></div>")
     return "\n".join(out)
 
@@ -197,7 +217,9 @@ def _rank_cell(text: str, mark: str) -> str:
     if mark == "best":
         return f'<td class="best">{_esc(text)}</td>'
     if mark == "tied":
-        return f'<td class="tied">{_esc(text)}<span class="tie" title="within the critical difference">{TIED}</span></td>'
+        return (
+            f'<td class="tied">{_esc(text)}<span class="tie" title="within the critical difference">{TIED}</span></td>'
+        )
     return f"<td>{_esc(text)}</td>"
 
 
@@ -208,24 +230,45 @@ def summary_html(data: ReportData, figures: list[Path], styles: dict) -> list[st
     note = outlier_note(data, code=lambda s: f"<code>{_esc(s)}</code>")
     parts += [f'<p class="summary"><b>Warning.</b> {note}</p>'] if note else []
     if ranked_tables(data):
-        parts += ['<h3 id="ranks">Ranks across datasets</h3>',
-                  '<ul class="conclusions">' + "".join(f"<li>{_esc(c)}</li>" for c in rank_conclusions(data)) + "</ul>"]
+        parts += [
+            '<h3 id="ranks">Ranks across datasets</h3>',
+            '<ul class="conclusions">' + "".join(f"<li>{_esc(c)}</li>" for c in rank_conclusions(data)) + "</ul>",
+        ]
         header, rows = ranks_overview(data)
-        parts.append(_table_html(header, [[f"<td>{_method_label(label, styles) if label in data.methods else _esc(label)}</td>",
-                                           *(_rank_cell(*c) for c in cells)] for label, cells in rows]))
+        parts.append(
+            _table_html(
+                header,
+                [
+                    [
+                        f"<td>{_method_label(label, styles) if label in data.methods else _esc(label)}</td>",
+                        *(_rank_cell(*c) for c in cells),
+                    ]
+                    for label, cells in rows
+                ],
+            )
+        )
         notes = exclusion_notes(data)
         if notes:
-            parts += ['<p class="note">Left out of the ranks:</p><ul class="note">'
-                      + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>"]
+            parts += [
+                '<p class="note">Left out of the ranks:</p><ul class="note">'
+                + "".join(f"<li>{_esc(n)}</li>" for n in notes)
+                + "</ul>"
+            ]
         parts.append(f'<p class="note">{_marked(ranks_legend(data))}</p>')
         parts += [_figure_html(f) for f in figures if Path(f).stem == CD_FIGURE]
     header, rows = best_overview(data)
     tied_note = f" and, after {TIED}, the entries tied with it" if most_seeds(data) > 1 else ""
-    parts += ['<h3 id="best">Best per dataset</h3>',
-              f'<p class="note">The best entry of each metric table{_esc(tied_note)}.</p>',
-              _table_html(header, [[f"<td>{_esc(label)}</td>",
-                                    *(f'<td class="best-cell">{_esc(best_text(*c))}</td>' for c in cells)]
-                                   for label, cells in rows])]
+    parts += [
+        '<h3 id="best">Best per dataset</h3>',
+        f'<p class="note">The best entry of each metric table{_esc(tied_note)}.</p>',
+        _table_html(
+            header,
+            [
+                [f"<td>{_esc(label)}</td>", *(f'<td class="best-cell">{_esc(best_text(*c))}</td>' for c in cells)]
+                for label, cells in rows
+            ],
+        ),
+    ]
     return parts
 
 
@@ -237,17 +280,27 @@ def _marked(text: str) -> str:
 def _run_html(data: ReportData, meta: dict[str, Any]) -> list[str]:
     """The closing section: what was run, the configuration and the environment."""
     line = summary_line(data, code=lambda s: f"<code>{_esc(s)}</code>", count=lambda n: f"<b>{n}</b>")
-    return ['<h2 id="run">Configuration and environment</h2>', f'<p class="summary">{line}</p>',
-            '<div class="run"><section><h3 id="configuration">Configuration</h3>', _kv_table(meta.get("config") or {}),
-            '</section><section><h3 id="environment">Environment</h3>', _kv_table(meta.get("environment") or {}),
-            "</section></div>"]
+    return [
+        '<h2 id="run">Configuration and environment</h2>',
+        f'<p class="summary">{line}</p>',
+        '<div class="run"><section><h3 id="configuration">Configuration</h3>',
+        _kv_table(meta.get("config") or {}),
+        '</section><section><h3 id="environment">Environment</h3>',
+        _kv_table(meta.get("environment") or {}),
+        "</section></div>",
+    ]
 
 
 def render_html(data: ReportData | None, meta: dict[str, Any], figures: list[Path] | None = None) -> str:
     """The whole page; ``figures`` are PNG files to embed."""
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             "<title>densitybench report</title>", f"<style>{CSS}</style></head><body>", "<h1>densitybench report</h1>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>densitybench report</title>",
+        f"<style>{CSS}</style></head><body>",
+        "<h1>densitybench report</h1>",
+    ]
     if data is None:
         parts += ["<p>No results yet.</p>", "</body></html>"]
         return "\n".join(parts)
@@ -262,9 +315,15 @@ def render_html(data: ReportData | None, meta: dict[str, Any], figures: list[Pat
     parts.append("<nav>" + "".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t in nav) + "</nav>")
     parts += summary_html(data, figures, styles)
     by_number = {n: err for err, n in data.footnotes.items()}
-    parts += ['<h2 id="tables">Tables</h2>', f'<p class="summary">{_marked(reading_text(data, best="bold on green"))}</p>']
-    parts.append("<nav>" + "".join(f'<a href="#t-{_anchor(t.spec.key)}">{_esc(t.spec.label)}</a>'
-                                   for t in data.tables) + "</nav>")
+    parts += [
+        '<h2 id="tables">Tables</h2>',
+        f'<p class="summary">{_marked(reading_text(data, best="bold on green"))}</p>',
+    ]
+    parts.append(
+        "<nav>"
+        + "".join(f'<a href="#t-{_anchor(t.spec.key)}">{_esc(t.spec.label)}</a>' for t in data.tables)
+        + "</nav>"
+    )
     parts += [metric_table_html(t, by_number, styles) for t in data.tables]
     if data.phases is not None:
         parts.append(_phases_html(data, styles))
@@ -277,13 +336,18 @@ def render_html(data: ReportData | None, meta: dict[str, Any], figures: list[Pat
     if data.failed:
         parts.append(_failed_html(data))
     parts += _run_html(data, meta)
-    parts += ["<footer>Generated by densitybench from results.sqlite; regenerate with "
-              "<code>python -m harness report RUN_DIR --format html</code>.</footer>", "</body></html>", ""]
+    parts += [
+        "<footer>Generated by densitybench from results.sqlite; regenerate with "
+        "<code>python -m harness report RUN_DIR --format html</code>.</footer>",
+        "</body></html>",
+        "",
+    ]
     return "\n".join(parts)
 
 
 def time_section_html(data: ReportData) -> str:
     """The quality-against-time section (tables and notes); '' when nothing to show."""
+
     def table(header: list[str], body: list[list[str]]) -> str:
         head = "".join(f"<th>{_esc(h)}</th>" for h in header)
         trs = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in line) + "</tr>" for line in body)
@@ -292,26 +356,40 @@ def time_section_html(data: ReportData) -> str:
     out = []
     if data.time_tables:
         fractions = " / ".join(f"{round(100 * f)}%" for f in FRACTIONS)
-        out += ['<h3 id="t-time-to-quality">Time to quality (training seconds to 50% / 90% of the best final '
-                'value)</h3>', f'<p class="note">{_esc(DEFINITION.format(fractions=fractions))}</p>']
+        out += [
+            '<h3 id="t-time-to-quality">Time to quality (training seconds to 50% / 90% of the best final value)</h3>',
+            f'<p class="note">{_esc(DEFINITION.format(fractions=fractions))}</p>',
+        ]
     for t in data.time_tables:
         out.append(f"<p>{_esc(METRICS[t.metric][0].capitalize())}:</p>")
         out.append(table(["method"] + t.datasets, [[m] + [t.entry(m, ds) for ds in t.datasets] for m in t.methods]))
         if t.undefined:
-            out.append(f'<p class="note">Undefined on {_esc(", ".join(t.undefined))}: no method ended better than '
-                       "the Gaussian reference.</p>")
+            out.append(
+                f'<p class="note">Undefined on {_esc(", ".join(t.undefined))}: no method ended better than '
+                "the Gaussian reference.</p>"
+            )
     if data.no_checkpoints:
-        out.append(f'<p class="note">Reported no checkpoints (no curve; their rows are in every other table): '
-                   f"{_esc(', '.join(data.no_checkpoints))}.</p>")
+        out.append(
+            f'<p class="note">Reported no checkpoints (no curve; their rows are in every other table): '
+            f"{_esc(', '.join(data.no_checkpoints))}.</p>"
+        )
     progress = data.budget
     if progress:
         budgets = sorted({p["budget_s"] for ps in progress.values() for p in ps})
         out.append(f'<h3 id="t-budget">Training under a budget of {_esc(", ".join(f"{b:g}" for b in budgets))} s</h3>')
-        out.append('<p class="note">Share of the planned training steps reached (every loop stops at its first '
-                   "checkpoint past the budget, so where it stops depends on this machine's speed; checkpoints "
-                   "are fixed in steps).</p>")
-        out.append(table(["method"] + data.datasets,
-                         [[m] + [budget_entry(progress[(m, ds)]) if (m, ds) in progress else "–"
-                                 for ds in data.datasets]
-                          for m in data.methods if any((m, ds) in progress for ds in data.datasets)]))
+        out.append(
+            '<p class="note">Share of the planned training steps reached (every loop stops at its first '
+            "checkpoint past the budget, so where it stops depends on this machine's speed; checkpoints "
+            "are fixed in steps).</p>"
+        )
+        out.append(
+            table(
+                ["method"] + data.datasets,
+                [
+                    [m] + [budget_entry(progress[(m, ds)]) if (m, ds) in progress else "–" for ds in data.datasets]
+                    for m in data.methods
+                    if any((m, ds) in progress for ds in data.datasets)
+                ],
+            )
+        )
     return "\n".join(out)

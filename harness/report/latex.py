@@ -27,10 +27,24 @@ from harness.report.data import (
 )
 
 _LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "<": r"\textless{}", ">": r"\textgreater{}", "‖": r"$\|$", "²": r"$^2$", "±": r"$\pm$",
-    "–": "--", "—": "---", "’": "'",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "‖": r"$\|$",
+    "²": r"$^2$",
+    "±": r"$\pm$",
+    "–": "--",
+    "—": "---",
+    "’": "'",
 }
 
 
@@ -72,8 +86,9 @@ def _latex_tabular(header: list[str], lines: list[list[str]], align: str, captio
     body += [r"\bottomrule", r"\end{tabular}"]
     if len(header) > 6:
         body = [r"\resizebox{\linewidth}{!}{%"] + body + ["}"]
-    return "\n".join([r"\begin{table}[htbp]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
-                      *body, r"\end{table}"])
+    return "\n".join(
+        [r"\begin{table}[htbp]", r"\centering", rf"\caption{{{caption}}}", rf"\label{{{label}}}", *body, r"\end{table}"]
+    )
 
 
 def latex_table(table: MetricTable) -> str:
@@ -85,8 +100,13 @@ def latex_table(table: MetricTable) -> str:
         flagged = table.has_kind_column and kind not in (None, "exact")  # bounds and estimates say so
         name = latex_escape(m) + (f" ({latex_escape(kind)})" if flagged else "")
         lines.append([name] + [_latex_cell(table.entries[(m, ds)]) for ds in table.datasets])
-    return _latex_tabular(header, lines, "l" + "c" * len(table.datasets), latex_escape(table.spec.title),
-                          f"tab:{table.spec.key.replace('_', '-')}")
+    return _latex_tabular(
+        header,
+        lines,
+        "l" + "c" * len(table.datasets),
+        latex_escape(table.spec.title),
+        f"tab:{table.spec.key.replace('_', '-')}",
+    )
 
 
 def _latex_published(table: PublishedTable) -> str:
@@ -105,25 +125,38 @@ def _latex_published(table: PublishedTable) -> str:
 def _latex_reading(data: ReportData) -> str:
     """How to read the LaTeX tables (the Markdown legend without its Unicode signs)."""
     if most_seeds(data) < 2:
-        return ("One seed per cell: no intervals, so no entry is significantly better than another; bold marks "
-                "the best value per dataset; se: standard error over test points.")
-    return (rf"Entries are means over seeds $\pm$ the half-width of a {LEVEL:.0%} Student-t interval; bold: the "
-            r"best entry per dataset; $^\dagger$: tied with it (the intervals overlap); se: standard error over "
-            "test points.").replace("%", r"\%")
+        return (
+            "One seed per cell: no intervals, so no entry is significantly better than another; bold marks "
+            "the best value per dataset; se: standard error over test points."
+        )
+    return (
+        rf"Entries are means over seeds $\pm$ the half-width of a {LEVEL:.0%} Student-t interval; bold: the "
+        r"best entry per dataset; $^\dagger$: tied with it (the intervals overlap); se: standard error over "
+        "test points."
+    ).replace("%", r"\%")
 
 
 def render_latex(data: ReportData) -> str:
     """A compilable LaTeX document (article, booktabs, graphicx) with one table per metric."""
     env = data.meta.get("environment", {})
-    parts = [r"% densitybench report: generated from results.sqlite; regenerate with",
-             r"% python -m harness report RUN_DIR --format latex",
-             r"\documentclass{article}", r"\usepackage[T1]{fontenc}", r"\usepackage{booktabs}",
-             r"\usepackage{graphicx}", r"\usepackage[margin=2cm]{geometry}", r"\begin{document}",
-             r"\section*{densitybench report}",
-             latex_escape(f"Profile {', '.join(sorted(data.df.profile.unique()))}; {len(data.seeds)} seed(s) "
-                          f"({', '.join(map(str, data.seeds))}); device {env.get('device', '?')}; code "
-                          f"{env.get('code_version', '?')}; {data.n_ok} cell(s) ok, {data.n_failed} failed. ")
-             + _latex_reading(data), ""]
+    parts = [
+        r"% densitybench report: generated from results.sqlite; regenerate with",
+        r"% python -m harness report RUN_DIR --format latex",
+        r"\documentclass{article}",
+        r"\usepackage[T1]{fontenc}",
+        r"\usepackage{booktabs}",
+        r"\usepackage{graphicx}",
+        r"\usepackage[margin=2cm]{geometry}",
+        r"\begin{document}",
+        r"\section*{densitybench report}",
+        latex_escape(
+            f"Profile {', '.join(sorted(data.df.profile.unique()))}; {len(data.seeds)} seed(s) "
+            f"({', '.join(map(str, data.seeds))}); device {env.get('device', '?')}; code "
+            f"{env.get('code_version', '?')}; {data.n_ok} cell(s) ok, {data.n_failed} failed. "
+        )
+        + _latex_reading(data),
+        "",
+    ]
     for table in data.tables:
         parts += [latex_table(table), ""]
     if data.published is not None:

@@ -67,8 +67,14 @@ def markdown_table(table: MetricTable) -> str:
     return f"### {table.spec.title}\n\n" + tabulate(lines, headers=header, tablefmt="github", disable_numparse=True)
 
 
-def metric_table(df: pd.DataFrame, spec: TableSpec, methods: list[str], dsets: list[str],
-                 kinds: dict[str, str | None], footnotes: dict[str, int]) -> str | None:
+def metric_table(
+    df: pd.DataFrame,
+    spec: TableSpec,
+    methods: list[str],
+    dsets: list[str],
+    kinds: dict[str, str | None],
+    footnotes: dict[str, int],
+) -> str | None:
     """Markdown table of one metric, or None when no row has it."""
     table = metric_entries(df, spec, methods, dsets, kinds, footnotes)
     return markdown_table(table) if table is not None else None
@@ -80,8 +86,13 @@ def _md_published(table: PublishedTable) -> str:
         return shown, (measured.text() if measured.state == "value" else _md_cell(measured))
 
     header, lines = published_cells(table, cell)
-    out = [f"### {PUBLISHED_TITLE}", "", PUBLISHED_INTRO, "",
-           tabulate(lines, headers=header, tablefmt="github", disable_numparse=True)]
+    out = [
+        f"### {PUBLISHED_TITLE}",
+        "",
+        PUBLISHED_INTRO,
+        "",
+        tabulate(lines, headers=header, tablefmt="github", disable_numparse=True),
+    ]
     out += [""] + [f"Note on {ds}: {note}." for ds, note in table.notes.items()] if table.notes else []
     return "\n".join(out)
 
@@ -114,8 +125,15 @@ def markdown_summary(data: ReportData, figures: list[str]) -> list[str]:
         lines += ["### Ranks across datasets", ""]
         lines += [f"- {c}" for c in rank_conclusions(data)] + [""]
         header, rows = ranks_overview(data)
-        lines += [tabulate([[label, *(_md_rank_cell(*c) for c in cells)] for label, cells in rows],
-                           headers=header, tablefmt="github", disable_numparse=True), ""]
+        lines += [
+            tabulate(
+                [[label, *(_md_rank_cell(*c) for c in cells)] for label, cells in rows],
+                headers=header,
+                tablefmt="github",
+                disable_numparse=True,
+            ),
+            "",
+        ]
         notes = exclusion_notes(data)
         lines += (["Left out of the ranks:", ""] + [f"- {n}" for n in notes] + [""]) if notes else []
         lines += [ranks_legend(data), ""]
@@ -124,14 +142,25 @@ def markdown_summary(data: ReportData, figures: list[str]) -> list[str]:
                 lines += [f"![{CD_FIGURE}]({f})", "", f"**{CD_FIGURE}**: {caption(CD_FIGURE)}", ""]
     header, rows = best_overview(data)
     ties = f" and, after {TIED}, the entries tied with it" if most_seeds(data) > 1 else ""
-    lines += ["### Best per dataset", "", f"The best entry of each metric table{ties}.", "",
-              tabulate([[label, *(best_text(*c) for c in cells)] for label, cells in rows], headers=header,
-                       tablefmt="github", disable_numparse=True), ""]
+    lines += [
+        "### Best per dataset",
+        "",
+        f"The best entry of each metric table{ties}.",
+        "",
+        tabulate(
+            [[label, *(best_text(*c) for c in cells)] for label, cells in rows],
+            headers=header,
+            tablefmt="github",
+            disable_numparse=True,
+        ),
+        "",
+    ]
     return lines
 
 
 def markdown_run(data: ReportData) -> list[str]:
     """The closing section: what was run, the configuration and the environment."""
+
     def kv(items: dict[str, Any]) -> str:
         shown = [[k, v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)] for k, v in items.items()]
         return tabulate(shown, headers=["key", "value"], tablefmt="github", disable_numparse=True)
@@ -153,8 +182,7 @@ def render_markdown(data: ReportData, figures: list[str] | None = None) -> str:
     if data.phases is not None:
         lines += ["### Fit phases (s, mean over seeds and datasets)", ""]
         phase_rows = [[_dash_nan(v) for v in r] for r in data.phases.reset_index().values.tolist()]
-        lines += [tabulate(phase_rows,
-                           headers=["method", *data.phases.columns], tablefmt="github", floatfmt=".2f"), ""]
+        lines += [tabulate(phase_rows, headers=["method", *data.phases.columns], tablefmt="github", floatfmt=".2f"), ""]
     lines += time_section(data)
     if data.published is not None:
         lines += [_md_published(data.published), ""]
@@ -166,8 +194,14 @@ def render_markdown(data: ReportData, figures: list[str] | None = None) -> str:
     if data.footnotes:
         lines += ["## Failed cells", ""]
         lines += [f"[{n}] {err}" for err, n in sorted(data.footnotes.items(), key=lambda kv: kv[1])] + [""]
-        lines += [tabulate([[r["method"], r["dataset"], r["seed"], r["error"]] for r in data.failed],
-                           headers=["method", "dataset", "seed", "error"], tablefmt="github"), ""]
+        lines += [
+            tabulate(
+                [[r["method"], r["dataset"], r["seed"], r["error"]] for r in data.failed],
+                headers=["method", "dataset", "seed", "error"],
+                tablefmt="github",
+            ),
+            "",
+        ]
     lines += markdown_run(data)
     return "\n".join(lines)
 
@@ -177,17 +211,31 @@ def time_section(data: ReportData) -> list[str]:
     has checkpoints."""
     lines: list[str] = []
     if data.time_tables:
-        lines += ["### Time to quality (training seconds to 50% / 90% of the best final value)", "",
-                  DEFINITION.format(fractions=" / ".join(f"{round(100 * f)}%" for f in FRACTIONS)), ""]
+        lines += [
+            "### Time to quality (training seconds to 50% / 90% of the best final value)",
+            "",
+            DEFINITION.format(fractions=" / ".join(f"{round(100 * f)}%" for f in FRACTIONS)),
+            "",
+        ]
     for t in data.time_tables:
         lines += [f"{METRICS[t.metric][0].capitalize()}:", ""]
-        lines += [tabulate([[m] + [t.entry(m, ds) for ds in t.datasets] for m in t.methods],
-                           headers=["method"] + t.datasets, tablefmt="github", disable_numparse=True), ""]
+        lines += [
+            tabulate(
+                [[m] + [t.entry(m, ds) for ds in t.datasets] for m in t.methods],
+                headers=["method"] + t.datasets,
+                tablefmt="github",
+                disable_numparse=True,
+            ),
+            "",
+        ]
         if t.undefined:
             lines += [f"Undefined on {', '.join(t.undefined)}: no method ended better than the Gaussian reference.", ""]
     if data.no_checkpoints:
-        lines += [f"Reported no checkpoints (no curve; their rows are in every other table): "
-                  f"{', '.join(data.no_checkpoints)}.", ""]
+        lines += [
+            f"Reported no checkpoints (no curve; their rows are in every other table): "
+            f"{', '.join(data.no_checkpoints)}.",
+            "",
+        ]
     return lines + _budget_section(data)
 
 
@@ -196,10 +244,17 @@ def _budget_section(data: ReportData) -> list[str]:
     if not progress:
         return []
     budgets = sorted({p["budget_s"] for ps in progress.values() for p in ps})
-    lines = [f"### Training under a budget of {', '.join(f'{b:g}' for b in budgets)} s", "",
-             "Share of the planned training steps reached (every loop stops at its first checkpoint past the "
-             "budget, so where it stops depends on this machine's speed; checkpoints are fixed in steps).", ""]
-    table = [[m] + [budget_entry(progress[(m, ds)]) if (m, ds) in progress else "–" for ds in data.datasets]
-             for m in data.methods if any((m, ds) in progress for ds in data.datasets)]
+    lines = [
+        f"### Training under a budget of {', '.join(f'{b:g}' for b in budgets)} s",
+        "",
+        "Share of the planned training steps reached (every loop stops at its first checkpoint past the "
+        "budget, so where it stops depends on this machine's speed; checkpoints are fixed in steps).",
+        "",
+    ]
+    table = [
+        [m] + [budget_entry(progress[(m, ds)]) if (m, ds) in progress else "–" for ds in data.datasets]
+        for m in data.methods
+        if any((m, ds) in progress for ds in data.datasets)
+    ]
     lines += [tabulate(table, headers=["method"] + data.datasets, tablefmt="github", disable_numparse=True), ""]
     return lines

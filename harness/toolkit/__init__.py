@@ -8,5 +8,17 @@ the standard library, numpy, scipy, torch (with torchdiffeq in ``sde`` and tqdm 
 and ``harness.errors``.
 """
 
-__all__ = ["device", "seeding", "training", "checkpoint", "standardise", "gaussian", "distances", "nets", "mle",
-           "sde", "training_free_score", "compat"]
+__all__ = [
+    "device",
+    "seeding",
+    "training",
+    "checkpoint",
+    "standardise",
+    "gaussian",
+    "distances",
+    "nets",
+    "mle",
+    "sde",
+    "training_free_score",
+    "compat",
+]

@@ -17,8 +17,15 @@ from harness.toolkit.distances import energy_distance
 from harness.toolkit.gaussian import LOG_2PI
 from harness.toolkit.standardise import Standardiser
 
-__all__ = ["CHECKPOINT_ROWS", "CHECKPOINTS_PER_PHASE", "CHECKPOINT_STREAM", "RIDGE", "checkpoint_every",
-           "is_checkpoint", "gaussian_reference"]
+__all__ = [
+    "CHECKPOINT_ROWS",
+    "CHECKPOINTS_PER_PHASE",
+    "CHECKPOINT_STREAM",
+    "RIDGE",
+    "checkpoint_every",
+    "is_checkpoint",
+    "gaussian_reference",
+]
 
 CHECKPOINT_ROWS = 1024  #: validation rows (and samples) per checkpoint
 CHECKPOINTS_PER_PHASE = 10  #: checkpoints per training loop of ``planned`` steps (fixed in steps)
@@ -36,8 +43,9 @@ def is_checkpoint(step: int, planned: int) -> bool:
     return step % checkpoint_every(planned) == 0 or step == planned
 
 
-def gaussian_reference(train: np.ndarray, rows: np.ndarray, scale: Standardiser,
-                       rng: np.random.Generator) -> dict[str, float]:
+def gaussian_reference(
+    train: np.ndarray, rows: np.ndarray, scale: Standardiser, rng: np.random.Generator
+) -> dict[str, float]:
     """``val_loglik`` (mean nats on ``rows`` (m, d)) and ``val_energy`` (of m samples drawn with ``rng``,
     standardised by ``scale``) of the full-covariance Gaussian fitted to ``train`` (n, d) by maximum likelihood."""
     d = train.shape[1]

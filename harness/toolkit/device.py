@@ -9,8 +9,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-__all__ = ["NO_PROGRESS_ENV", "resolve_device", "synchronize", "to_tensor", "batched", "single_cpu_thread",
-           "progress"]
+__all__ = ["NO_PROGRESS_ENV", "resolve_device", "synchronize", "to_tensor", "batched", "single_cpu_thread", "progress"]
 
 #: Set to "1" (``run --no-progress`` does) to silence every progress bar.
 NO_PROGRESS_ENV = "DENSITYBENCH_NO_PROGRESS"

@@ -8,8 +8,17 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-__all__ = ["CHUNK_ENTRIES", "TORCH_THREADS", "check_samples", "check_pair", "torch_threads", "centred_float32",
-           "cross_sum", "within_sum", "energy_distance"]
+__all__ = [
+    "CHUNK_ENTRIES",
+    "TORCH_THREADS",
+    "check_samples",
+    "check_pair",
+    "torch_threads",
+    "centred_float32",
+    "cross_sum",
+    "within_sum",
+    "energy_distance",
+]
 
 CHUNK_ENTRIES = 4_000_000  #: pairwise-matrix entries held at once (16 MB in float32)
 TORCH_THREADS = 1  #: torch intra-op threads of the pairwise sums (see ``torch_threads``)

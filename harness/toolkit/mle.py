@@ -141,8 +141,14 @@ def fit_mle(
 
 
 def _run(model, log_prob, train, val, config, seed, name, show_progress, checkpoint) -> dict[str, Any]:
-    opt = Adam([p for p in model.parameters() if p.requires_grad], config.lr, weight_decay=config.weight_decay,
-               schedule="cosine" if config.anneal else None, steps=config.steps, clip=config.grad_clip)
+    opt = Adam(
+        [p for p in model.parameters() if p.requires_grad],
+        config.lr,
+        weight_decay=config.weight_decay,
+        schedule="cosine" if config.anneal else None,
+        steps=config.steps,
+        clip=config.grad_clip,
+    )
     best = {"val": -math.inf, "step": 0, "state": None}
     history: list[tuple[int, float, float]] = []
     since_best = [0]
@@ -164,9 +170,15 @@ def _run(model, log_prob, train, val, config, seed, name, show_progress, checkpo
 
     model.train()
     batches = minibatches(train.shape[0], config.batch_size, config.steps, torch_stream(seed), train.device)
-    result = train_loop(lambda k, idx: opt.step(-log_prob(train[idx]).mean()), config.steps, name=name,
-                        batches=batches, hook=evaluate, hook_every=config.eval_interval(train.shape[0]),
-                        show_progress=show_progress)
+    result = train_loop(
+        lambda k, idx: opt.step(-log_prob(train[idx]).mean()),
+        config.steps,
+        name=name,
+        batches=batches,
+        hook=evaluate,
+        hook_every=config.eval_interval(train.shape[0]),
+        show_progress=show_progress,
+    )
     model.load_state_dict(best["state"])
     model.eval()
     return {
@@ -194,5 +206,7 @@ def _validate(model, log_prob, val, step, name) -> tuple[float, float]:
     model.train()
     val_ll = float(lp.mean())
     if not math.isfinite(val_ll):
-        raise DivergenceError(f"{name}: training diverged (validation log-likelihood {val_ll} at step {step}); try a lower learning rate")
+        raise DivergenceError(
+            f"{name}: training diverged (validation log-likelihood {val_ll} at step {step}); try a lower learning rate"
+        )
     return val_ll, float(lp[:CHECKPOINT_ROWS].mean())

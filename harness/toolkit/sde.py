@@ -17,8 +17,16 @@ from torchdiffeq import odeint
 
 from harness.toolkit.gaussian import standard_normal_log_prob
 
-__all__ = ["TRACES", "VPSDE", "standard_normal_log_prob", "divergence_exact", "divergence_hutchinson", "ode_sample",
-           "ode_log_prob", "em_sample"]
+__all__ = [
+    "TRACES",
+    "VPSDE",
+    "standard_normal_log_prob",
+    "divergence_exact",
+    "divergence_hutchinson",
+    "ode_sample",
+    "ode_log_prob",
+    "em_sample",
+]
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 TRACES = ("exact", "hutchinson")
@@ -95,7 +103,9 @@ class _Counted:
         return self.rhs(t, state)
 
 
-def _integrate(rhs: _Counted, y0: torch.Tensor, t_start: float, t_end: float, rtol: float, atol: float, method: str) -> torch.Tensor:
+def _integrate(
+    rhs: _Counted, y0: torch.Tensor, t_start: float, t_end: float, rtol: float, atol: float, method: str
+) -> torch.Tensor:
     """The state at ``t_end``. Steps are clamped to land on ``t_end`` (torchdiffeq's
     ``step_t``) so the drift is never evaluated outside [t_eps, 1] (s_t is NaN for t < 0)."""
     span = torch.tensor([t_start, t_end], dtype=y0.dtype, device=y0.device)
@@ -106,8 +116,13 @@ def _integrate(rhs: _Counted, y0: torch.Tensor, t_start: float, t_end: float, rt
 
 @torch.no_grad()
 def ode_sample(
-    sde: VPSDE, score: ScoreFn, z: torch.Tensor, t_eps: float = 1e-3,
-    rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5",
+    sde: VPSDE,
+    score: ScoreFn,
+    z: torch.Tensor,
+    t_eps: float = 1e-3,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
 ) -> tuple[torch.Tensor, int]:
     """Integrate the probability-flow ODE from prior draws ``z`` (n, d) at t = 1 down to ``t_eps``.
 
@@ -118,9 +133,15 @@ def ode_sample(
 
 
 def ode_log_prob(
-    sde: VPSDE, score: ScoreFn, x: torch.Tensor, t_eps: float = 1e-5,
-    rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5",
-    trace: str = "exact", probe: torch.Tensor | None = None,
+    sde: VPSDE,
+    score: ScoreFn,
+    x: torch.Tensor,
+    t_eps: float = 1e-5,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
+    trace: str = "exact",
+    probe: torch.Tensor | None = None,
     prior_log_prob: Callable[[torch.Tensor], torch.Tensor] = standard_normal_log_prob,
 ) -> tuple[torch.Tensor, int]:
     """log p_{t_eps}(x) by the probability-flow ODE (instantaneous change of variables).
@@ -152,7 +173,12 @@ def ode_log_prob(
 
 @torch.no_grad()
 def em_sample(
-    sde: VPSDE, score: ScoreFn, z: torch.Tensor, steps: int, generator: torch.Generator, t_eps: float = 1e-3,
+    sde: VPSDE,
+    score: ScoreFn,
+    z: torch.Tensor,
+    steps: int,
+    generator: torch.Generator,
+    t_eps: float = 1e-3,
 ) -> tuple[torch.Tensor, int]:
     """Euler-Maruyama on the reverse-time SDE from ``z`` at t = 1 to ``t_eps`` in ``steps`` equal steps.
 

@@ -40,13 +40,23 @@ class Adam:
     ``step(loss)`` is one update: zero the gradients, backpropagate ``loss``, clip, step, schedule.
     """
 
-    def __init__(self, params: Iterable[nn.Parameter], lr: float, *, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, schedule: str | Schedule | None = None,
-                 steps: int | None = None, clip: float | None = None) -> None:
+    def __init__(
+        self,
+        params: Iterable[nn.Parameter],
+        lr: float,
+        *,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        schedule: str | Schedule | None = None,
+        steps: int | None = None,
+        clip: float | None = None,
+    ) -> None:
         self.params = list(params)
         # foreach: one fused kernel per update instead of one per tensor (the same numbers on CPU)
-        self.optimizer = torch.optim.Adam(self.params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                                          foreach=True)
+        self.optimizer = torch.optim.Adam(
+            self.params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, foreach=True
+        )
         self.scheduler = _scheduler(self.optimizer, schedule, steps)
         self.clip = clip
 
@@ -85,10 +95,18 @@ class Trained:
     stopped: bool
 
 
-def train(step: Callable[[int, torch.Tensor | None], torch.Tensor], steps: int, *, name: str,
-          batches: Iterable | None = None, check_every: int = 1,
-          hook: Callable[[int, float], bool] | None = None, hook_every: int | None = None,
-          desc: str | None = None, show_progress: bool = True) -> Trained:
+def train(
+    step: Callable[[int, torch.Tensor | None], torch.Tensor],
+    steps: int,
+    *,
+    name: str,
+    batches: Iterable | None = None,
+    check_every: int = 1,
+    hook: Callable[[int, float], bool] | None = None,
+    hook_every: int | None = None,
+    desc: str | None = None,
+    show_progress: bool = True,
+) -> Trained:
     """Run ``step(k, batch)`` for k = 1..``steps``; ``batch`` is the next item of ``batches`` (None without).
 
     ``step`` returns its loss (a tensor; several losses may be stacked). Every ``check_every`` steps
@@ -132,7 +150,9 @@ def check_finite(loss: torch.Tensor, step: int, name: str) -> float:
     return value
 
 
-def minibatches(n: int, batch: int, steps: int, g: torch.Generator, device: torch.device | str) -> Iterator[torch.Tensor]:
+def minibatches(
+    n: int, batch: int, steps: int, g: torch.Generator, device: torch.device | str
+) -> Iterator[torch.Tensor]:
     """``steps`` index tensors of min(batch, n) rows of n, without replacement within each epoch (drawn with ``g`` on the CPU)."""
     batch = min(batch, n)
     perm = torch.randperm(n, generator=g, device="cpu").to(device)

@@ -26,8 +26,20 @@ from torch import Tensor
 
 from harness.toolkit.device import progress as _progress
 
-__all__ = ["SOLVERS", "MODES", "EPS_GRID", "Schedule", "score", "score_reference", "time_grid", "probability_flow",
-           "flow_to_data", "fused_backend", "choose_eps", "kde_log_likelihood"]
+__all__ = [
+    "SOLVERS",
+    "MODES",
+    "EPS_GRID",
+    "Schedule",
+    "score",
+    "score_reference",
+    "time_grid",
+    "probability_flow",
+    "flow_to_data",
+    "fused_backend",
+    "choose_eps",
+    "kde_log_likelihood",
+]
 
 SOLVERS = ("euler", "heun")
 MODES = ("exact", "minibatch", "minibatch_refresh")
@@ -71,13 +83,17 @@ class Schedule:
 def _check_pair(z: Tensor, data: Tensor) -> None:
     for name, x in (("z", z), ("data", data)):
         if not isinstance(x, Tensor) or x.ndim != 2:
-            raise ValueError(f"{name} must be a 2-D tensor (rows, d), got {type(x).__name__} of shape {getattr(x, 'shape', None)}")
+            raise ValueError(
+                f"{name} must be a 2-D tensor (rows, d), got {type(x).__name__} of shape {getattr(x, 'shape', None)}"
+            )
         if not x.is_floating_point():
             raise ValueError(f"{name} must be floating point, got {x.dtype}")
     if z.shape[1] != data.shape[1]:
         raise ValueError(f"z has d={z.shape[1]} but data has d={data.shape[1]}")
     if z.dtype != data.dtype or z.device != data.device:
-        raise ValueError(f"z ({z.dtype}, {z.device}) and data ({data.dtype}, {data.device}) must share dtype and device")
+        raise ValueError(
+            f"z ({z.dtype}, {z.device}) and data ({data.dtype}, {data.device}) must share dtype and device"
+        )
     if len(data) == 0:
         raise ValueError("data must have at least one row")
 
@@ -171,7 +187,9 @@ def fused_backend(device: torch.device | str, dtype: torch.dtype, d: int) -> str
         except (RuntimeError, NotImplementedError, TypeError):
             ok = False
         if not ok:
-            warnings.warn(f"fused attention unavailable for {dev.type}/{dtype}/d={d}; using the plain score path", stacklevel=3)
+            warnings.warn(
+                f"fused attention unavailable for {dev.type}/{dtype}/d={d}; using the plain score path", stacklevel=3
+            )
         _verdicts[key] = ok
     return block.__name__.removeprefix("_block_") if _verdicts[key] else "plain"
 
@@ -187,7 +205,9 @@ def _block_for(device: torch.device, dtype: torch.dtype, d: int) -> Block:
         except torch.OutOfMemoryError:
             raise
         except RuntimeError as e:  # a shape the kernel rejects: this block goes the plain way
-            warnings.warn(f"fused attention rejected a ({len(q)} x {len(k)}) block ({e}); using the plain path", stacklevel=2)
+            warnings.warn(
+                f"fused attention rejected a ({len(q)} x {len(k)}) block ({e}); using the plain path", stacklevel=2
+            )
             return _block_plain(q, k, bias, scale)
 
     return block
@@ -229,7 +249,9 @@ def score(
 
 
 @torch.no_grad()
-def _score_blocks(z: Tensor, t: float, data: Tensor, schedule: Schedule, block: Block, query_chunk: int, data_chunk: int) -> Tensor:
+def _score_blocks(
+    z: Tensor, t: float, data: Tensor, schedule: Schedule, block: Block, query_chunk: int, data_chunk: int
+) -> Tensor:
     alpha, beta2 = schedule.alpha(t), schedule.beta2(t)
     # Translating queries and keys by the same vector leaves the weights unchanged; centring on
     # alpha * mean(data) keeps z.k and |k|^2/2 small, so less float32 cancellation in the logits.
@@ -275,7 +297,12 @@ def _velocity(z: Tensor, t: float, score_fn: ScoreFn, schedule: Schedule) -> Ten
 
 @torch.no_grad()
 def probability_flow(
-    z: Tensor, score_fn: ScoreFn, schedule: Schedule = Schedule(), *, steps: int = 500, solver: str = "euler",
+    z: Tensor,
+    score_fn: ScoreFn,
+    schedule: Schedule = Schedule(),
+    *,
+    steps: int = 500,
+    solver: str = "euler",
     on_step: Callable[[int], None] | None = None,
 ) -> Tensor:
     """Integrate dZ/dt = f(t) Z - 0.5 g^2(t) score_fn(Z, t) from t = 1 (Z = z) to t = 0 on a uniform grid.
@@ -356,7 +383,9 @@ def flow_to_data(
             if mode == "minibatch_refresh" and k + 1 < steps:
                 current["rows"] = _mc_rows(data, mc_batch, generator)
 
-        out[i : i + chunk] = probability_flow(z[i : i + chunk], score_fn, schedule, steps=steps, solver=solver, on_step=on_step)
+        out[i : i + chunk] = probability_flow(
+            z[i : i + chunk], score_fn, schedule, steps=steps, solver=solver, on_step=on_step
+        )
     bar.close()
     return out
 
