@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError, suggest
+from harness.errors import UserError, suggest, unknown
 from harness.variants import Variant, expand_all
 
 #: The embedded default grid (`make run`): three seeds on three 2-D sets with known densities, so every
@@ -335,8 +335,10 @@ def resolve_names(cfg: Config) -> tuple[list[Variant], list[str], dict[str, str]
     for d in dsets:
         if d.startswith("file:"):
             _ = datasets.get(d).dim  # reads and checks the file now: a malformed table is a config error
-        else:
-            datasets.get_class(d)
+        elif d in datasets.names() or d in datasets.unavailable():
+            datasets.get_class(d)  # a dataset whose module failed to import says why
+        else:  # the valid names include the keywords, so '2dd' suggests '2d'
+            raise unknown("dataset", d, [*datasets.names(), "all", *datasets.groups()])
     bases = list(dict.fromkeys(v.base for v in meths))
     for m in cfg.params:
         if m not in bases:

@@ -267,6 +267,7 @@ CORPUS: list[Case] = [
     case("unknown method (maf)", run("--methods", "mafff"), 2, "did you mean 'maf'"),
     case("unknown dataset", run("--datasets", "8gausians"), 2, "did you mean '8gaussians'"),
     case("unknown dataset (rings)", run("--datasets", "ringz"), 2, "did you mean 'rings'"),
+    case("misspelt dataset group", run("--datasets", "2dd"), 2, "did you mean '2d'"),
     case("unknown profile", run("--profile", "quik"), 2, "did you mean 'quick'"),
     case("unknown profile (paper)", run("--profile", "papr"), 2, "did you mean 'paper'"),
     case("seeds not integers", run("--seeds", "a,b"), 2, "seeds must be a count"),
