@@ -143,3 +143,20 @@ def test_conclusion_names_the_significantly_worse():
     md = markdown(rows, {"config": {"methods": ["a", "b", "c"]}})
     assert "Test log-lik.: best average rank a (1.00 over 10 dataset(s)); significantly worse: c (CD 1.05;" in md
     assert "One seed per cell" in md
+
+
+def test_a_metric_on_which_all_tie_is_stated_not_ranked_and_one_method_metrics_list_no_exclusions():
+    # every method draws no outlying sample; only "a" has a teacher (one method: nothing to rank)
+    rows = _rows()
+    for row in rows:
+        if row["status"] == "ok":
+            row["metrics"]["outlier_fraction"] = 0.0
+            if row["method"] == "a":
+                row["metrics"]["teacher_fidelity_energy"] = 0.01 * (1 + row["seed"])
+    data = build(rows, META)
+    md = markdown(rows, META)
+    assert "Outlier fraction: every method ties (equal values on every dataset), so it is not ranked." in md
+    header = next(line for line in md.splitlines() if line.startswith("| method") and "Test log-lik." in line)
+    assert "Outlier fraction" not in header and "G vs teacher" not in header
+    assert "G vs teacher:" not in md  # no "left out of the ranks" line for the methods without a teacher
+    assert next(t for t in data.tables if t.spec.key == "outlier_fraction").ranking is not None

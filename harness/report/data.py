@@ -626,9 +626,19 @@ def p_text(p: float) -> str:
     return "< 0.001" if p < 1e-3 else f"= {significant(p, 2)}"
 
 
-def ranked_tables(data: ReportData) -> list[MetricTable]:
+def _compared_tables(data: ReportData) -> list[MetricTable]:
     """Tables whose ranking compares at least two methods on at least one dataset."""
     return [t for t in data.tables if t.ranking is not None and len(t.ranking.methods) >= 2 and t.ranking.datasets]
+
+
+def _all_tied(table: MetricTable) -> bool:
+    """Every compared method has the same average rank (equal values on every ranked dataset)."""
+    return len(set(table.ranking.average.values())) == 1
+
+
+def ranked_tables(data: ReportData) -> list[MetricTable]:
+    """Compared tables in which the methods differ (a metric on which all tie ranks nothing)."""
+    return [t for t in _compared_tables(data) if not _all_tied(t)]
 
 
 def ranks_overview(data: ReportData) -> tuple[list[str], list[tuple[str, list[tuple[str, str]]]]]:
@@ -697,6 +707,9 @@ def rank_conclusions(data: ReportData) -> list[str]:
         else:
             line += "; no test with fewer than two datasets"
         out.append(line + ".")
+    for t in _compared_tables(data):
+        if _all_tied(t):
+            out.append(f"{t.spec.label}: every method ties (equal values on every dataset), so it is not ranked.")
     return out
 
 
@@ -704,10 +717,8 @@ def exclusion_notes(data: ReportData) -> list[str]:
     """What the rankings left out and why (methods with too few values, datasets with missing cells),
     one line per distinct exclusion with the metrics it applies to."""
     by_text: dict[str, list[str]] = {}
-    for t in data.tables:
+    for t in ranked_tables(data):
         r = t.ranking
-        if r is None:
-            continue
         parts = [f"{m} ({why})" for m, why in r.excluded_methods.items()]
         for ds, lacking in r.excluded_datasets.items():
             states = ", ".join(f"{m} {t.entries[(m, ds)].state}" for m in lacking)

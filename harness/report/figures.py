@@ -35,6 +35,7 @@ from harness.report.data import (
     method_order,
     method_styles,
     p_text,
+    ranked_tables,
     reference,
     rows_frame,
 )
@@ -707,7 +708,9 @@ def draw_all(run_dir: Path | str, rows: list[dict[str, Any]], meta: dict[str, An
     jobs.append(
         (
             "fig_critical_difference",
-            lambda p: fig_critical_difference([(t.spec.label, t.ranking) for t in build(rows, meta).tables], styles, p),
+            lambda p: fig_critical_difference(
+                [(t.spec.label, t.ranking) for t in ranked_tables(build(rows, meta))], styles, p
+            ),
         )
     )
     jobs.append(("fig_training_curves", lambda p: fig_training_curves(rows, dsets, methods, styles, p)))
