@@ -59,7 +59,7 @@ def test_checkpoint_times_exclude_evaluation_and_follow_the_schedule(toy):
     assert progress["steps"] == progress["planned_steps"] == 200 and not progress["stopped_by_budget"]
 
 
-@pytest.mark.parametrize("name", ["vae", "supervised_diffusion"])
+@pytest.mark.parametrize("name", ["vae", "supervised_diffusion", "flow_matching"])
 def test_budget_stops_at_the_first_checkpoint_past_it_and_is_reproducible(name, toy):
     full = fit_with_clock(name, toy, None)
     times = [c["t"] for c in full.checkpoints_]
