@@ -9,12 +9,11 @@ from typing import ClassVar
 import numpy as np
 import torch
 from torch import nn
-from torchdiffeq import odeint
 
 from harness.toolkit.device import resolve_device, single_cpu_thread, to_tensor
 from harness.toolkit.gaussian import standard_normal_log_prob
 from harness.toolkit.nets import mlp
-from harness.toolkit.sde import divergence_exact
+from harness.toolkit.sde import CountedRHS, divergence_exact, divergence_probes, solve
 from harness.toolkit.seeding import seeded_init, torch_stream
 from harness.toolkit.standardise import Standardiser
 from harness.toolkit.training import Adam, minibatches, train
@@ -24,7 +23,6 @@ from methods.base import Bool, Choice, Float, Int, Method, Spec
 __all__ = ["FlowMatching", "VelocityField", "ot_pairing", "straight_path", "transport", "ode_log_prob", "rademacher"]
 
 SOLVERS = ("dopri5", "euler", "midpoint", "rk4")
-FIXED_STEP = ("euler", "midpoint", "rk4")
 TRACES = ("auto", "exact", "hutchinson")
 #: Largest dimension for which ``trace="auto"`` computes the exact divergence (d backward passes).
 EXACT_TRACE_MAX_DIM = 10
@@ -73,18 +71,7 @@ def straight_path(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> tuple[
 
 
 # ------------------------------------------------------------------ ODE machinery (any velocity function)
-class _Counted:
-    """An ODE right-hand side that counts its evaluations."""
-
-    def __init__(self, rhs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
-        self.rhs, self.nfe = rhs, 0
-
-    def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.nfe += 1
-        return self.rhs(t, y)
-
-
-def integrate(
+def _integrate(
     rhs: Callable,
     y0: torch.Tensor,
     t0: float,
@@ -95,32 +82,16 @@ def integrate(
     rtol: float = 1e-5,
     atol: float = 1e-5,
 ) -> torch.Tensor:
-    """The state at ``t1`` of dy/dt = rhs(t, y) from y(t0) = y0 (fixed-step solvers take ``steps`` steps)."""
-    span = torch.tensor([t0, t1], dtype=y0.dtype, device=y0.device)
-    options = {"step_size": abs(t1 - t0) / steps} if solver in FIXED_STEP else None
-    return odeint(rhs, y0, span, rtol=rtol, atol=atol, method=solver, options=options)[-1]
+    """``harness.toolkit.sde.solve`` under this module's names (``solver``, ``steps``); adaptive steps are
+    not clamped at ``t1`` (the velocity is defined past it)."""
+    return solve(rhs, y0, t0, t1, method=solver, steps=steps, rtol=rtol, atol=atol, land_on_end=False)
 
 
 @torch.no_grad()
 def transport(velocity: Velocity, z: torch.Tensor, **solve) -> tuple[torch.Tensor, int]:
     """Push noise ``z`` (n, d) at t = 0 along dx/dt = v(x, t) to t = 1; returns (x (n, d), NFE)."""
-    rhs = _Counted(lambda t, x: velocity(x, t))
-    return integrate(rhs, z, 0.0, 1.0, **solve), rhs.nfe
-
-
-def divergence_probes(
-    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, probes: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``fn(x)`` (n, d) and Hutchinson estimates e_k^T J e_k of its Jacobian trace, (n, K), for probes (K, n, d)."""
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        out = fn(x)
-        k = probes.shape[0]
-        divs = [
-            (torch.autograd.grad((out * e).sum(), x, retain_graph=i < k - 1)[0] * e).sum(dim=1)
-            for i, e in enumerate(probes)
-        ]
-    return out.detach(), torch.stack(divs, dim=1).detach()
+    rhs = CountedRHS(lambda t, x: velocity(x, t))
+    return _integrate(rhs, z, 0.0, 1.0, **solve), rhs.nfe
 
 
 def ode_log_prob(
@@ -144,10 +115,10 @@ def ode_log_prob(
         out, divs = divergence_probes(fn, state[:, :d], probes)
         return torch.cat([out, divs], dim=1)
 
-    counted = _Counted(rhs)
+    counted = CountedRHS(rhs)
     state0 = torch.cat([x, x.new_zeros(x.shape[0], k)], dim=1)
     with torch.no_grad():
-        end = integrate(counted, state0, 1.0, 0.0, **solve)
+        end = _integrate(counted, state0, 1.0, 0.0, **solve)
     lp = standard_normal_log_prob(end[:, :d])[:, None] + end[:, d:]
     se = lp.std(dim=1) / math.sqrt(k) if k > 1 else None
     return lp.mean(dim=1), se, counted.nfe

@@ -23,6 +23,10 @@ __all__ = [
     "standard_normal_log_prob",
     "divergence_exact",
     "divergence_hutchinson",
+    "divergence_probes",
+    "CountedRHS",
+    "ADAPTIVE",
+    "solve",
     "ode_sample",
     "ode_log_prob",
     "em_sample",
@@ -80,18 +84,31 @@ def divergence_exact(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     return out.detach(), div.detach()
 
 
-def divergence_hutchinson(
-    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, probe: torch.Tensor
+def divergence_probes(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, probes: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``fn(x)`` and the Hutchinson estimate probe^T J probe of the Jacobian trace (Grathwohl et al. 2019)."""
+    """``fn(x)`` (n, d) and Hutchinson estimates e_k^T J e_k of its Jacobian trace (Grathwohl et al. 2019),
+    (n, K), for probes (K, n, d), all from one forward pass."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         out = fn(x)
-        (vjp,) = torch.autograd.grad((out * probe).sum(), x)
-    return out.detach(), (vjp * probe).sum(dim=1).detach()
+        k = probes.shape[0]
+        divs = [
+            (torch.autograd.grad((out * e).sum(), x, retain_graph=i < k - 1)[0] * e).sum(dim=1)
+            for i, e in enumerate(probes)
+        ]
+    return out.detach(), torch.stack(divs, dim=1).detach()
 
 
-class _Counted:
+def divergence_hutchinson(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, probe: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fn(x)`` and the single-probe estimate probe^T J probe (n,) of the Jacobian trace; probe (n, d)."""
+    out, divs = divergence_probes(fn, x, probe[None])
+    return out, divs[:, 0]
+
+
+class CountedRHS:
     """Wrap an ODE right-hand side and count its evaluations."""
 
     def __init__(self, rhs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
@@ -103,14 +120,31 @@ class _Counted:
         return self.rhs(t, state)
 
 
-def _integrate(
-    rhs: _Counted, y0: torch.Tensor, t_start: float, t_end: float, rtol: float, atol: float, method: str
+ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+
+
+def solve(
+    rhs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    y0: torch.Tensor,
+    t_start: float,
+    t_end: float,
+    *,
+    method: str = "dopri5",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    steps: int = 100,
+    land_on_end: bool = True,
 ) -> torch.Tensor:
-    """The state at ``t_end``. Steps are clamped to land on ``t_end`` (torchdiffeq's
-    ``step_t``) so the drift is never evaluated outside [t_eps, 1] (s_t is NaN for t < 0)."""
+    """The state at ``t_end`` of dy/dt = rhs(t, y) from y(t_start) = ``y0`` (torchdiffeq).
+
+    Fixed-step methods take ``steps`` equal steps. Adaptive ones, with ``land_on_end``, clamp their
+    steps to land on ``t_end`` (``step_t``), so the drift is never evaluated past it (the VP-SDE's
+    s_t is NaN for t < 0); without it they may step past ``t_end`` and interpolate back."""
     span = torch.tensor([t_start, t_end], dtype=y0.dtype, device=y0.device)
-    adaptive = method in ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-    options = {"step_t": span[1:]} if adaptive else None
+    if method not in ADAPTIVE:
+        options = {"step_size": abs(t_end - t_start) / steps}
+    else:
+        options = {"step_t": span[1:]} if land_on_end else None
     return odeint(rhs, y0, span, rtol=rtol, atol=atol, method=method, options=options)[-1]
 
 
@@ -128,8 +162,8 @@ def ode_sample(
 
     Returns (samples (n, d), number of score evaluations).
     """
-    rhs = _Counted(lambda t, x: sde.ode_drift(score, x, t))
-    return _integrate(rhs, z, 1.0, t_eps, rtol, atol, method), rhs.nfe
+    rhs = CountedRHS(lambda t, x: sde.ode_drift(score, x, t))
+    return solve(rhs, z, 1.0, t_eps, method=method, rtol=rtol, atol=atol), rhs.nfe
 
 
 def ode_log_prob(
@@ -164,10 +198,10 @@ def ode_log_prob(
         out, div = divergence_exact(fn, xt) if trace == "exact" else divergence_hutchinson(fn, xt, probe)
         return torch.cat([out, div[:, None]], dim=1)
 
-    rhs = _Counted(drift_and_div)
+    rhs = CountedRHS(drift_and_div)
     state0 = torch.cat([x, torch.zeros_like(x[:, :1])], dim=1)
     with torch.no_grad():
-        end = _integrate(rhs, state0, t_eps, 1.0, rtol, atol, method)
+        end = solve(rhs, state0, t_eps, 1.0, method=method, rtol=rtol, atol=atol)
     return prior_log_prob(end[:, :d]) + end[:, d], rhs.nfe
 
 
