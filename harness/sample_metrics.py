@@ -45,13 +45,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.toolkit.distances import TORCH_THREADS, energy_distance
-from harness.toolkit.distances import centred_float32 as _centered_tensors
-from harness.toolkit.distances import check_pair as _pair
-from harness.toolkit.distances import check_samples as _samples
-from harness.toolkit.distances import cross_sum as _cross_sum
-from harness.toolkit.distances import torch_threads as _torch_threads
-from harness.toolkit.distances import within_sum as _within_sum
+from harness.toolkit.distances import (
+    TORCH_THREADS,
+    centred_float32,
+    check_pair,
+    check_samples,
+    cross_sum,
+    energy_distance,
+    torch_threads,
+    within_sum,
+)
+from harness.toolkit.standardise import Standardiser
 
 MEDIAN_SUBSAMPLE = 2000  # pooled points used for the median heuristic
 KDE_BANDWIDTH = 0.2  # scipy gaussian_kde bw_method of the paper
@@ -74,7 +78,7 @@ def median_bandwidth(reference: np.ndarray, model: np.ndarray, *, seed: int = 0)
     """
     from scipy.spatial.distance import pdist
 
-    ref, mod = _pair(reference, model, min_rows=1)
+    ref, mod = check_pair(reference, model, min_rows=1)
     pooled = _subsample(np.concatenate([ref, mod]), MEDIAN_SUBSAMPLE, np.random.default_rng(seed))
     dists = pdist(pooled)
     h = float(np.median(dists)) if dists.size else 0.0
@@ -98,18 +102,18 @@ def mmd2(reference: np.ndarray, model: np.ndarray, *, seed: int = 0, bandwidth: 
 
     reference (n, d), model (m, d) -> float. Lower is better; 0 is ideal.
     """
-    ref, mod = _pair(reference, model)
+    ref, mod = check_pair(reference, model)
     h = median_bandwidth(ref, mod, seed=seed) if bandwidth is None else float(bandwidth)
     if not h > 0:
         raise ValueError(f"bandwidth must be positive, got {h}")
-    x, y = _centered_tensors(ref, mod)
+    x, y = centred_float32(ref, mod)
     scale = -1.0 / (2.0 * h * h)
     kernel = lambda sq: sq.mul_(scale).exp_()  # noqa: E731 - in-place on a scratch block
     n, m = len(x), len(y)
-    with _torch_threads(TORCH_THREADS):
-        kxx = _within_sum(x, kernel) / (n * (n - 1))
-        kyy = _within_sum(y, kernel) / (m * (m - 1))
-        kxy = _cross_sum(x, y, kernel) / (n * m)
+    with torch_threads(TORCH_THREADS):
+        kxx = within_sum(x, kernel) / (n * (n - 1))
+        kyy = within_sum(y, kernel) / (m * (m - 1))
+        kxy = cross_sum(x, y, kernel) / (n * m)
     return float(kxx + kyy - 2.0 * kxy)
 
 
@@ -126,7 +130,7 @@ def sliced_wasserstein(reference: np.ndarray, model: np.ndarray, *, seed: int = 
     """
     import ot
 
-    ref, mod = _pair(reference, model, min_rows=1)
+    ref, mod = check_pair(reference, model, min_rows=1)
     if n_projections < 1:
         raise ValueError(f"n_projections must be >= 1, got {n_projections}")
     return float(ot.sliced_wasserstein_distance(ref, mod, n_projections=int(n_projections), seed=int(seed), p=2))
@@ -216,22 +220,21 @@ def c2st_accuracy(
 
     reference (n, d), model (m, d) -> float in [0, 1].
     """
-    ref, mod = _pair(reference, model)
+    ref, mod = check_pair(reference, model)
     if config.folds < 2:
         raise ValueError(f"c2st needs at least 2 folds, got {config.folds}")
     rng = np.random.default_rng(seed)
     n_per_class = min(len(ref), len(mod))
     if n_per_class < config.folds:
         raise ValueError(f"c2st needs at least {config.folds} rows per sample, got {n_per_class}")
-    mean, std = ref.mean(axis=0), ref.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
+    scale = Standardiser(ref)  # the reference's units, as the classifier sees them
     data = np.concatenate([_subsample(ref, n_per_class, rng), _subsample(mod, n_per_class, rng)])
     y = torch.cat([torch.zeros(n_per_class), torch.ones(n_per_class)])
     folds = torch.from_numpy(_fold_indices(n_per_class, config.folds, rng))
     train = torch.stack([torch.cat([folds[j] for j in range(config.folds) if j != f]) for f in range(config.folds)])
     gen = torch.Generator().manual_seed(int(seed) % (2**63))
-    with _torch_threads(TORCH_THREADS):
-        x = _classifier_inputs(torch.from_numpy(((data - mean) / std).astype(np.float32)), config, gen)
+    with torch_threads(TORCH_THREADS):
+        x = _classifier_inputs(torch.from_numpy(scale(data).astype(np.float32)), config, gen)
         params = _train_ensemble(x, y, train, config, gen)
         with torch.no_grad():
             logits = _ensemble_logits(params, x[folds])
@@ -300,7 +303,7 @@ def marginal_kl_per_dim(reference: np.ndarray, model: np.ndarray, *, seed: int =
 
     reference (n, d), model (m, d) -> (d,) float64, each >= 0.
     """
-    ref, mod = _pair(reference, model)
+    ref, mod = check_pair(reference, model)
     out = np.empty(ref.shape[1])
     for j in range(ref.shape[1]):
         lo = min(ref[:, j].min(), mod[:, j].min())
@@ -350,7 +353,7 @@ def histogram_tv(
 
     model (m, 2); log_density: (k, 2) -> (k,) natural log density.
     """
-    samples = _samples(model, "model", min_rows=1)
+    samples = check_samples(model, "model", min_rows=1)
     if samples.shape[1] != 2:
         raise ValueError(f"histogram_tv needs 2-D samples, got d={samples.shape[1]}")
     (x0, x1), (y0, y1) = (tuple(map(float, b)) for b in bounds)
