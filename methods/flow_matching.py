@@ -2,38 +2,41 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from enum import IntEnum
 from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from harness.toolkit import ode
+from harness.toolkit.checkpoint import SOLVED_CHECKPOINT_ROWS
 from harness.toolkit.device import resolve_device, single_cpu_thread, to_tensor
-from harness.toolkit.gaussian import standard_normal_log_prob
 from harness.toolkit.nets import mlp
-from harness.toolkit.sde import CountedRHS, divergence_exact, divergence_probes, solve
 from harness.toolkit.seeding import seeded_init, torch_stream
 from harness.toolkit.standardise import Standardiser
-from harness.toolkit.training import Adam, minibatches, train
+from harness.toolkit.training import CHECK_EVERY, Adam, minibatches, train
 from methods import register
 from methods.base import Bool, Choice, Float, Int, Method, Spec
 
-__all__ = ["FlowMatching", "VelocityField", "ot_pairing", "straight_path", "transport", "ode_log_prob", "rademacher"]
+__all__ = ["FlowMatching", "VelocityField", "ot_pairing", "straight_path"]
 
 SOLVERS = ("dopri5", "euler", "midpoint", "rk4")
 TRACES = ("auto", "exact", "hutchinson")
 #: Largest dimension for which ``trace="auto"`` computes the exact divergence (d backward passes).
 EXACT_TRACE_MAX_DIM = 10
 
-NOISE, VALIDATION, LOG_PROB, SAMPLE, PROBE = 1, 2, 3, 4, 5  # seed-stream purposes
-#: Validation rows of a training checkpoint's log-likelihood (each checkpoint solves the ODE for them).
-CHECKPOINT_ROWS = 256
-CHECK_EVERY = 100  # steps between divergence checks (each one waits for the device)
 _COMMON = dict(trace="auto", hutchinson_probes=4)
 
-Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # v(x (n, d), t 0-d) -> (n, d)
+
+class Stream(IntEnum):
+    """Seed-stream purposes (``torch_stream(seed, purpose)``)."""
+
+    NOISE = 1  # training noise, times and couplings
+    VALIDATION = 2  # the validation loss
+    LOG_PROB = 3  # Hutchinson probes of log_prob
+    SAMPLE = 4  # prior draws
+    PROBE = 5  # Hutchinson probes of the training checkpoints
 
 
 class VelocityField(nn.Module):
@@ -68,64 +71,6 @@ def straight_path(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> tuple[
     """The point x_t = (1 - t) x0 + t x1 and the conditional velocity x1 - x0; x0, x1 (n, d), t (n,)."""
     t = t[:, None]
     return (1 - t) * x0 + t * x1, x1 - x0
-
-
-# ------------------------------------------------------------------ ODE machinery (any velocity function)
-def _integrate(
-    rhs: Callable,
-    y0: torch.Tensor,
-    t0: float,
-    t1: float,
-    *,
-    solver: str = "dopri5",
-    steps: int = 100,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-) -> torch.Tensor:
-    """``harness.toolkit.sde.solve`` under this module's names (``solver``, ``steps``); adaptive steps are
-    not clamped at ``t1`` (the velocity is defined past it)."""
-    return solve(rhs, y0, t0, t1, method=solver, steps=steps, rtol=rtol, atol=atol, land_on_end=False)
-
-
-@torch.no_grad()
-def transport(velocity: Velocity, z: torch.Tensor, **solve) -> tuple[torch.Tensor, int]:
-    """Push noise ``z`` (n, d) at t = 0 along dx/dt = v(x, t) to t = 1; returns (x (n, d), NFE)."""
-    rhs = CountedRHS(lambda t, x: velocity(x, t))
-    return _integrate(rhs, z, 0.0, 1.0, **solve), rhs.nfe
-
-
-def ode_log_prob(
-    velocity: Velocity, x: torch.Tensor, *, probes: torch.Tensor | None = None, **solve
-) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """log p_1(x) of the flow dx/dt = v(x, t) from N(0, I) at t = 0, by the instantaneous change of variables.
-
-    Integrates (x_t, delta_t) from t = 1 down to 0 with d delta/dt = div v(x_t, t); then
-    log p_1(x) = log N(x_0; 0, I) + delta_0. ``probes`` None: exact divergence. ``probes`` (K, n, d):
-    one Hutchinson estimate per probe along the same trajectory; the result is their mean and the
-    second output its standard error per point (None when K < 2). Returns (lp (n,), se (n,) | None, NFE).
-    """
-    d = x.shape[1]
-    k = 1 if probes is None else probes.shape[0]
-
-    def rhs(t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        fn = lambda y: velocity(y, t)  # noqa: E731
-        if probes is None:
-            out, div = divergence_exact(fn, state[:, :d])
-            return torch.cat([out, div[:, None]], dim=1)
-        out, divs = divergence_probes(fn, state[:, :d], probes)
-        return torch.cat([out, divs], dim=1)
-
-    counted = CountedRHS(rhs)
-    state0 = torch.cat([x, x.new_zeros(x.shape[0], k)], dim=1)
-    with torch.no_grad():
-        end = _integrate(counted, state0, 1.0, 0.0, **solve)
-    lp = standard_normal_log_prob(end[:, :d])[:, None] + end[:, d:]
-    se = lp.std(dim=1) / math.sqrt(k) if k > 1 else None
-    return lp.mean(dim=1), se, counted.nfe
-
-
-def rademacher(shape: tuple[int, ...], g: torch.Generator, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    return (torch.randint(0, 2, shape, generator=g, device=device) * 2 - 1).to(dtype)
 
 
 # ------------------------------------------------------------------ the method
@@ -267,7 +212,7 @@ class FlowMatching(Method):
 
     def _train(self, x: torch.Tensor) -> float:
         p = self.params
-        g = torch_stream(self.seed, NOISE, self.device_)
+        g = torch_stream(self.seed, Stream.NOISE, self.device_)
         opt = Adam(self.net_.parameters(), p["lr"], schedule="cosine" if p["anneal"] else None, steps=p["steps"])
         batches = minibatches(len(x), p["batch"], p["steps"], torch_stream(self.seed), self.device_)
         result = train(
@@ -281,61 +226,73 @@ class FlowMatching(Method):
         return float(result.loss)
 
     def _checkpoint_log_prob(self, rows: np.ndarray) -> np.ndarray:
-        """Log densities (m,) of the first ``CHECKPOINT_ROWS`` of ``rows`` (m, d) under the field being
+        """Log densities (m,) of the first ``SOLVED_CHECKPOINT_ROWS`` of ``rows`` (m, d) under the field being
         trained: the exact trace, or above ``EXACT_TRACE_MAX_DIM`` one seeded Rademacher probe (unbiased;
         its noise averages out over the rows). Leaves ``info_`` and every other stream alone."""
-        y = to_tensor(self.scaler_.forward(rows[:CHECKPOINT_ROWS]), self.device_)
+        y = to_tensor(self.scaler_.forward(rows[:SOLVED_CHECKPOINT_ROWS]), self.device_)
         probes = None
         if not self.exact_trace_:
-            probes = rademacher((1, *y.shape), torch_stream(self.seed, PROBE, self.device_), self.device_, y.dtype)
-        lp, _, _ = ode_log_prob(self.velocity, y, probes=probes, **self._solve())
+            g = torch_stream(self.seed, Stream.PROBE, self.device_)
+            probes = ode.rademacher((1, *y.shape), g, self.device_, y.dtype)
+        lp, _, _ = self._ode_log_prob(y, probes)
         return lp.double().cpu().numpy() + self.scaler_.log_det
 
     @torch.no_grad()
     def _eval_loss(self, x: torch.Tensor) -> float:
-        return float(self._loss(x, torch_stream(self.seed, VALIDATION, self.device_)))
+        return float(self._loss(x, torch_stream(self.seed, Stream.VALIDATION, self.device_)))
 
     # ------------------------------------------------------------ inference
-    def _solve(self) -> dict:
+    def _solver(self) -> dict:
+        """Keyword arguments of ``ode.solve``; adaptive steps are not clamped at the end time (the field is
+        defined past it)."""
         p = self.params
-        return {"solver": p["solver"], "steps": p["ode_steps"], "rtol": p["rtol"], "atol": p["atol"]}
+        return {
+            "method": p["solver"],
+            "steps": p["ode_steps"],
+            "rtol": p["rtol"],
+            "atol": p["atol"],
+            "land_on_end": False,
+        }
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The fitted field in standardised units; x (n, d), t 0-d."""
         return self.net_(x, t)
 
+    def _ode_log_prob(self, y: torch.Tensor, probes: torch.Tensor | None):
+        """``ode.log_prob`` of standardised rows ``y`` (n, d): from the data at t = 1 back to N(0, I) at t = 0."""
+        return ode.log_prob(self.velocity, y, 1.0, 0.0, probes=probes, **self._solver())
+
     @torch.no_grad()
     def transport(self, z: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Standardised samples for noise ``z`` (n, d) on the device, by batches; returns (x, NFE summed)."""
-        out, nfe = [], 0
-        for start in range(0, len(z), self.params["eval_batch"]):
-            x, k = transport(self.velocity, z[start : start + self.params["eval_batch"]], **self._solve())
-            out.append(x)
-            nfe += k
-        return torch.cat(out), nfe
+
+        def solve(start: int, stop: int) -> tuple[tuple[torch.Tensor], int]:
+            x, nfe = ode.flow(self.velocity, z[start:stop], 0.0, 1.0, **self._solver())
+            return (x,), nfe
+
+        (x,), nfe = ode.in_chunks(solve, len(z), self.params["eval_batch"])
+        return x, nfe
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
-        z = torch.randn(n, self.dim_, generator=torch_stream(seed, SAMPLE, self.device_), device=self.device_)
+        z = torch.randn(n, self.dim_, generator=torch_stream(seed, Stream.SAMPLE, self.device_), device=self.device_)
         x, self.info_["nfe_sample"] = self.transport(z)
         return self.scaler_.inverse(x.double().cpu().numpy())
 
     def _log_prob(self, x: np.ndarray) -> np.ndarray:
         p = self.params
         y = to_tensor(self.scaler_.forward(x), self.device_)
-        g = torch_stream(self.seed, LOG_PROB, self.device_)
-        lps, ses, nfe = [], [], 0
-        for start in range(0, len(y), p["eval_batch"]):
-            chunk = y[start : start + p["eval_batch"]]
+        g = torch_stream(self.seed, Stream.LOG_PROB, self.device_)
+
+        def solve(start: int, stop: int) -> tuple[tuple[torch.Tensor, ...], int]:
+            chunk = y[start:stop]
             probes = None
             if not self.exact_trace_:
-                probes = rademacher((p["hutchinson_probes"], *chunk.shape), g, self.device_, chunk.dtype)
-            lp, se, k = ode_log_prob(self.velocity, chunk, probes=probes, **self._solve())
-            lps.append(lp.cpu().numpy())
-            if se is not None:
-                ses.append(se.double().cpu().numpy())
-            nfe += k
-        self.info_["nfe_log_prob"] = nfe
-        if ses:  # standard error the probes add to the mean log-likelihood of these points
-            se_all = np.concatenate(ses)
-            self.info_["hutchinson_se"] = float(np.sqrt(np.square(se_all).sum()) / len(se_all))
-        return np.concatenate(lps).astype(np.float64) + self.scaler_.log_det
+                probes = ode.rademacher((p["hutchinson_probes"], *chunk.shape), g, self.device_, chunk.dtype)
+            lp, se, nfe = self._ode_log_prob(chunk, probes)
+            return ((lp,) if se is None else (lp, se)), nfe
+
+        out, self.info_["nfe_log_prob"] = ode.in_chunks(solve, len(y), p["eval_batch"])
+        if len(out) > 1:  # standard error the probes add to the mean log-likelihood of these rows
+            se = out[1].double().cpu().numpy()
+            self.info_["hutchinson_se"] = float(np.sqrt(np.square(se).sum()) / len(se))
+        return out[0].cpu().numpy().astype(np.float64) + self.scaler_.log_det

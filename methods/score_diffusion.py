@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import copy
 import math
+from enum import IntEnum
 
 import numpy as np
 import torch
 from torch import nn
 
+from harness.toolkit.checkpoint import SOLVED_CHECKPOINT_ROWS
 from harness.toolkit.device import resolve_device, to_tensor
 from harness.toolkit.nets import mlp
-from harness.toolkit.sde import TRACES, VPSDE, em_sample, ode_log_prob, ode_sample
+from harness.toolkit.ode import TRACES, flow, in_chunks, log_prob, rademacher
+from harness.toolkit.sde import VPSDE, em_sample
 from harness.toolkit.seeding import seeded_init, torch_stream
 from harness.toolkit.standardise import Standardiser
 from harness.toolkit.training import Adam, minibatches, train
@@ -21,12 +24,17 @@ from methods.base import Choice, Float, Int, Method
 __all__ = ["ScoreDiffusion", "TimeConditionedMLP"]
 
 SAMPLERS = ("ode", "em")
-#: Validation rows of a training checkpoint's log-likelihood (of the usual 1,024). Each checkpoint solves
-#: the probability-flow ODE with Hutchinson's trace (one probe, one backward pass per evaluation instead
-#: of d): with 1,024 rows and the exact trace the checkpoints took 20% of the quick fit on 8gaussians.
-CHECKPOINT_ROWS = 256
-NOISE, VALIDATION, LOG_PROB, PROBE, SAMPLE = 1, 2, 3, 4, 5  # seed-stream purposes
 _COMMON = dict(beta_min=0.1, beta_max=20.0, trace="exact", sampler="ode", time_features=16)
+
+
+class Stream(IntEnum):
+    """Seed-stream purposes (``torch_stream(seed, purpose)``)."""
+
+    NOISE = 1  # training noise and times
+    VALIDATION = 2  # the validation loss
+    LOG_PROB = 3  # Hutchinson probes of log_prob
+    PROBE = 4  # Hutchinson probes of the training checkpoints
+    SAMPLE = 5  # prior draws and Euler-Maruyama noise
 
 
 class TimeConditionedMLP(nn.Module):
@@ -184,7 +192,7 @@ class ScoreDiffusion(Method):
 
     def _train(self, x: torch.Tensor) -> None:
         p = self.params
-        g = torch_stream(self.seed, NOISE, self.device_)
+        g = torch_stream(self.seed, Stream.NOISE, self.device_)
         opt = Adam(self.net_.parameters(), p["lr"], clip=p["grad_clip"] or None)
         ema = copy.deepcopy(self.net_) if p["ema_decay"] > 0 else self.net_
 
@@ -202,7 +210,7 @@ class ScoreDiffusion(Method):
                 "training",
                 k,
                 p["steps"],
-                val_loglik=lambda rows: self._checkpoint_log_prob(ema, rows[:CHECKPOINT_ROWS]),
+                val_loglik=lambda rows: self._checkpoint_log_prob(ema, rows[:SOLVED_CHECKPOINT_ROWS]),
             )
 
         result = train(
@@ -219,25 +227,18 @@ class ScoreDiffusion(Method):
         """Log densities (n,) of rows ``x`` (n, d) under the score network ``net`` (the EMA average during
         training) by the probability-flow ODE with Hutchinson's trace estimator (a fixed seeded Rademacher
         probe): unbiased, and its noise averages out over the rows of a checkpoint."""
-        p = self.params
         y = to_tensor(self.scaler_.forward(x), self.device_)
-        g = torch_stream(self.seed, PROBE, self.device_)
-        probe = torch.randint(0, 2, y.shape, generator=g, device=self.device_).to(y.dtype) * 2 - 1
-        lp, _ = ode_log_prob(
-            self.sde_,
-            lambda z, t: -net(z, t) / self.sde_.std(t),
-            y,
-            p["eps_t"],
-            p["rtol"],
-            p["atol"],
-            trace="hutchinson",
-            probe=probe,
-        )
+        probes = rademacher((1, *y.shape), torch_stream(self.seed, Stream.PROBE, self.device_), self.device_, y.dtype)
+
+        def drift(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.sde_.ode_drift(lambda u, s: -net(u, s) / self.sde_.std(s), z, t)
+
+        lp, _, _ = self._ode_log_prob(drift, y, probes)
         return lp.double().cpu().numpy() + self.scaler_.log_det
 
     @torch.no_grad()
     def _dsm_eval(self, x: torch.Tensor) -> float:
-        g = torch_stream(self.seed, VALIDATION, self.device_)
+        g = torch_stream(self.seed, Stream.VALIDATION, self.device_)
         return float(self._dsm_loss(self.net_, x[:10_000], g))
 
     # ------------------------------------------------------------ inference
@@ -245,49 +246,57 @@ class ScoreDiffusion(Method):
         """Score of the noised standardised data, -eps_theta(x, t) / s_t; x (n, d), t 0-d."""
         return -self.net_(x, t) / self.sde_.std(t)
 
+    def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The probability-flow velocity of the fitted score in standardised units; x (n, d), t 0-d."""
+        return self.sde_.ode_drift(self.score, x, t)
+
+    def _solver(self) -> dict:
+        p = self.params
+        return {"rtol": p["rtol"], "atol": p["atol"]}
+
+    def _ode_log_prob(self, drift, y: torch.Tensor, probes: torch.Tensor | None):
+        """``ode.log_prob`` of standardised rows ``y`` (n, d) under the probability flow ``drift`` from
+        t = eps_t to 1, with the N(0, I) prior (p_1 up to m_1 ~ 7e-3)."""
+        return log_prob(drift, y, self.params["eps_t"], 1.0, probes=probes, **self._solver())
+
     @torch.no_grad()
     def transport(self, z: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Standardised samples for prior noise ``z`` (n, d) on the device by the probability-flow ODE, in
         batches (a deterministic map of z: the learned teacher of ``supervised_diffusion``); returns
         (x (n, d), score evaluations summed over batches)."""
-        p, out, nfe = self.params, [], 0
-        for start in range(0, len(z), p["eval_batch"]):
-            x, k = ode_sample(
-                self.sde_, self.score, z[start : start + p["eval_batch"]], p["eps_t"], p["rtol"], p["atol"]
-            )
-            out.append(x)
-            nfe += k
-        return torch.cat(out), nfe
+        (x,), nfe = in_chunks(lambda a, b: self._flow(z[a:b]), len(z), self.params["eval_batch"])
+        return x, nfe
+
+    def _flow(self, z: torch.Tensor) -> tuple[tuple[torch.Tensor], int]:
+        x, nfe = flow(self.drift, z, 1.0, self.params["eps_t"], **self._solver())
+        return (x,), nfe
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
         p = self.params
-        g = torch_stream(seed, SAMPLE, self.device_)
-        out, nfe = [], 0
-        for start in range(0, n, p["eval_batch"]):
-            z = torch.randn(min(p["eval_batch"], n - start), self.dim_, generator=g, device=self.device_)
+        g = torch_stream(seed, Stream.SAMPLE, self.device_)
+
+        def draw_and_solve(start: int, stop: int) -> tuple[tuple[torch.Tensor], int]:
+            z = torch.randn(stop - start, self.dim_, generator=g, device=self.device_)
             if p["sampler"] == "ode":
-                x, k = ode_sample(self.sde_, self.score, z, p["eps_t"], p["rtol"], p["atol"])
-            else:
-                x, k = em_sample(self.sde_, self.score, z, p["em_steps"], g, p["eps_t"])
-            out.append(x.cpu().numpy())
-            nfe += k
-        self.info_["nfe_sample"] = nfe
-        return self.scaler_.inverse(np.concatenate(out).astype(np.float64))
+                return self._flow(z)
+            x, k = em_sample(self.sde_, self.score, z, p["em_steps"], g, p["eps_t"])
+            return (x,), k
+
+        (x,), self.info_["nfe_sample"] = in_chunks(draw_and_solve, n, p["eval_batch"])
+        return self.scaler_.inverse(x.cpu().numpy().astype(np.float64))
 
     def _log_prob(self, x: np.ndarray) -> np.ndarray:
         p = self.params
         y = to_tensor(self.scaler_.forward(x), self.device_)
-        g = torch_stream(self.seed, LOG_PROB, self.device_)
-        out, nfe = [], 0
-        for start in range(0, len(y), p["eval_batch"]):
-            chunk = y[start : start + p["eval_batch"]]
-            probe = None
-            if p["trace"] == "hutchinson":  # Rademacher probe, fixed over the solve
-                probe = torch.randint(0, 2, chunk.shape, generator=g, device=self.device_).to(chunk.dtype) * 2 - 1
-            lp, k = ode_log_prob(
-                self.sde_, self.score, chunk, p["eps_t"], p["rtol"], p["atol"], trace=p["trace"], probe=probe
-            )
-            out.append(lp.cpu().numpy())
-            nfe += k
-        self.info_["nfe_log_prob"] = nfe
-        return np.concatenate(out).astype(np.float64) + self.scaler_.log_det
+        g = torch_stream(self.seed, Stream.LOG_PROB, self.device_)
+
+        def solve(start: int, stop: int) -> tuple[tuple[torch.Tensor], int]:
+            chunk = y[start:stop]
+            probes = None
+            if p["trace"] == "hutchinson":  # one Rademacher probe per row, fixed over the solve
+                probes = rademacher((1, *chunk.shape), g, self.device_, chunk.dtype)
+            lp, _, nfe = self._ode_log_prob(self.drift, chunk, probes)
+            return (lp,), nfe
+
+        (lp,), self.info_["nfe_log_prob"] = in_chunks(solve, len(y), p["eval_batch"])
+        return lp.cpu().numpy().astype(np.float64) + self.scaler_.log_det

@@ -20,7 +20,7 @@ from harness.toolkit.distances import energy_distance
 from harness.toolkit.nets import mlp
 from harness.toolkit.seeding import numpy_stream, seeded_init, stream_seed, torch_stream
 from harness.toolkit.standardise import Standardiser
-from harness.toolkit.training import Adam, check_finite, minibatches, train
+from harness.toolkit.training import CHECK_EVERY, Adam, check_finite, minibatches, train
 from harness.toolkit.training_free_score import MODES, SOLVERS, Schedule, choose_eps, flow_to_data
 from methods import register
 from methods.base import Choice, Float, Int, Method, Spec
@@ -42,7 +42,6 @@ SAMPLE_BATCH = 65_536  # rows per forward pass of G on a GPU
 #: 20% faster than 65,536 at d = 43 (H = 1,400) and 11% at d = 2 (H = 256), 2 cores.
 CPU_SAMPLE_BATCH = 2_048
 LOG_PROB_BATCH = 8_192  # rows per forward pass of the student
-CHECK_EVERY = 100  # optimiser steps between divergence checks (each one syncs the device)
 EPS_VAL_ROWS = 2_000  # validation rows scored by eps="auto"
 FIDELITY_PAIRS = 1_000  # held-out labelled pairs on which G is compared with its teacher
 

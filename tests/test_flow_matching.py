@@ -16,7 +16,8 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import multivariate_normal
 
 import methods
-from methods.flow_matching import EXACT_TRACE_MAX_DIM, ode_log_prob, ot_pairing, rademacher, transport
+from harness.toolkit import ode
+from methods.flow_matching import EXACT_TRACE_MAX_DIM, ot_pairing
 
 
 def gaussian_velocity(m: np.ndarray, s: np.ndarray, dtype=torch.float64):
@@ -36,12 +37,12 @@ def gaussian_velocity(m: np.ndarray, s: np.ndarray, dtype=torch.float64):
 
 M2, S2 = np.array([1.0, -0.5]), np.array([[2.0, 0.6], [0.6, 0.5]])
 M3, S3 = np.array([0.5, -1.0, 2.0]), np.array([[1.5, 0.4, 0.2], [0.4, 0.8, -0.3], [0.2, -0.3, 0.6]])
-TIGHT = dict(solver="dopri5", rtol=1e-7, atol=1e-7)
+TIGHT = dict(method="dopri5", rtol=1e-7, atol=1e-7)
 
 
 def test_closed_form_field_likelihood_is_the_gaussian_density_with_exact_divergence():
     x = np.random.default_rng(0).multivariate_normal(M2, S2, size=200)
-    lp, se, nfe = ode_log_prob(gaussian_velocity(M2, S2), torch.as_tensor(x), **TIGHT)
+    lp, se, nfe = ode.log_prob(gaussian_velocity(M2, S2), torch.as_tensor(x), 1.0, 0.0, **TIGHT)
     assert se is None and nfe > 0
     np.testing.assert_allclose(lp.numpy(), multivariate_normal(M2, S2).logpdf(x), atol=1e-4)
 
@@ -49,15 +50,15 @@ def test_closed_form_field_likelihood_is_the_gaussian_density_with_exact_diverge
 def test_closed_form_field_transports_noise_by_the_symmetric_square_root():
     # every matrix of the field is a function of S, so the flow map is z -> m + S^(1/2) z exactly
     z = torch.randn(500, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    x, nfe = transport(gaussian_velocity(M2, S2), z, **TIGHT)
+    x, nfe = ode.flow(gaussian_velocity(M2, S2), z, 0.0, 1.0, **TIGHT)
     np.testing.assert_allclose(x.numpy(), M2 + z.numpy() @ np.real(sqrtm(S2)).T, atol=1e-5)
 
 
 def test_hutchinson_likelihood_is_unbiased_within_its_standard_error():
     x = np.random.default_rng(1).multivariate_normal(M3, S3, size=400)
     xt = torch.as_tensor(x)
-    probes = rademacher((8, *xt.shape), torch.Generator().manual_seed(2), torch.device("cpu"), xt.dtype)
-    lp, se, _ = ode_log_prob(gaussian_velocity(M3, S3), xt, probes=probes, **TIGHT)
+    probes = ode.rademacher((8, *xt.shape), torch.Generator().manual_seed(2), torch.device("cpu"), xt.dtype)
+    lp, se, _ = ode.log_prob(gaussian_velocity(M3, S3), xt, 1.0, 0.0, probes=probes, **TIGHT)
     err = lp.numpy() - multivariate_normal(M3, S3).logpdf(x)
     se = se.numpy()
     assert (se > 0).all() and np.abs(err).max() > 1e-3  # a real estimate, not the exact trace

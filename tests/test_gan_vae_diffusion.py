@@ -1,6 +1,6 @@
 """Closed-form checks of the GAN, VAE and score-diffusion baselines.
 
-* VP-SDE machinery (harness.toolkit.sde) driven by the exact score of a Gaussian:
+* VP-SDE machinery (harness.toolkit.sde, solved by harness.toolkit.ode) driven by the exact score of a Gaussian:
   the probability-flow likelihood equals the analytic log-density and the ODE
   and Euler-Maruyama samplers reproduce its moments.
 * The score_diffusion method with that exact score plugged in (standardising
@@ -25,7 +25,8 @@ from torch import nn
 
 import datasets
 import methods
-from harness.toolkit.sde import VPSDE, em_sample, ode_log_prob, ode_sample
+from harness.toolkit import ode
+from harness.toolkit.sde import VPSDE, em_sample
 
 F64 = torch.float64
 
@@ -65,6 +66,11 @@ class GaussianScore:
         """log-density of the marginal at time t, as a function of x (n, d)."""
         mean, cov = self.marginal(t)
         return torch.distributions.MultivariateNormal(mean, cov).log_prob
+
+
+def probability_flow(sde: VPSDE, score) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The probability-flow velocity of ``score``, as ``harness.toolkit.ode`` takes it."""
+    return lambda x, t: sde.ode_drift(score, x, t)
 
 
 def random_gaussian(d: int, seed: int, dtype=F64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +117,8 @@ def test_probability_flow_likelihood_matches_gaussian(t_eps):
     score = GaussianScore(sde, mu, sigma)
     x = gaussian_draws(mu, sigma, 64, seed=10)
     x = torch.cat([x, mu[None] + 3 * torch.sqrt(torch.diag(sigma))[None]])  # one tail point
-    lp, nfe = ode_log_prob(sde, score, x, t_eps, rtol=1e-8, atol=1e-8, prior_log_prob=score.log_prob(1.0))
+    velocity = probability_flow(sde, score)
+    lp, _, nfe = ode.log_prob(velocity, x, t_eps, 1.0, rtol=1e-8, atol=1e-8, prior_log_prob=score.log_prob(1.0))
     expected = score.log_prob(t_eps)(x)
     assert nfe > 0
     assert torch.max(torch.abs(lp - expected)) < 1e-3
@@ -122,10 +129,10 @@ def test_hutchinson_trace_is_unbiased():
     mu, sigma = random_gaussian(3, seed=1)
     score = GaussianScore(sde, mu, sigma)
     x = gaussian_draws(mu, sigma, 1500, seed=11)
-    probe = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(0)).to(F64) * 2 - 1
-    kw = dict(t_eps=1e-3, rtol=1e-5, atol=1e-5, prior_log_prob=score.log_prob(1.0))
-    exact, _ = ode_log_prob(sde, score, x, trace="exact", **kw)
-    estimate, _ = ode_log_prob(sde, score, x, trace="hutchinson", probe=probe, **kw)
+    probes = ode.rademacher((1, *x.shape), torch.Generator().manual_seed(0), x.device, F64)
+    kw = dict(rtol=1e-5, atol=1e-5, prior_log_prob=score.log_prob(1.0))
+    exact, _, _ = ode.log_prob(probability_flow(sde, score), x, 1e-3, 1.0, **kw)
+    estimate, _, _ = ode.log_prob(probability_flow(sde, score), x, 1e-3, 1.0, probes=probes, **kw)
     err = (estimate - exact).numpy()
     assert err.std() > 1e-3  # it is an estimate ...
     assert abs(err.mean()) < 4 * err.std() / math.sqrt(len(err))  # ... without bias
@@ -140,7 +147,7 @@ def test_samplers_reproduce_gaussian_moments(sampler):
     g = torch.Generator().manual_seed(3)
     z = torch.randn(n, 2, generator=g, dtype=F64)
     if sampler == "ode":
-        x, nfe = ode_sample(sde, score, z, t_eps=1e-3, rtol=1e-6, atol=1e-6)
+        x, nfe = ode.flow(probability_flow(sde, score), z, 1.0, 1e-3, rtol=1e-6, atol=1e-6)
     else:
         x, nfe = em_sample(sde, score, z, steps=500, generator=g, t_eps=1e-3)
     mean, cov = (t.numpy() for t in score.marginal(1e-3))

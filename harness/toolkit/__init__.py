@@ -3,9 +3,9 @@
 Modules: ``device`` (devices, batching, threads, progress), ``seeding`` (seed streams),
 ``training`` (the Adam training loop), ``checkpoint`` (checkpoint schedule and reference),
 ``standardise``, ``gaussian``, ``distances`` (energy distance), ``nets``, ``mle`` (maximum-likelihood
-loop), ``sde`` (VP-SDE), ``training_free_score``, ``compat`` (third-party quirks). They import only
-the standard library, numpy, scipy, torch (with torchdiffeq in ``sde`` and tqdm for progress bars)
-and ``harness.errors``.
+loop), ``ode`` (ODE solves, likelihoods by the change of variables), ``sde`` (VP-SDE),
+``training_free_score``, ``compat`` (third-party quirks). They import only the standard library,
+numpy, scipy, torch (with torchdiffeq in ``ode`` and tqdm for progress bars) and ``harness.errors``.
 """
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "distances",
     "nets",
     "mle",
+    "ode",
     "sde",
     "training_free_score",
     "compat",

@@ -27,7 +27,11 @@ from harness.errors import DivergenceError
 from harness.toolkit.checkpoint import checkpoint_every
 from harness.toolkit.device import progress
 
-__all__ = ["Adam", "Trained", "train", "minibatches", "check_finite"]
+__all__ = ["Adam", "Trained", "train", "minibatches", "check_finite", "CHECK_EVERY"]
+
+#: Steps between divergence checks (``train``'s ``check_every``) for loops of many cheap steps: each
+#: check waits for the device, so checking every step would serialise a GPU loop.
+CHECK_EVERY = 100
 
 Schedule = Callable[[int], float]  # step count -> learning-rate factor
 

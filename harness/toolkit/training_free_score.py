@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from harness.toolkit.device import progress as _progress
+from harness.toolkit.ode import MARCHES, march
 
 __all__ = [
     "SOLVERS",
@@ -41,7 +42,7 @@ __all__ = [
     "kde_log_likelihood",
 ]
 
-SOLVERS = ("euler", "heun")
+SOLVERS = MARCHES
 MODES = ("exact", "minibatch", "minibatch_refresh")
 _EXP_FLOOR = -80.0  # exp below this is ~0 and (without denormal flushing) slow
 _PLAIN_BLOCK = 1 << 22  # logits held at once by the plain path (elements)
@@ -311,22 +312,10 @@ def probability_flow(
     step) or "heun" (second order, two calls per step). ``on_step(k)`` is called after step k.
     Returns Z_0 (M, d).
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver '{solver}'; valid: {', '.join(SOLVERS)}")
     _check_positive(steps=steps)
-    grid = time_grid(steps).tolist()
-    for k in range(steps):
-        t0, t1 = grid[k], grid[k + 1]
-        h = t1 - t0
-        v0 = _velocity(z, t0, score_fn, schedule)
-        if solver == "euler":
-            z = z + h * v0
-        else:
-            z_pred = z + h * v0
-            z = z + 0.5 * h * (v0 + _velocity(z_pred, t1, score_fn, schedule))
-        if on_step is not None:
-            on_step(k)
-    return z
+    return march(
+        lambda x, t: _velocity(x, t, score_fn, schedule), z, time_grid(steps).tolist(), method=solver, on_step=on_step
+    )
 
 
 def _mc_rows(data: Tensor, size: int, generator: torch.Generator | None) -> Tensor:
