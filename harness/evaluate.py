@@ -1,7 +1,7 @@
 """Run one cell: fit a method on a dataset's splits and measure it.
 
 Metrics (the README lists them): test log-likelihood (mean nats, standard error,
-kind), KL(p || q) when the true density is known, sample quality against the test
+kind) with its error bars (``ERROR_FIELDS``, ``loglik_error_bar``), KL(p || q) when the true density is known, sample quality against the test
 split, memorisation and outlying samples against the training split, fit time with
 phases, sampling and log_prob throughput, peak memory.
 """
@@ -23,6 +23,9 @@ from harness.memorisation import memorisation_metrics
 GRID_POINTS = 100
 #: Samples saved per cell for figures.
 SAVED_SAMPLES = 2000
+#: Error bars of a test log-likelihood beyond its standard error (nats), from ``Method.likelihood_error``:
+#: an ODE solve against a 10x tighter one, Hutchinson's estimator, a bound's slack from K to 4K proposals.
+ERROR_FIELDS = ("solver_err", "estimator_se", "bound_gap")
 
 
 class CellFailure(RuntimeError):
@@ -66,7 +69,23 @@ def likelihood_metrics(model, dataset: Dataset, test: np.ndarray, device: str) -
     metrics["test_loglik"], metrics["test_loglik_se"] = mean_and_stderr(lp)
     if dataset.has_density:
         metrics["kl"], metrics["kl_se"] = mean_and_stderr(dataset.log_prob(test) - lp)
-    return metrics, {"log_prob_s": secs, "log_prob_per_s": len(test) / secs}
+    errors, error_s = timed(lambda: likelihood_error_bars(model, test), device)
+    metrics.update(errors)
+    return metrics, {"log_prob_s": secs, "log_prob_per_s": len(test) / secs, "likelihood_error_s": error_s}
+
+
+def likelihood_error_bars(model, test: np.ndarray) -> dict[str, float]:
+    """The method's error bars (``ERROR_FIELDS`` it provides) and ``loglik_error_bar``, their sum (0.0 for a
+    closed-form exact likelihood), all in nats; CellFailure when one is not finite."""
+    errors = {key: float(value) for key, value in model.likelihood_error(test).items()}
+    unknown = sorted(set(errors) - set(ERROR_FIELDS))
+    if unknown:
+        raise CellFailure(f"likelihood_error returned unknown fields {unknown}; known: {list(ERROR_FIELDS)}")
+    errors["loglik_error_bar"] = sum(errors.values())
+    bad = {key: value for key, value in errors.items() if not math.isfinite(value)}
+    if bad:
+        raise CellFailure(f"likelihood error bars are not finite: {bad}")
+    return errors
 
 
 def sampling_metrics(model, n: int, seed: int, device: str) -> tuple[np.ndarray, dict]:

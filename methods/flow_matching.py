@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from enum import IntEnum
 from typing import ClassVar
 
@@ -11,9 +12,9 @@ from torch import nn
 
 from harness.toolkit import ode
 from harness.toolkit.checkpoint import SOLVED_CHECKPOINT_ROWS
-from harness.toolkit.device import resolve_device, single_cpu_thread, to_tensor
+from harness.toolkit.device import in_dtype, resolve_device, single_cpu_thread, to_tensor
 from harness.toolkit.nets import mlp
-from harness.toolkit.seeding import seeded_init, torch_stream
+from harness.toolkit.seeding import seeded_init, stream_seed, torch_stream
 from harness.toolkit.standardise import Standardiser
 from harness.toolkit.training import CHECK_EVERY, Adam, minibatches, train
 from methods import register
@@ -21,7 +22,7 @@ from methods.base import Bool, Choice, Float, Int, Method, Spec
 
 __all__ = ["FlowMatching", "VelocityField", "ot_pairing", "straight_path"]
 
-SOLVERS = ("dopri5", "euler", "midpoint", "rk4")
+SOLVERS = ("dopri5", "euler", "heun", "midpoint", "rk4")
 TRACES = ("auto", "exact", "hutchinson")
 #: Largest dimension for which ``trace="auto"`` computes the exact divergence (d backward passes).
 EXACT_TRACE_MAX_DIM = 10
@@ -81,7 +82,7 @@ class FlowMatching(Method):
     With x_t = (1 - t) x0 + t x1 (noise x0, standardised data x1), v is fitted by
     E |v(x_t, t) - (x1 - x0)|^2, t ~ U(0, 1), whose minimiser E[x1 - x0 | x_t] moves the path's
     marginals; ``ot=True`` pairs each minibatch's noise and data by the exact optimal assignment
-    (POT ``ot.emd``). Sampling integrates dx/dt = v (torchdiffeq; ``solver``). Likelihood: the
+    (POT ``ot.emd``). Sampling integrates dx/dt = v (``harness.toolkit.ode``, each row on its own; ``solver``). Likelihood: the
     instantaneous change of variables from the data back to t = 0, with the exact divergence
     (kind "exact") when d <= ``EXACT_TRACE_MAX_DIM`` under ``trace="auto"``, else Hutchinson's
     estimator with ``hutchinson_probes`` probes per point (kind "estimate"; ``info_["hutchinson_se"]``
@@ -92,7 +93,10 @@ class FlowMatching(Method):
     hidden, layers : MLP width and depth (SELU).
     steps, batch, lr, anneal : Adam steps, rows per step, learning rate, cosine decay.
     ot : minibatch optimal-transport coupling.
-    solver, ode_steps, rtol, atol : ODE solver ("dopri5" adaptive, or fixed-step with ``ode_steps``).
+    solver, ode_steps : ODE solver ("dopri5" adaptive, or fixed-step with ``ode_steps``); each row is solved
+    on its own. rtol, atol : tolerances of the sampling solve; loglik_tol : rtol = atol of the likelihood
+    solve (chosen per profile to stay within 0.01 nats per row of a float64 solve at 1e-7 at quick and
+    paper, docs/likelihoods.md).
     trace, hutchinson_probes : divergence "auto", "exact" or "hutchinson" and its probes.
     eval_batch : rows per ODE solve.
 
@@ -133,6 +137,7 @@ class FlowMatching(Method):
             ode_steps=8,
             rtol=1e-3,
             atol=1e-3,
+            loglik_tol=1e-3,
             eval_batch=4096,
         ),
         "quick": dict(
@@ -148,6 +153,7 @@ class FlowMatching(Method):
             ode_steps=100,
             rtol=1e-3,
             atol=1e-3,
+            loglik_tol=1e-4,
             eval_batch=5000,
         ),
         "paper": dict(
@@ -163,6 +169,7 @@ class FlowMatching(Method):
             ode_steps=100,
             rtol=1e-4,
             atol=1e-4,
+            loglik_tol=1e-5,
             eval_batch=4096,
         ),
     }
@@ -181,6 +188,7 @@ class FlowMatching(Method):
         "ode_steps": Int(min=1),
         "rtol": Float(gt=0),
         "atol": Float(gt=0),
+        "loglik_tol": Float(gt=0),
         "eval_batch": Int(min=1),
     }
 
@@ -227,14 +235,12 @@ class FlowMatching(Method):
 
     def _checkpoint_log_prob(self, rows: np.ndarray) -> np.ndarray:
         """Log densities (m,) of the first ``SOLVED_CHECKPOINT_ROWS`` of ``rows`` (m, d) under the field being
-        trained: the exact trace, or above ``EXACT_TRACE_MAX_DIM`` one seeded Rademacher probe (unbiased;
-        its noise averages out over the rows). Leaves ``info_`` and every other stream alone."""
-        y = to_tensor(self.scaler_.forward(rows[:SOLVED_CHECKPOINT_ROWS]), self.device_)
-        probes = None
-        if not self.exact_trace_:
-            g = torch_stream(self.seed, Stream.PROBE, self.device_)
-            probes = ode.rademacher((1, *y.shape), g, self.device_, y.dtype)
-        lp, _, _ = self._ode_log_prob(y, probes)
+        trained: the exact trace, or above ``EXACT_TRACE_MAX_DIM`` one seeded Rademacher probe per row
+        (unbiased; its noise averages out over the rows). Leaves ``info_`` and every other stream alone."""
+        flow = self.flow_ode(probe_seed=stream_seed(self.seed, Stream.PROBE))
+        if flow.probes:
+            flow = replace(flow, probes=1)
+        lp, _, _ = flow.log_prob(self.standardised(rows[:SOLVED_CHECKPOINT_ROWS]))
         return lp.double().cpu().numpy() + self.scaler_.log_det
 
     @torch.no_grad()
@@ -242,36 +248,41 @@ class FlowMatching(Method):
         return float(self._loss(x, torch_stream(self.seed, Stream.VALIDATION, self.device_)))
 
     # ------------------------------------------------------------ inference
-    def _solver(self) -> dict:
-        """Keyword arguments of ``ode.solve``; adaptive steps are not clamped at the end time (the field is
-        defined past it)."""
-        p = self.params
-        return {
-            "method": p["solver"],
-            "steps": p["ode_steps"],
-            "rtol": p["rtol"],
-            "atol": p["atol"],
-            "land_on_end": False,
-        }
-
     def velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The fitted field in standardised units; x (n, d), t 0-d."""
+        """The fitted field in standardised units; x (n, d), t 0-d or (n, 1)."""
         return self.net_(x, t)
 
-    def _ode_log_prob(self, y: torch.Tensor, probes: torch.Tensor | None):
-        """``ode.log_prob`` of standardised rows ``y`` (n, d): from the data at t = 1 back to N(0, I) at t = 0."""
-        return ode.log_prob(self.velocity, y, 1.0, 0.0, probes=probes, **self._solver())
+    def flow_ode(self, dtype: torch.dtype = ode.LIKELIHOOD_DTYPE, **solver) -> ode.FlowODE:
+        """The fitted flow from N(0, I) at t = 0 to the data at t = 1, as the likelihood solves it (``solver``
+        with ``ode_steps`` or at rtol = atol = ``loglik_tol`` per row; ``hutchinson_probes`` above the
+        exact-trace dimension); ``solver`` overrides ``ode.FlowODE`` fields (sampling uses ``rtol``,
+        ``atol``); ``dtype``: the precision of the solve (float64 for likelihoods,
+        ``ode.LIKELIHOOD_DTYPE``)."""
+        p = self.params
+        net = in_dtype(self.net_, dtype)
+        settings = {
+            "method": p["solver"],
+            "steps": p["ode_steps"],
+            "rtol": p["loglik_tol"],
+            "atol": p["loglik_tol"],
+            "eval_batch": p["eval_batch"],
+            "probes": 0 if self.exact_trace_ else p["hutchinson_probes"],
+            "probe_seed": stream_seed(self.seed, Stream.LOG_PROB),
+            "dtype": dtype,
+        }
+        return ode.FlowODE(net, 1.0, 0.0, **{**settings, **solver})
+
+    def standardised(self, x: np.ndarray) -> torch.Tensor:
+        """Rows ``x`` (n, d) in the model's standardised units, on its device."""
+        return to_tensor(self.scaler_.forward(x), self.device_)
 
     @torch.no_grad()
     def transport(self, z: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Standardised samples for noise ``z`` (n, d) on the device, by batches; returns (x, NFE summed)."""
-
-        def solve(start: int, stop: int) -> tuple[tuple[torch.Tensor], int]:
-            x, nfe = ode.flow(self.velocity, z[start:stop], 0.0, 1.0, **self._solver())
-            return (x,), nfe
-
-        (x,), nfe = ode.in_chunks(solve, len(z), self.params["eval_batch"])
-        return x, nfe
+        """Standardised samples for noise ``z`` (n, d) on the device, each row solved on its own; returns
+        (x (n, d), the field's evaluations on the batches, summed)."""
+        x, nfe, evaluations = self.flow_ode(z.dtype, rtol=self.params["rtol"], atol=self.params["atol"]).transport(z)
+        self.info_["nfe_sample_mean"], self.info_["nfe_sample_max"] = float(nfe.double().mean()), int(nfe.max())
+        return x, evaluations
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
         z = torch.randn(n, self.dim_, generator=torch_stream(seed, Stream.SAMPLE, self.device_), device=self.device_)
@@ -279,20 +290,12 @@ class FlowMatching(Method):
         return self.scaler_.inverse(x.double().cpu().numpy())
 
     def _log_prob(self, x: np.ndarray) -> np.ndarray:
-        p = self.params
-        y = to_tensor(self.scaler_.forward(x), self.device_)
-        g = torch_stream(self.seed, Stream.LOG_PROB, self.device_)
+        lp, se, nfe = self.flow_ode().log_prob(self.standardised(x))
+        self.info_["nfe_log_prob_mean"], self.info_["nfe_log_prob_max"] = float(nfe.double().mean()), int(nfe.max())
+        if se is not None:  # standard error the probes add to the mean log-likelihood of these rows
+            self.info_["hutchinson_se"] = float(se.double().square().sum().sqrt() / len(se))
+        return lp.cpu().numpy().astype(np.float64) + self.scaler_.log_det
 
-        def solve(start: int, stop: int) -> tuple[tuple[torch.Tensor, ...], int]:
-            chunk = y[start:stop]
-            probes = None
-            if not self.exact_trace_:
-                probes = ode.rademacher((p["hutchinson_probes"], *chunk.shape), g, self.device_, chunk.dtype)
-            lp, se, nfe = self._ode_log_prob(chunk, probes)
-            return ((lp,) if se is None else (lp, se)), nfe
-
-        out, self.info_["nfe_log_prob"] = ode.in_chunks(solve, len(y), p["eval_batch"])
-        if len(out) > 1:  # standard error the probes add to the mean log-likelihood of these rows
-            se = out[1].double().cpu().numpy()
-            self.info_["hutchinson_se"] = float(np.sqrt(np.square(se).sum()) / len(se))
-        return out[0].cpu().numpy().astype(np.float64) + self.scaler_.log_det
+    def likelihood_error(self, x: np.ndarray) -> dict[str, float]:
+        """``solver_err`` (and ``estimator_se`` with Hutchinson's trace) of the mean log-likelihood of ``x``."""
+        return self.flow_ode().errors(self.standardised(x), len(x))

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 from enum import IntEnum
 
 import numpy as np
 import torch
 from torch import nn
 
+from harness.toolkit import ode
 from harness.toolkit.checkpoint import SOLVED_CHECKPOINT_ROWS
-from harness.toolkit.device import resolve_device, to_tensor
+from harness.toolkit.device import in_dtype, resolve_device, to_tensor
 from harness.toolkit.nets import mlp
-from harness.toolkit.ode import TRACES, flow, in_chunks, log_prob, rademacher
 from harness.toolkit.sde import VPSDE, em_sample
-from harness.toolkit.seeding import seeded_init, torch_stream
+from harness.toolkit.seeding import seeded_init, stream_seed, torch_stream
 from harness.toolkit.standardise import Standardiser
 from harness.toolkit.training import Adam, minibatches, train
 from methods import register
@@ -24,7 +25,7 @@ from methods.base import Choice, Float, Int, Method
 __all__ = ["ScoreDiffusion", "TimeConditionedMLP"]
 
 SAMPLERS = ("ode", "em")
-_COMMON = dict(beta_min=0.1, beta_max=20.0, trace="exact", sampler="ode", time_features=16)
+_COMMON = dict(beta_min=0.1, beta_max=20.0, trace="exact", hutchinson_probes=4, sampler="ode", time_features=16)
 
 
 class Stream(IntEnum):
@@ -70,8 +71,11 @@ class ScoreDiffusion(Method):
     beta_min, beta_max : linear noise schedule; eps_t : smallest time.
     hidden, layers, time_features : MLP width, depth and number of time features.
     steps, batch, lr, grad_clip, ema_decay : Adam training settings and weight averaging.
-    rtol, atol : ODE tolerances; sampler : "ode" or "em"; em_steps : Euler-Maruyama steps.
-    trace : "exact" or "hutchinson"; eval_batch : rows per ODE solve.
+    rtol, atol : tolerances of the sampling ODE; sampler : "ode" or "em"; em_steps : Euler-Maruyama steps.
+    loglik_tol : rtol = atol of the likelihood ODE (chosen per profile to stay within 0.01 nats per row
+    of a float64 solve at 1e-7 at quick and paper, docs/likelihoods.md).
+    trace, hutchinson_probes : "exact" or "hutchinson" trace, and probes per row of the latter.
+    eval_batch : rows per ODE solve (each row is solved on its own: memory only).
 
     Profiles: ``paper`` takes Song et al.'s CIFAR-10 settings (beta 0.1-20, eps_t 1e-5, RK45 at
     1e-5, Adam 2e-4, clip 1, EMA 0.9999, batch 128; width, depth and steps are ours); ``quick``:
@@ -106,6 +110,7 @@ class ScoreDiffusion(Method):
             eps_t=1e-3,
             rtol=1e-2,
             atol=1e-2,
+            loglik_tol=1e-3,
             em_steps=50,
             eval_batch=4096,
         ),
@@ -121,6 +126,7 @@ class ScoreDiffusion(Method):
             eps_t=1e-3,
             rtol=1e-3,
             atol=1e-3,
+            loglik_tol=1e-5,
             em_steps=200,
             eval_batch=5000,
         ),
@@ -136,6 +142,7 @@ class ScoreDiffusion(Method):
             eps_t=1e-5,
             rtol=1e-5,
             atol=1e-5,
+            loglik_tol=1e-6,
             em_steps=1000,
             eval_batch=2048,
         ),
@@ -143,7 +150,8 @@ class ScoreDiffusion(Method):
     param_specs = {
         "beta_min": Float(gt=0),
         "beta_max": Float(gt=0),
-        "trace": Choice(*TRACES),
+        "trace": Choice(*ode.TRACES),
+        "hutchinson_probes": Int(min=2),
         "sampler": Choice(*SAMPLERS),
         "time_features": Int(min=1),
         "hidden": Int(min=1),
@@ -156,6 +164,7 @@ class ScoreDiffusion(Method):
         "eps_t": Float(gt=0, lt=1),
         "rtol": Float(gt=0),
         "atol": Float(gt=0),
+        "loglik_tol": Float(gt=0),
         "em_steps": Int(min=1),
         "eval_batch": Int(min=1),
     }
@@ -165,11 +174,12 @@ class ScoreDiffusion(Method):
         p = self.params
         if p["sampler"] not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {p['sampler']!r}")
-        if p["trace"] not in TRACES:
-            raise ValueError(f"trace must be one of {TRACES}, got {p['trace']!r}")
+        if p["trace"] not in ode.TRACES:
+            raise ValueError(f"trace must be one of {ode.TRACES}, got {p['trace']!r}")
         if not 0.0 < p["eps_t"] < 1.0:
             raise ValueError(f"eps_t must lie in (0, 1), got {p['eps_t']}")
         self.device_ = resolve_device(self.device)
+        self.log_prob_kind = "exact" if p["trace"] == "exact" else "estimate"
         self.sde_ = VPSDE(p["beta_min"], p["beta_max"])
         self.scaler_ = Standardiser(train)
         x = to_tensor(self.scaler_.forward(train), self.device_)
@@ -225,15 +235,11 @@ class ScoreDiffusion(Method):
 
     def _checkpoint_log_prob(self, net: nn.Module, x: np.ndarray) -> np.ndarray:
         """Log densities (n,) of rows ``x`` (n, d) under the score network ``net`` (the EMA average during
-        training) by the probability-flow ODE with Hutchinson's trace estimator (a fixed seeded Rademacher
-        probe): unbiased, and its noise averages out over the rows of a checkpoint."""
-        y = to_tensor(self.scaler_.forward(x), self.device_)
-        probes = rademacher((1, *y.shape), torch_stream(self.seed, Stream.PROBE, self.device_), self.device_, y.dtype)
-
-        def drift(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.sde_.ode_drift(lambda u, s: -net(u, s) / self.sde_.std(s), z, t)
-
-        lp, _, _ = self._ode_log_prob(drift, y, probes)
+        training) by the probability-flow ODE with Hutchinson's trace estimator (one seeded Rademacher
+        probe per row): unbiased, and its noise averages out over the rows of a checkpoint."""
+        flow = self.flow_ode(probes=1, probe_seed=stream_seed(self.seed, Stream.PROBE))
+        flow = replace(flow, velocity=self._velocity(in_dtype(net, flow.dtype)))
+        lp, _, _ = flow.log_prob(self.standardised(x))
         return lp.double().cpu().numpy() + self.scaler_.log_det
 
     @torch.no_grad()
@@ -243,60 +249,67 @@ class ScoreDiffusion(Method):
 
     # ------------------------------------------------------------ inference
     def score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Score of the noised standardised data, -eps_theta(x, t) / s_t; x (n, d), t 0-d."""
+        """Score of the noised standardised data, -eps_theta(x, t) / s_t; x (n, d), t 0-d or (n, 1)."""
         return -self.net_(x, t) / self.sde_.std(t)
 
-    def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The probability-flow velocity of the fitted score in standardised units; x (n, d), t 0-d."""
-        return self.sde_.ode_drift(self.score, x, t)
+    def _velocity(self, net: nn.Module):
+        """The probability-flow velocity of the noise predictor ``net``: x (n, d), t (n, 1) -> (n, d)."""
+        return lambda x, t: self.sde_.ode_drift(lambda u, s: -net(u, s) / self.sde_.std(s), x, t)
 
-    def _solver(self) -> dict:
+    def flow_ode(self, dtype: torch.dtype = ode.LIKELIHOOD_DTYPE, **solver) -> ode.FlowODE:
+        """The fitted probability flow from the data at t = eps_t to N(0, I) at t = 1 (p_1 up to
+        m_1 ~ 7e-3), as the likelihood solves it (dopri5 at rtol = atol = ``loglik_tol`` per row;
+        Hutchinson probes with ``trace="hutchinson"``); ``solver`` overrides ``ode.FlowODE`` fields (sampling
+        uses ``rtol``, ``atol``); ``dtype``: the precision of the solve (float64 for likelihoods,
+        ``ode.LIKELIHOOD_DTYPE``)."""
         p = self.params
-        return {"rtol": p["rtol"], "atol": p["atol"]}
+        net = in_dtype(self.net_, dtype)
+        settings = {
+            "rtol": p["loglik_tol"],
+            "atol": p["loglik_tol"],
+            "eval_batch": p["eval_batch"],
+            "probes": p["hutchinson_probes"] if p["trace"] == "hutchinson" else 0,
+            "probe_seed": stream_seed(self.seed, Stream.LOG_PROB),
+            "dtype": dtype,
+        }
+        return ode.FlowODE(self._velocity(net), p["eps_t"], 1.0, **{**settings, **solver})
 
-    def _ode_log_prob(self, drift, y: torch.Tensor, probes: torch.Tensor | None):
-        """``ode.log_prob`` of standardised rows ``y`` (n, d) under the probability flow ``drift`` from
-        t = eps_t to 1, with the N(0, I) prior (p_1 up to m_1 ~ 7e-3)."""
-        return log_prob(drift, y, self.params["eps_t"], 1.0, probes=probes, **self._solver())
+    def standardised(self, x: np.ndarray) -> torch.Tensor:
+        """Rows ``x`` (n, d) in the model's standardised units, on its device."""
+        return to_tensor(self.scaler_.forward(x), self.device_)
 
     @torch.no_grad()
     def transport(self, z: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Standardised samples for prior noise ``z`` (n, d) on the device by the probability-flow ODE, in
-        batches (a deterministic map of z: the learned teacher of ``supervised_diffusion``); returns
-        (x (n, d), score evaluations summed over batches)."""
-        (x,), nfe = in_chunks(lambda a, b: self._flow(z[a:b]), len(z), self.params["eval_batch"])
-        return x, nfe
-
-    def _flow(self, z: torch.Tensor) -> tuple[tuple[torch.Tensor], int]:
-        x, nfe = flow(self.drift, z, 1.0, self.params["eps_t"], **self._solver())
-        return (x,), nfe
+        """Standardised samples for prior noise ``z`` (n, d) on the device by the probability-flow ODE, each
+        row solved on its own (a deterministic map of z: the learned teacher of ``supervised_diffusion``);
+        returns (x (n, d), score evaluations on the batches, summed)."""
+        x, nfe, evaluations = self.flow_ode(z.dtype, rtol=self.params["rtol"], atol=self.params["atol"]).transport(z)
+        self.info_["nfe_sample_mean"], self.info_["nfe_sample_max"] = float(nfe.double().mean()), int(nfe.max())
+        return x, evaluations
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
         p = self.params
         g = torch_stream(seed, Stream.SAMPLE, self.device_)
+        if p["sampler"] == "ode":
+            z = torch.randn(n, self.dim_, generator=g, device=self.device_)
+            x, self.info_["nfe_sample"] = self.transport(z)
+        else:
 
-        def draw_and_solve(start: int, stop: int) -> tuple[tuple[torch.Tensor], int]:
-            z = torch.randn(stop - start, self.dim_, generator=g, device=self.device_)
-            if p["sampler"] == "ode":
-                return self._flow(z)
-            x, k = em_sample(self.sde_, self.score, z, p["em_steps"], g, p["eps_t"])
-            return (x,), k
+            def draw_and_solve(start: int, stop: int) -> tuple[tuple[torch.Tensor], int]:
+                z = torch.randn(stop - start, self.dim_, generator=g, device=self.device_)
+                x, k = em_sample(self.sde_, self.score, z, p["em_steps"], g, p["eps_t"])
+                return (x,), k
 
-        (x,), self.info_["nfe_sample"] = in_chunks(draw_and_solve, n, p["eval_batch"])
+            (x,), self.info_["nfe_sample"] = ode.in_chunks(draw_and_solve, n, p["eval_batch"])
         return self.scaler_.inverse(x.cpu().numpy().astype(np.float64))
 
     def _log_prob(self, x: np.ndarray) -> np.ndarray:
-        p = self.params
-        y = to_tensor(self.scaler_.forward(x), self.device_)
-        g = torch_stream(self.seed, Stream.LOG_PROB, self.device_)
-
-        def solve(start: int, stop: int) -> tuple[tuple[torch.Tensor], int]:
-            chunk = y[start:stop]
-            probes = None
-            if p["trace"] == "hutchinson":  # one Rademacher probe per row, fixed over the solve
-                probes = rademacher((1, *chunk.shape), g, self.device_, chunk.dtype)
-            lp, _, nfe = self._ode_log_prob(self.drift, chunk, probes)
-            return (lp,), nfe
-
-        (lp,), self.info_["nfe_log_prob"] = in_chunks(solve, len(y), p["eval_batch"])
+        lp, se, nfe = self.flow_ode().log_prob(self.standardised(x))
+        self.info_["nfe_log_prob_mean"], self.info_["nfe_log_prob_max"] = float(nfe.double().mean()), int(nfe.max())
+        if se is not None:  # standard error the probes add to the mean log-likelihood of these rows
+            self.info_["hutchinson_se"] = float(se.double().square().sum().sqrt() / len(se))
         return lp.cpu().numpy().astype(np.float64) + self.scaler_.log_det
+
+    def likelihood_error(self, x: np.ndarray) -> dict[str, float]:
+        """``solver_err`` (and ``estimator_se`` with Hutchinson's trace) of the mean log-likelihood of ``x``."""
+        return self.flow_ode().errors(self.standardised(x), len(x))

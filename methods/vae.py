@@ -12,7 +12,7 @@ from harness.toolkit.device import resolve_device, to_tensor
 from harness.toolkit.gaussian import LOG_2PI
 from harness.toolkit.gaussian import diagonal_normal_log_prob as gaussian_log_prob
 from harness.toolkit.nets import mlp
-from harness.toolkit.seeding import seeded_init, torch_stream
+from harness.toolkit.seeding import row_normal, seeded_init, stream_seed, torch_stream
 from harness.toolkit.standardise import Standardiser
 from harness.toolkit.training import Adam, minibatches, train
 from methods import register
@@ -22,6 +22,7 @@ __all__ = ["VAE", "GaussianMLP", "iwae_bound"]
 
 ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "relu": nn.ReLU}
 EVAL_ROWS = 1 << 16  # (proposal, point) pairs evaluated at once in the bound
+BOUND_GAP_ROWS = 500  # rows of the K-versus-4K bound gap
 NOISE, VALIDATION, BOUND, SAMPLE = 1, 2, 3, 4  # seed-stream purposes
 
 
@@ -40,16 +41,18 @@ class GaussianMLP(nn.Module):
 
 
 @torch.no_grad()
-def iwae_bound(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
+def iwae_bound(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     """Importance-weighted bound log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(.|x); x (n, d) -> (n,).
 
-    ``encoder(x) -> (mean, std)`` of q(z|x); ``decoder(z) -> (mean, std)`` of p(x|z).
+    ``encoder(x) -> (mean, std)`` of q(z|x); ``decoder(z) -> (mean, std)`` of p(x|z). The proposals'
+    noise is row-keyed (``row_normal`` with ``seed``): a row's bound is the same in any batch, and the
+    first K of 4K proposals are the K ones.
     """
     mean_q, std_q = encoder(x)
     k_chunk = max(1, EVAL_ROWS // len(x))
     log_w = []
     for start in range(0, k, k_chunk):
-        eps = torch.randn((min(k_chunk, k - start), *mean_q.shape), generator=g, device=x.device, dtype=x.dtype)
+        eps = row_normal(x, seed, min(k_chunk, k - start), mean_q.shape[1], offset=start)
         z = mean_q + std_q * eps  # (kc, n, dz)
         mean_p, std_p = decoder(z)
         log_prior = -0.5 * (z**2).sum(-1) - 0.5 * z.shape[-1] * LOG_2PI
@@ -223,12 +226,22 @@ class VAE(Method):
         return self.scaler_.inverse(np.concatenate(out).astype(np.float64))
 
     def _log_prob(self, x: np.ndarray) -> np.ndarray:
+        return self._bound(x, int(self.params["k_eval"]))
+
+    def _bound(self, x: np.ndarray, k: int) -> np.ndarray:
+        """The importance-weighted bound (n,) with ``k`` proposals per row of ``x`` (n, d), in data units."""
         p = self.params
         y = to_tensor(self.scaler_.forward(x), self.device_)
-        g = torch_stream(self.seed, BOUND, self.device_)
-        k = int(p["k_eval"])
+        seed = stream_seed(self.seed, BOUND)
         out = [
-            iwae_bound(self.encoder_, self.decoder_, y[i : i + p["eval_batch"]], k, g).cpu().numpy()
+            iwae_bound(self.encoder_, self.decoder_, y[i : i + p["eval_batch"]], k, seed).cpu().numpy()
             for i in range(0, len(y), p["eval_batch"])
         ]
         return np.concatenate(out).astype(np.float64) + self.scaler_.log_det
+
+    def likelihood_error(self, x: np.ndarray) -> dict[str, float]:
+        """``bound_gap``: mean bound with 4K proposals minus mean bound with K (``k_eval``) on the first
+        ``BOUND_GAP_ROWS`` rows of ``x``; the first K of the 4K proposals are the K ones, so the gap is the
+        bound's slack that more proposals remove, with little Monte-Carlo noise."""
+        rows, k = x[:BOUND_GAP_ROWS], int(self.params["k_eval"])
+        return {"bound_gap": float(np.mean(self._bound(rows, 4 * k) - self._bound(rows, k)))}

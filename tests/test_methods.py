@@ -42,24 +42,8 @@ def min_dim(case: str) -> int:
 CASES = [(name, d) for name in AVAILABLE for d in DIMS if d >= min_dim(name)]
 CASES += [(v, 2) for v in VARIANTS if base_of(v) in AVAILABLE]
 UNSUPPORTED = [(name, d) for name in AVAILABLE for d in DIMS if d < min_dim(name)]
-#: Known failures of test_density_integrates_to_one, case -> reason (strict: fixing one makes the test say so).
-NOT_NORMALISED = {
-    ("score_diffusion", 2): (
-        "grid integral 0.978 at the smoke ODE tolerances rtol = atol = 1e-2; the same model's "
-        "density integrates to 1.00001 at 1e-6 in float64: the smoke solve, not the model"
-    ),
-}
-
-
-def density_case(case: tuple[str, int]) -> Any:
-    reason = NOT_NORMALISED.get(case)
-    return pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=reason)) if reason else case
-
-
 #: 2-D cases of methods with a likelihood (the class's kind; an instance may downgrade to "estimate").
-DENSITY_CASES = [
-    density_case((case, d)) for case, d in CASES if d == 2 and methods.get(base_of(case)).log_prob_kind is not None
-]
+DENSITY_CASES = [(case, d) for case, d in CASES if d == 2 and methods.get(base_of(case)).log_prob_kind is not None]
 
 
 def case_id(case: tuple[str, int]) -> str:

@@ -9,7 +9,16 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-__all__ = ["NO_PROGRESS_ENV", "resolve_device", "synchronize", "to_tensor", "batched", "single_cpu_thread", "progress"]
+__all__ = [
+    "NO_PROGRESS_ENV",
+    "resolve_device",
+    "synchronize",
+    "to_tensor",
+    "in_dtype",
+    "batched",
+    "single_cpu_thread",
+    "progress",
+]
 
 #: Set to "1" (``run --no-progress`` does) to silence every progress bar.
 NO_PROGRESS_ENV = "DENSITYBENCH_NO_PROGRESS"
@@ -30,6 +39,16 @@ def resolve_device(requested: str = "auto", *, cuda_available: Callable[[], bool
     if dev.type == "cuda" and not available():
         raise RuntimeError(f"device '{requested}' requested but no CUDA GPU is available")
     return dev
+
+
+def in_dtype(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``module`` itself when its floating parameters are in ``dtype`` (or it has none), else a copy in ``dtype``."""
+    params = [p for p in module.parameters() if p.is_floating_point()]
+    if not params or params[0].dtype == dtype:
+        return module
+    import copy
+
+    return copy.deepcopy(module).to(dtype)
 
 
 def synchronize(device: torch.device | str) -> None:

@@ -6,6 +6,10 @@ training noise, validation, likelihood estimates, sampling...) gets its own stre
 stream. Purposes are small integers each method names once (e.g. ``NOISE = 1``). The primary
 stream (``PRIMARY``) is the seed itself: ``torch_stream(seed)`` is ``torch.Generator().manual_seed(seed)``.
 
+Row-keyed draws (``row_uniform``, ``row_rademacher``, ``row_normal``) are functions of a row's own
+values and a seed: a Monte-Carlo estimate for a row (Hutchinson probes, importance samples) never
+depends on which rows share its batch or where it sits in it.
+
 Example::
 
     batches = torch_stream(seed)                    # PRIMARY: training minibatches
@@ -21,7 +25,17 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-__all__ = ["PRIMARY", "stream_seed", "torch_stream", "numpy_stream", "seeded_init", "global_torch_rng"]
+__all__ = [
+    "PRIMARY",
+    "stream_seed",
+    "torch_stream",
+    "numpy_stream",
+    "seeded_init",
+    "global_torch_rng",
+    "row_uniform",
+    "row_rademacher",
+    "row_normal",
+]
 
 PRIMARY = 0  #: the purpose whose stream is seeded by the seed itself
 
@@ -74,3 +88,46 @@ def seeded_init(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         torch.manual_seed(seed)
         yield
+
+
+# ----------------------------------------------------------------------------- row-keyed draws
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (Steele, Lea & Flood 2014), elementwise on uint64 (wrapping arithmetic)."""
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def row_uniform(rows: torch.Tensor, seed: int, count: int, offset: int = 0) -> np.ndarray:
+    """Draws ``offset`` .. ``offset + count - 1`` of each row's own uniform sequence on [0, 1): (count, n) float64.
+
+    A row's sequence is a hash (splitmix64) of its float32 bits, ``seed`` and the draw number, so it
+    is the same in any batch, at any position, on any device.
+    """
+    bits = rows.detach().to("cpu", torch.float32).contiguous().numpy().view(np.uint32).astype(np.uint64)
+    key = np.full(len(bits), np.uint64(int(seed) % 2**64))
+    for column in bits.T:
+        key = _splitmix(key ^ column)
+    draw = np.arange(offset, offset + count, dtype=np.uint64)[:, None] + np.uint64(1)
+    return (_splitmix(key[None, :] + draw * _GOLDEN) >> np.uint64(11)) * 2.0**-53
+
+
+def row_rademacher(rows: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """K Rademacher (+-1) vectors per row of ``rows`` (n, d), row-keyed (``row_uniform``): (K, n, d) in
+    ``rows``' dtype and device."""
+    n, d = rows.shape
+    signs = np.where(row_uniform(rows, seed, k * d) < 0.5, -1.0, 1.0).reshape(k, d, n).transpose(0, 2, 1)
+    return torch.from_numpy(np.ascontiguousarray(signs)).to(rows.device, rows.dtype)
+
+
+def row_normal(rows: torch.Tensor, seed: int, k: int, dim: int, offset: int = 0) -> torch.Tensor:
+    """Standard normal draws ``offset`` .. ``offset + k - 1`` of dimension ``dim`` per row of ``rows`` (n, d),
+    row-keyed (``row_uniform``, Box-Muller): (k, n, dim) in ``rows``' dtype and device."""
+    n = rows.shape[0]
+    u = row_uniform(rows, seed, 2 * k * dim, 2 * offset * dim).reshape(k, dim, 2, n)
+    radius = np.sqrt(-2.0 * np.log1p(-u[:, :, 0]))  # 1 - u in (0, 1]
+    z = (radius * np.cos(2.0 * np.pi * u[:, :, 1])).transpose(0, 2, 1)
+    return torch.from_numpy(np.ascontiguousarray(z)).to(rows.device, rows.dtype)
