@@ -16,13 +16,13 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from harness.errors import DivergenceError
+from harness.errors import DivergenceError, UserError, suggest
 from harness.toolkit import checkpoint as _checkpoint
 from harness.toolkit.device import synchronize
 from harness.toolkit.distances import energy_distance
@@ -34,6 +34,9 @@ __all__ = [
     "NotSupported",
     "NotFittedError",
     "DivergenceError",
+    "ParameterError",
+    "PROFILES",
+    "DEFAULT_PROFILE",
     "LOG_PROB_KINDS",
     "check_array",
     "Spec",
@@ -48,6 +51,10 @@ __all__ = [
 ]
 
 LOG_PROB_KINDS = ("exact", "bound", "estimate", None)
+#: Every method's parameter sets: "smoke" (seconds; tests), "quick" (the default run), "paper" (published settings).
+PROFILES = ("smoke", "quick", "paper")
+#: The profile of ``methods.create`` and the one whose values fill what a direct construction leaves out.
+DEFAULT_PROFILE = "quick"
 
 
 class NotSupported(NotImplementedError):
@@ -56,6 +63,10 @@ class NotSupported(NotImplementedError):
 
 class NotFittedError(RuntimeError):
     """Raised when ``sample`` or ``log_prob`` is called before ``fit``."""
+
+
+class ParameterError(UserError, ValueError):
+    """A method parameter its spec or the method's ``check_params`` rejects (one line naming it; exit 2)."""
 
 
 def check_array(x: Any, name: str = "x", dim: int | None = None) -> np.ndarray:
@@ -78,7 +89,8 @@ def check_array(x: Any, name: str = "x", dim: int | None = None) -> np.ndarray:
 
 # ----------------------------------------------------------------- parameter specs
 class Spec:
-    """The values a method parameter accepts: ``accepts(value)`` and ``describe()`` (for error messages).
+    """The values a method parameter accepts: ``accepts(value)``, ``describe()`` (for error messages) and
+    ``rejected_examples()`` (values it must refuse, which the contract tests give every method).
 
     ``a | b`` accepts what either accepts, e.g. ``Choice("auto") | Int(min=1)``.
     """
@@ -87,6 +99,10 @@ class Spec:
         raise NotImplementedError
 
     def describe(self) -> str:
+        raise NotImplementedError
+
+    def rejected_examples(self) -> list[Any]:
+        """Values outside the spec: just past each bound, of another type, a near miss of a choice."""
         raise NotImplementedError
 
     def __or__(self, other: Spec) -> Spec:
@@ -120,6 +136,10 @@ class AnyOf(Spec):
     def describe(self) -> str:
         return " or ".join(s.describe() for s in self.specs)
 
+    def rejected_examples(self) -> list[Any]:
+        found = {(type(v), repr(v)): v for s in self.specs for v in s.rejected_examples() if not self.accepts(v)}
+        return list(found.values())
+
 
 class Choice(Spec):
     """One of ``values`` (compared by value and type, so ``True`` is not ``1``); ``Choice(None)`` allows None."""
@@ -134,11 +154,14 @@ class Choice(Spec):
         shown = ", ".join(_show(v) for v in self.values)
         return shown if len(self.values) == 1 else f"one of {shown}"
 
+    def rejected_examples(self) -> list[Any]:
+        return [v for v in (f"{self.values[0]}_x", 1.5, True, None) if not self.accepts(v)]
+
 
 class Int(Spec):
     """An integer (not a bool) in [min, max]; None leaves that side open."""
 
-    def __init__(self, min: int | None = None, max: int | None = None) -> None:  # noqa: A002
+    def __init__(self, min: int | None = None, max: int | None = None) -> None:
         self.min, self.max = min, max
 
     def accepts(self, value: Any) -> bool:
@@ -146,6 +169,12 @@ class Int(Spec):
 
     def describe(self) -> str:
         return "an integer" + _range_text(self.min, self.max, False, False)
+
+    def rejected_examples(self) -> list[Any]:
+        inside = self.min if self.min is not None else 0
+        past = [self.min - 1] if self.min is not None else []
+        past += [self.max + 1] if self.max is not None else []
+        return [*past, inside + 0.5, float(inside), True, str(inside), None]
 
 
 class Float(Spec):
@@ -155,7 +184,7 @@ class Float(Spec):
         self,
         min: float | None = None,
         max: float | None = None,
-        *,  # noqa: A002
+        *,
         gt: float | None = None,
         lt: float | None = None,
     ) -> None:
@@ -172,6 +201,11 @@ class Float(Spec):
 
     def describe(self) -> str:
         return "a finite number" + _range_text(self.low, self.high, self.low_open, self.high_open)
+
+    def rejected_examples(self) -> list[Any]:
+        past = [] if self.low is None else [self.low if self.low_open else self.low - 1]
+        past += [] if self.high is None else [self.high if self.high_open else self.high + 1]
+        return [*past, math.nan, math.inf, -math.inf, True, "0.5", None]
 
 
 def _range_text(low: Any, high: Any, low_open: bool, high_open: bool) -> str:
@@ -193,6 +227,9 @@ class Bool(Spec):
     def describe(self) -> str:
         return "true or false"
 
+    def rejected_examples(self) -> list[Any]:
+        return [1, "true", None]
+
 
 class Str(Spec):
     """Any string (the fallback for string-valued profile entries without an explicit spec)."""
@@ -202,6 +239,9 @@ class Str(Spec):
 
     def describe(self) -> str:
         return "a string"
+
+    def rejected_examples(self) -> list[Any]:
+        return [1, None]
 
 
 class Seq(Spec):
@@ -218,6 +258,10 @@ class Seq(Spec):
     def describe(self) -> str:
         count = f"{self.length} items" if self.length is not None else "items"
         return f"a list of {count}, each {self.item.describe()}"
+
+    def rejected_examples(self) -> list[Any]:
+        bad_items = [[v] * (self.length or 1) for v in self.item.rejected_examples()[:2]]
+        return [[], "ab", 0.5, *bad_items]
 
 
 def spec_from_values(values: Iterable[Any]) -> Spec:
@@ -260,12 +304,20 @@ def _kind(value: Any) -> str:
     return "other"
 
 
+def _string_choices(spec: Spec) -> list[str]:
+    specs = spec.specs if isinstance(spec, AnyOf) else (spec,)
+    return [v for s in specs if isinstance(s, Choice) for v in s.values if isinstance(v, str)]
+
+
 class _Anything(Spec):
     def accepts(self, value: Any) -> bool:
         return True
 
     def describe(self) -> str:
         return "any value"
+
+    def rejected_examples(self) -> list[Any]:
+        return []
 
 
 class Method(ABC):
@@ -275,17 +327,18 @@ class Method(ABC):
     ----------------
     name : registry key.
     log_prob_kind : "exact" | "bound" | "estimate" | None (no likelihood).
-    profiles : {"smoke": {...}, "quick": {...}, "paper": {...}} parameter sets.
-    param_specs : parameter name -> ``Spec`` (``Choice``, ``Int``, ``Float``, ``Bool``, ``Seq``, ``a | b``),
-        checked by ``methods.resolve_params`` (hence ``methods.create`` and grid planning). A profile
-        parameter without an entry is checked against the types of its profile values.
+    profiles : {"smoke": {...}, "quick": {...}, "paper": {...}} parameter sets (``PROFILES``).
+    param_specs : parameter name -> ``Spec`` (``Choice``, ``Int``, ``Float``, ``Bool``, ``Seq``, ``a | b``):
+        the one parameter check (``checked_params``), made when a method is constructed, by
+        ``methods.create``, directly or by grid planning, and again at ``fit``. A profile parameter
+        without an entry is checked against the types of its profile values.
     min_dim : the smallest data dimension the method supports (``fit`` refuses fewer columns).
     plot_style : (colour, matplotlib marker) of the method in figures; None: the report picks one.
     """
 
     name: ClassVar[str]
     log_prob_kind: ClassVar[str | None] = None
-    profiles: ClassVar[dict[str, dict]] = {"smoke": {}, "quick": {}, "paper": {}}
+    profiles: ClassVar[dict[str, dict]] = {p: {} for p in PROFILES}
     param_specs: ClassVar[dict[str, Spec]] = {}
     min_dim: ClassVar[int] = 1
     plot_style: ClassVar[tuple[str, str] | None] = None
@@ -296,9 +349,65 @@ class Method(ABC):
     clock: Callable[[], float] = staticmethod(time.perf_counter)
 
     def __init__(self, *, device: str = "auto", seed: int = 0, **params: Any) -> None:
+        """Store the device, seed and ``params``: the ``DEFAULT_PROFILE``'s values updated by ``params``,
+        checked (``checked_params``; raises ParameterError)."""
         self.device = device
         self.seed = seed
-        self.params = params
+        self.params = self.checked_params(params)
+
+    # ----------------------------------------------------------- parameters
+    @classmethod
+    def specs(cls) -> dict[str, Spec]:
+        """Every parameter with its spec: ``param_specs``, else one from the types of its profile values."""
+        keys = dict.fromkeys([k for p in cls.profiles.values() for k in p] + list(cls.param_specs))
+        values = cls.profiles.values()
+        return {k: cls.param_specs.get(k) or spec_from_values(p[k] for p in values if k in p) for k in keys}
+
+    @classmethod
+    def profile_params(cls, profile: str = DEFAULT_PROFILE) -> dict[str, Any]:
+        """The parameter set of ``profile`` (a copy)."""
+        if profile not in cls.profiles:
+            raise ParameterError(
+                f"unknown profile '{profile}'{suggest(profile, cls.profiles)} for method '{cls.name}'; valid: {', '.join(cls.profiles)}"
+            )
+        return dict(cls.profiles[profile])
+
+    @classmethod
+    def checked_params(
+        cls, params: Mapping[str, Any] | None = None, profile: str = DEFAULT_PROFILE, dim: int | None = None
+    ) -> dict[str, Any]:
+        """The parameters of ``profile`` updated by ``params``, each checked against its spec, then together
+        by ``check_params`` (``dim``: the data's dimension at ``fit``, None before).
+
+        Raises ParameterError, one line naming the method, the parameter, the value and what is valid,
+        for an unknown parameter name (suggesting the closest) or a rejected value.
+        """
+        specs = cls.specs()
+        checked = cls.profile_params(profile)
+        for key, value in (params or {}).items():
+            if key not in specs:
+                raise ParameterError(
+                    f"unknown parameter '{key}' for method '{cls.name}'{suggest(key, specs)}; valid: {', '.join(sorted(specs))}"
+                )
+            checked[key] = value
+        for key, value in checked.items():
+            spec = specs[key]
+            if not spec.accepts(value):
+                hint = suggest(value, _string_choices(spec)) if isinstance(value, str) else ""
+                raise ParameterError(
+                    f"method '{cls.name}': parameter {key} = {value!r} is not valid{hint}; valid: {spec.describe()}"
+                )
+        try:
+            cls.check_params(checked, dim)
+        except ValueError as e:
+            raise ParameterError(f"method '{cls.name}': {e}") from None
+        return checked
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any], dim: int | None) -> None:
+        """The rules that join several parameters, or a parameter and the data's dimension ``dim`` (None
+        until ``fit``): raise ValueError naming the parameters. ``params`` already satisfy their specs."""
+        return None  # no joint rule unless a method declares one
 
     # ----------------------------------------------------------- public API
     def fit(self, train: np.ndarray, val: np.ndarray | None = None) -> Self:
@@ -310,6 +419,7 @@ class Method(ABC):
             raise ValueError(f"{self.name} needs data with at least {self.min_dim} dimensions, got d={train.shape[1]}")
         if val is not None:
             val = check_array(val, "val", dim=train.shape[1])
+        self.params = self.checked_params(self.params, dim=train.shape[1])
         self.fit_phases_: dict[str, float] = {}
         self.info_: dict[str, Any] = {}  # diagnostics (losses, NFE...) stored in results rows
         self.dim_ = train.shape[1]

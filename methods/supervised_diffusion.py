@@ -23,7 +23,7 @@ from harness.toolkit.standardise import Standardiser
 from harness.toolkit.training import Adam, check_finite, minibatches, train
 from harness.toolkit.training_free_score import MODES, SOLVERS, Schedule, choose_eps, flow_to_data
 from methods import register
-from methods.base import Choice, Float, Int, Method, Spec
+from methods.base import PROFILES, Choice, Float, Int, Method, Spec
 
 __all__ = [
     "SupervisedDiffusion",
@@ -73,24 +73,6 @@ PAPER_LR_STEPS = ((0.25, 0.5), (0.5, 0.25), (0.6, 0.125))
 #: Teachers of the labels: the training-free score (the paper) or a learned model, by its method name.
 #: A learned one must offer ``transport(z) -> (x, nfe)``, the deterministic ODE map of noise to data.
 TEACHERS = {"training_free": None, "score_model": "score_diffusion", "flow_matching": "flow_matching"}
-TEACHER_PROFILES = ("smoke", "quick", "paper")
-
-
-def _check_choice(name: str, value: Any, valid: tuple) -> None:
-    if value not in valid:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, valid))}; got {value!r}")
-
-
-def _check_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
 
 
 # ------------------------------------------------------------------ teacher settings shared by both methods
@@ -111,22 +93,14 @@ def _teacher_settings(params: dict[str, Any], d: int) -> dict[str, Any]:
 
     ``schedule`` is None for ``eps="auto"`` until ``resolve_schedule`` has chosen eps on data.
     """
-    eps = params["eps"]
-    if eps != "auto":
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
-            raise ValueError(f"eps must be a number in (0, 1) or 'auto', got {eps!r}")
-        eps = float(eps)
-    _check_choice("solver", params["solver"], SOLVERS)
-    _check_choice("score_mode", params["score_mode"], MODES)
-    chunk = params["chunk"]
-    chunk = (2000 if d == 43 else 5000) if chunk == "auto" else _check_int("chunk", chunk)
+    eps, chunk = params["eps"], params["chunk"]
     return {
-        "schedule": None if eps == "auto" else Schedule(eps=eps),
-        "steps": _check_int("steps", params["steps"]),
+        "schedule": None if eps == "auto" else Schedule(eps=float(eps)),
+        "steps": params["steps"],
         "solver": params["solver"],
         "mode": params["score_mode"],
-        "mc_batch": _check_int("mc_batch", params["mc_batch"]),
-        "chunk": chunk,
+        "mc_batch": params["mc_batch"],
+        "chunk": (2000 if d == 43 else 5000) if chunk == "auto" else chunk,
     }
 
 
@@ -477,23 +451,24 @@ class SupervisedDiffusion(Method):
         "student_lr": Float(gt=0),
         "student_mle_steps": Int(min=0),
         "teacher": Choice(*TEACHERS),
-        "teacher_profile": Choice(*TEACHER_PROFILES),
+        "teacher_profile": Choice(*PROFILES),
     }
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any], dim: int | None) -> None:
+        if not params["student_steps"] + params["student_distill_steps"] + params["student_mle_steps"]:
+            raise ValueError(
+                "the student needs training: student_steps, student_distill_steps and student_mle_steps are all 0"
+            )
 
     # ----------------------------------------------------------------- fit
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
         p, (n, d) = self.params, train.shape
         teacher = _teacher_settings(p, d)
-        _check_choice("teacher", p["teacher"], tuple(TEACHERS))
-        _check_choice("teacher_profile", p["teacher_profile"], TEACHER_PROFILES)
-        n_pairs = max(PAPER_PAIRS, n) if p["n_pairs"] == "auto" else _check_int("n_pairs", p["n_pairs"])
-        hidden = paper_hidden(d) if p["hidden"] == "auto" else _check_int("hidden", p["hidden"])
+        n_pairs = max(PAPER_PAIRS, n) if p["n_pairs"] == "auto" else p["n_pairs"]
+        hidden = paper_hidden(d) if p["hidden"] == "auto" else p["hidden"]
         student = self._student_settings()
-        generator_fit = {
-            "iters": _check_int("iters", p["iters"]),
-            "lr": _check_positive("lr", p["lr"]),
-            "batch": None if p["batch_size"] is None else _check_int("batch_size", p["batch_size"]),
-        }
+        generator_fit = {"iters": p["iters"], "lr": p["lr"], "batch": p["batch_size"]}
         self.device_ = device = resolve_device(self.device)
         self.scaler_ = Standardiser(train)
         data = to_tensor(self.scaler_.forward(train), device)
@@ -665,24 +640,18 @@ class SupervisedDiffusion(Method):
 
     def _student_settings(self) -> dict[str, Any]:
         p = self.params
-        tail = _check_positive("student_tail_bound", p["student_tail_bound"])
-        settings = {
-            "layers": _check_int("student_layers", p["student_layers"]),
-            "bins": _check_int("student_bins", p["student_bins"], 2),
-            "hidden": _check_int("student_hidden", p["student_hidden"]),
-            "blocks": _check_int("student_blocks", p["student_blocks"]),
-            "tail_bound": tail,
-            "steps": _check_int("student_steps", p["student_steps"], 0),
-            "batch": _check_int("student_batch_size", p["student_batch_size"]),
-            "lr": _check_positive("student_lr", p["student_lr"]),
-            "distill_steps": _check_int("student_distill_steps", p["student_distill_steps"], 0),
-            "mle_steps": _check_int("student_mle_steps", p["student_mle_steps"], 0),
+        return {
+            "layers": p["student_layers"],
+            "bins": p["student_bins"],
+            "hidden": p["student_hidden"],
+            "blocks": p["student_blocks"],
+            "tail_bound": float(p["student_tail_bound"]),
+            "steps": p["student_steps"],
+            "batch": p["student_batch_size"],
+            "lr": float(p["student_lr"]),
+            "distill_steps": p["student_distill_steps"],
+            "mle_steps": p["student_mle_steps"],
         }
-        if not settings["steps"] + settings["distill_steps"] + settings["mle_steps"]:
-            raise ValueError(
-                "the student needs training: student_steps, student_distill_steps and student_mle_steps are all 0"
-            )
-        return settings
 
     @torch.no_grad()
     def _student_fidelity(self, d: int, n: int = 4096) -> tuple[float, float]:
