@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
 from harness.store import ResultsStore
+from scripts_as_modules import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_runs.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("compare_runs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-compare_runs = load_script()
+compare_runs = load_script("compare_runs.py")
 
 ROW = {
     "cell_key": "k1",

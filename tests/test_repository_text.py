@@ -1,4 +1,4 @@
-"""The project's own text files: no path of one machine, no issue numbers, a README and method files of readable size.
+"""The project's text files: no machine paths, no issue numbers, a README and method files of readable size.
 
 Every file git tracks (or would track: untracked files not ignored) is read; binary files are
 skipped. A line may show a machine path on purpose when it says so with the words "example path".
