@@ -6,6 +6,7 @@ import copy
 import math
 from dataclasses import replace
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 import torch
@@ -169,15 +170,14 @@ class ScoreDiffusion(Method):
         "eval_batch": Int(min=1),
     }
 
+    @classmethod
+    def check_params(cls, params: dict[str, Any], dim: int | None) -> None:
+        if not params["beta_min"] < params["beta_max"]:
+            raise ValueError(f"beta_min = {params['beta_min']} must be below beta_max = {params['beta_max']}")
+
     # ------------------------------------------------------------------ fit
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
         p = self.params
-        if p["sampler"] not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {p['sampler']!r}")
-        if p["trace"] not in ode.TRACES:
-            raise ValueError(f"trace must be one of {ode.TRACES}, got {p['trace']!r}")
-        if not 0.0 < p["eps_t"] < 1.0:
-            raise ValueError(f"eps_t must lie in (0, 1), got {p['eps_t']}")
         self.device_ = resolve_device(self.device)
         self.log_prob_kind = "exact" if p["trace"] == "exact" else "estimate"
         self.sde_ = VPSDE(p["beta_min"], p["beta_max"])

@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import datasets  # noqa: E402
-import methods  # noqa: E402
-from harness.toolkit import ode  # noqa: E402
+import datasets
+import methods
+from harness.toolkit import ode
 
 ROW_ACCURACY = 0.01
 
