@@ -76,7 +76,7 @@ gpu-check: $(VENV)/.installed-test
 GPU_PYTHONS ?= 3.11 3.12 3.13
 gpu-wheels: $(PY)
 	mkdir -p wheels
-	$(PIP) wheel --quiet --disable-pip-version-check --no-deps -w wheels nflows==0.14 torchode==1.0.1 torchtyping typeguard==2.13.3 tabulate tqdm pytest pluggy iniconfig
+	$(PIP) wheel --quiet --disable-pip-version-check --no-deps -w wheels nflows==0.14 tabulate tqdm pytest pluggy iniconfig
 	for v in $(GPU_PYTHONS); do \
 	  $(PIP) download --quiet --disable-pip-version-check --no-deps --only-binary=:all: --python-version $$v \
 	    --platform manylinux2014_x86_64 -d wheels 'pot>=0.9' || exit 1; done

@@ -24,7 +24,7 @@ GRID_POINTS = 100
 #: Samples saved per cell for figures.
 SAVED_SAMPLES = 2000
 #: Error bars of a test log-likelihood beyond its standard error (nats), from ``Method.likelihood_error``:
-#: an ODE solve against a 10x tighter one, Hutchinson's estimator, a bound's slack from K to 4K proposals.
+#: an ODE solve against a tighter one, Hutchinson's estimator, a bound's slack from K to 4K proposals.
 ERROR_FIELDS = ("solver_err", "estimator_se", "bound_gap")
 
 
@@ -121,11 +121,12 @@ def plot_bounds(x: np.ndarray, margin: float = 0.1) -> tuple[np.ndarray, np.ndar
 
 
 def grid_log_density(model, test: np.ndarray, points: int = GRID_POINTS) -> dict[str, np.ndarray]:
-    """log q on a points x points grid over the data's box (2-D only)."""
+    """log q on a points x points grid over the data's box (2-D only), by ``figure_log_prob`` (a cheaper
+    solve for ODE likelihoods: a figure does not need the test log-likelihood's accuracy)."""
     lo, hi = plot_bounds(test)
     xs, ys = np.linspace(lo[0], hi[0], points), np.linspace(lo[1], hi[1], points)
     gx, gy = np.meshgrid(xs, ys)
-    lp = model.log_prob(np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(points, points)
+    lp = model.figure_log_prob(np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(points, points)
     return {"grid_x": xs, "grid_y": ys, "grid_log_prob": lp}
 
 

@@ -225,18 +225,26 @@ class Method(ABC):
 
         Raises NotSupported when ``log_prob_kind`` is None.
         """
+        return self._checked_log_prob(x, self._log_prob)
+
+    def figure_log_prob(self, x: np.ndarray) -> np.ndarray:
+        """``log_prob`` for figures (the report's 2-D density grids): a cheaper approximation where the method
+        has one (an ODE solved with fewer steps, docs/likelihoods.md), else ``log_prob`` itself."""
+        return self._checked_log_prob(x, self._figure_log_prob)
+
+    def _checked_log_prob(self, x: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         if self.log_prob_kind is None:
             raise NotSupported(f"method '{self.name}' has no likelihood")
         self._check_fitted()
         x = check_array(x, "x", dim=self.dim_)
-        out = np.asarray(self._log_prob(x), dtype=np.float64).reshape(-1)
-        assert out.shape == (x.shape[0],), f"{self.name}._log_prob returned {out.shape}"
+        out = np.asarray(fn(x), dtype=np.float64).reshape(-1)
+        assert out.shape == (x.shape[0],), f"{self.name}.{fn.__name__} returned {out.shape}"
         return out
 
     def likelihood_error(self, x: np.ndarray) -> dict[str, float]:
         """Error bars (nats) of the mean log-likelihood of the rows ``x`` (n, d) beyond its sampling error.
 
-        Any of ``solver_err`` (an ODE solve against one with 10x smaller tolerances), ``estimator_se``
+        Any of ``solver_err`` (an ODE solve against a tighter one), ``estimator_se``
         (Hutchinson's trace estimator) and ``bound_gap`` (a bound's rise from K to 4K proposals), each
         estimated on at most 500 rows; a method overrides this hook to provide them. The default, {},
         is right for a closed-form exact likelihood. Called after ``fit`` on the rows ``log_prob`` scored.
@@ -355,3 +363,6 @@ class Method(ABC):
 
     def _log_prob(self, x: np.ndarray) -> np.ndarray:
         raise NotSupported(f"method '{self.name}' has no likelihood")
+
+    def _figure_log_prob(self, x: np.ndarray) -> np.ndarray:
+        return self._log_prob(x)

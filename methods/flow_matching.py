@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from enum import IntEnum
 from typing import ClassVar
 
@@ -12,22 +11,26 @@ from torch import nn
 
 from harness.toolkit import ode
 from harness.toolkit.checkpoint import SOLVED_CHECKPOINT_ROWS
-from harness.toolkit.device import in_dtype, resolve_device, single_cpu_thread, to_tensor
+from harness.toolkit.device import resolve_device, single_cpu_thread, to_tensor
 from harness.toolkit.nets import mlp
-from harness.toolkit.seeding import seeded_init, stream_seed, torch_stream
+from harness.toolkit.seeding import seeded_init, torch_stream
 from harness.toolkit.standardise import Standardiser
 from harness.toolkit.training import CHECK_EVERY, Adam, minibatches, train
 from methods import register
-from methods.base import Bool, Choice, Float, Int, Method, Spec
+from methods._probability_flow import FLOW_SPECS, ProbabilityFlowMethod
+from methods.base import Bool, Choice, Float, Int, Spec
 
 __all__ = ["FlowMatching", "VelocityField", "ot_pairing", "straight_path"]
 
-SOLVERS = ("dopri5", "euler", "heun", "midpoint", "rk4")
 TRACES = ("auto", "exact", "hutchinson")
+#: Hidden-layer activations of the velocity field. The likelihood integrates the field's divergence, made
+#: of the activation's derivative: SELU's (Tong et al.'s choice) jumps at 0, so the divergence jumps along
+#: a trajectory and every solver converges at first order there (docs/likelihoods.md); GELU is smooth.
+ACTIVATIONS = {"gelu": nn.GELU, "selu": nn.SELU, "elu": nn.ELU, "silu": nn.SiLU}
 #: Largest dimension for which ``trace="auto"`` computes the exact divergence (d backward passes).
 EXACT_TRACE_MAX_DIM = 10
 
-_COMMON = dict(trace="auto", hutchinson_probes=4)
+_COMMON = dict(trace="auto", hutchinson_probes=4, activation="gelu", solver="rk4")
 
 
 class Stream(IntEnum):
@@ -38,14 +41,15 @@ class Stream(IntEnum):
     LOG_PROB = 3  # Hutchinson probes of log_prob
     SAMPLE = 4  # prior draws
     PROBE = 5  # Hutchinson probes of the training checkpoints
+    STEP_CHECK = 6  # the rows and prior draws of the step-count checks
 
 
 class VelocityField(nn.Module):
-    """v(x, t): an MLP on [x, t] (SELU), as in Tong et al.'s tabular and 2-D models."""
+    """v(x, t): an MLP on [x, t], as in Tong et al.'s tabular and 2-D models (``activation``: ``ACTIVATIONS``)."""
 
-    def __init__(self, dim: int, hidden: int, layers: int) -> None:
+    def __init__(self, dim: int, hidden: int, layers: int, activation: str = "gelu") -> None:
         super().__init__()
-        self.net = mlp(dim + 1, dim, hidden, layers, act=nn.SELU)
+        self.net = mlp(dim + 1, dim, hidden, layers, act=ACTIVATIONS[activation])
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x (n, d), t 0-d or (n,) -> (n, d)."""
@@ -76,13 +80,14 @@ def straight_path(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> tuple[
 
 # ------------------------------------------------------------------ the method
 @register
-class FlowMatching(Method):
+class FlowMatching(ProbabilityFlowMethod):
     """Conditional flow matching: an MLP velocity field v(x, t) transports N(0, I) at t = 0 to the data at t = 1.
 
     With x_t = (1 - t) x0 + t x1 (noise x0, standardised data x1), v is fitted by
     E |v(x_t, t) - (x1 - x0)|^2, t ~ U(0, 1), whose minimiser E[x1 - x0 | x_t] moves the path's
     marginals; ``ot=True`` pairs each minibatch's noise and data by the exact optimal assignment
-    (POT ``ot.emd``). Sampling integrates dx/dt = v (``harness.toolkit.ode``, each row on its own; ``solver``). Likelihood: the
+    (POT ``ot.emd``). Sampling integrates dx/dt = v (``harness.toolkit.ode``, ``solver`` on equal steps,
+    their number chosen at the end of ``fit``: ``methods._probability_flow``). Likelihood: the
     instantaneous change of variables from the data back to t = 0, with the exact divergence
     (kind "exact") when d <= ``EXACT_TRACE_MAX_DIM`` under ``trace="auto"``, else Hutchinson's
     estimator with ``hutchinson_probes`` probes per point (kind "estimate"; ``info_["hutchinson_se"]``
@@ -90,20 +95,20 @@ class FlowMatching(Method):
 
     Parameters
     ----------
-    hidden, layers : MLP width and depth (SELU).
+    hidden, layers, activation : MLP width, depth and hidden activation (``ACTIVATIONS``).
     steps, batch, lr, anneal : Adam steps, rows per step, learning rate, cosine decay.
     ot : minibatch optimal-transport coupling.
-    solver, ode_steps : ODE solver ("dopri5" adaptive, or fixed-step with ``ode_steps``); each row is solved
-    on its own. rtol, atol : tolerances of the sampling solve; loglik_tol : rtol = atol of the likelihood
-    solve (chosen per profile to stay within 0.01 nats per row of a float64 solve at 1e-7 at quick and
-    paper, docs/likelihoods.md).
+    solver, min_ode_steps, max_ode_steps : fixed-step scheme of the ODE and the range of its step counts.
+    loglik_tol : the likelihood's steps double until two solves agree within it (nats) on every check
+    row; sample_tol : the same for samples (standardised units). The profiles' values keep every row
+    within 0.01 nats of a converged float64 solve at quick and paper (docs/likelihoods.md).
     trace, hutchinson_probes : divergence "auto", "exact" or "hutchinson" and its probes.
     eval_batch : rows per ODE solve.
 
-    Profiles: ``paper`` takes Tong et al.'s 2-D settings (3 x 64 SELU, batch 256, Adam 1e-3, 20,000
-    steps, exact minibatch OT, dopri5 at 1e-4; their path width sigma = 0.1 is 0 here so that the
-    endpoints are exactly N(0, I) and the data); ``quick``: 3,000 steps of 512 rows, 3 x 128,
-    lr 2e-3 cosine, independent coupling, dopri5 at 1e-3.
+    Profiles: ``paper`` takes Tong et al.'s 2-D settings (3 x 64, batch 256, Adam 1e-3, 20,000 steps,
+    exact minibatch OT; GELU instead of their SELU, RK4 with checked steps instead of dopri5 at 1e-4;
+    their path width sigma = 0.1 is 0 here so that the endpoints are exactly N(0, I) and the data);
+    ``quick``: 3,000 steps of 512 rows, 3 x 128, lr 2e-3 cosine, independent coupling.
 
     References
     ----------
@@ -117,10 +122,11 @@ class FlowMatching(Method):
     ::
 
         m = methods.create("flow_matching", "smoke", seed=0, ot=True).fit(x)
-        m.sample(100); m.log_prob(x[:100]); m.log_prob_kind, m.info_["nfe_log_prob"]
+        m.sample(100); m.log_prob(x[:100]); m.log_prob_kind, m.info_["loglik_steps"]
     """
 
     name: ClassVar[str] = "flow_matching"
+    streams: ClassVar[type[IntEnum]] = Stream
     plot_style: ClassVar[tuple[str, str]] = ("#e7ba52", "d")
     log_prob_kind: ClassVar[str | None] = "exact"  # per instance after fit: "estimate" when Hutchinson is used
     profiles: ClassVar[dict[str, dict]] = {
@@ -133,11 +139,10 @@ class FlowMatching(Method):
             lr=3e-3,
             anneal=True,
             ot=False,
-            solver="rk4",
-            ode_steps=8,
-            rtol=1e-3,
-            atol=1e-3,
-            loglik_tol=1e-3,
+            min_ode_steps=4,
+            max_ode_steps=16,
+            loglik_tol=2e-2,
+            sample_tol=5e-2,
             eval_batch=4096,
         ),
         "quick": dict(
@@ -149,11 +154,10 @@ class FlowMatching(Method):
             lr=2e-3,
             anneal=True,
             ot=False,
-            solver="dopri5",
-            ode_steps=100,
-            rtol=1e-3,
-            atol=1e-3,
-            loglik_tol=1e-4,
+            min_ode_steps=4,
+            max_ode_steps=256,
+            loglik_tol=5e-3,
+            sample_tol=1e-2,
             eval_batch=5000,
         ),
         "paper": dict(
@@ -165,17 +169,18 @@ class FlowMatching(Method):
             lr=1e-3,
             anneal=False,
             ot=True,
-            solver="dopri5",
-            ode_steps=100,
-            rtol=1e-4,
-            atol=1e-4,
-            loglik_tol=1e-5,
+            min_ode_steps=4,
+            max_ode_steps=1024,
+            loglik_tol=5e-3,
+            sample_tol=1e-3,
             eval_batch=4096,
         ),
     }
 
     param_specs: ClassVar[dict[str, Spec]] = {
+        **FLOW_SPECS,
         "trace": Choice(*TRACES),
+        "activation": Choice(*ACTIVATIONS),
         "hutchinson_probes": Int(min=1),
         "hidden": Int(min=1),
         "layers": Int(min=1),
@@ -184,12 +189,6 @@ class FlowMatching(Method):
         "lr": Float(gt=0),
         "anneal": Bool(),
         "ot": Bool(),
-        "solver": Choice(*SOLVERS),
-        "ode_steps": Int(min=1),
-        "rtol": Float(gt=0),
-        "atol": Float(gt=0),
-        "loglik_tol": Float(gt=0),
-        "eval_batch": Int(min=1),
     }
 
     # ------------------------------------------------------------------ fit
@@ -201,13 +200,14 @@ class FlowMatching(Method):
         self.scaler_ = Standardiser(train)
         x = to_tensor(self.scaler_.forward(train), self.device_)
         with seeded_init(self.seed):
-            self.net_ = VelocityField(self.dim_, p["hidden"], p["layers"]).to(self.device_)
+            self.net_ = VelocityField(self.dim_, p["hidden"], p["layers"], p["activation"]).to(self.device_)
         with self.phase("training"), single_cpu_thread(self.device_):
             self.info_["final_loss"] = self._train(x)
         self.net_.eval()
         if val is not None:
             self.info_["val_fm_loss"] = self._eval_loss(to_tensor(self.scaler_.forward(val[:10_000]), self.device_))
         self.info_["trace"] = "exact" if self.exact_trace_ else "hutchinson"
+        self.choose_steps(train)
 
     def _loss(self, x1: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """The flow-matching loss of one data batch (summed over d, averaged over rows)."""
@@ -234,14 +234,11 @@ class FlowMatching(Method):
         return float(result.loss)
 
     def _checkpoint_log_prob(self, rows: np.ndarray) -> np.ndarray:
-        """Log densities (m,) of the first ``SOLVED_CHECKPOINT_ROWS`` of ``rows`` (m, d) under the field being
-        trained: the exact trace, or above ``EXACT_TRACE_MAX_DIM`` one seeded Rademacher probe per row
-        (unbiased; its noise averages out over the rows). Leaves ``info_`` and every other stream alone."""
-        flow = self.flow_ode(probe_seed=stream_seed(self.seed, Stream.PROBE))
-        if flow.probes:
-            flow = replace(flow, probes=1)
-        lp, _, _ = flow.log_prob(self.standardised(rows[:SOLVED_CHECKPOINT_ROWS]))
-        return lp.double().cpu().numpy() + self.scaler_.log_det
+        """Log densities of the first ``SOLVED_CHECKPOINT_ROWS`` of ``rows`` (m, d) under the field being trained:
+        the exact trace, or above ``EXACT_TRACE_MAX_DIM`` one seeded Rademacher probe per row (unbiased; its
+        noise averages out over the rows)."""
+        probes = 0 if self.exact_trace_ else 1
+        return self.checkpoint_log_prob(rows[:SOLVED_CHECKPOINT_ROWS], self.net_, probes)
 
     @torch.no_grad()
     def _eval_loss(self, x: torch.Tensor) -> float:
@@ -252,50 +249,17 @@ class FlowMatching(Method):
         """The fitted field in standardised units; x (n, d), t 0-d or (n, 1)."""
         return self.net_(x, t)
 
-    def flow_ode(self, dtype: torch.dtype = ode.LIKELIHOOD_DTYPE, **solver) -> ode.FlowODE:
-        """The fitted flow from N(0, I) at t = 0 to the data at t = 1, as the likelihood solves it (``solver``
-        with ``ode_steps`` or at rtol = atol = ``loglik_tol`` per row; ``hutchinson_probes`` above the
-        exact-trace dimension); ``solver`` overrides ``ode.FlowODE`` fields (sampling uses ``rtol``,
-        ``atol``); ``dtype``: the precision of the solve (float64 for likelihoods,
-        ``ode.LIKELIHOOD_DTYPE``)."""
-        p = self.params
-        net = in_dtype(self.net_, dtype)
-        settings = {
-            "method": p["solver"],
-            "steps": p["ode_steps"],
-            "rtol": p["loglik_tol"],
-            "atol": p["loglik_tol"],
-            "eval_batch": p["eval_batch"],
-            "probes": 0 if self.exact_trace_ else p["hutchinson_probes"],
-            "probe_seed": stream_seed(self.seed, Stream.LOG_PROB),
-            "dtype": dtype,
-        }
-        return ode.FlowODE(net, 1.0, 0.0, **{**settings, **solver})
+    def velocity_field(self, net: nn.Module) -> ode.Velocity:
+        return net
 
-    def standardised(self, x: np.ndarray) -> torch.Tensor:
-        """Rows ``x`` (n, d) in the model's standardised units, on its device."""
-        return to_tensor(self.scaler_.forward(x), self.device_)
+    def times(self) -> ode.Times:
+        """From the data at t = 1 to N(0, I) at t = 0, equal steps."""
+        return ode.uniform_times(1.0, 0.0)
 
-    @torch.no_grad()
-    def transport(self, z: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Standardised samples for noise ``z`` (n, d) on the device, each row solved on its own; returns
-        (x (n, d), the field's evaluations on the batches, summed)."""
-        x, nfe, evaluations = self.flow_ode(z.dtype, rtol=self.params["rtol"], atol=self.params["atol"]).transport(z)
-        self.info_["nfe_sample_mean"], self.info_["nfe_sample_max"] = float(nfe.double().mean()), int(nfe.max())
-        return x, evaluations
+    def likelihood_probes(self) -> int:
+        return 0 if self.exact_trace_ else self.params["hutchinson_probes"]
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
         z = torch.randn(n, self.dim_, generator=torch_stream(seed, Stream.SAMPLE, self.device_), device=self.device_)
         x, self.info_["nfe_sample"] = self.transport(z)
         return self.scaler_.inverse(x.double().cpu().numpy())
-
-    def _log_prob(self, x: np.ndarray) -> np.ndarray:
-        lp, se, nfe = self.flow_ode().log_prob(self.standardised(x))
-        self.info_["nfe_log_prob_mean"], self.info_["nfe_log_prob_max"] = float(nfe.double().mean()), int(nfe.max())
-        if se is not None:  # standard error the probes add to the mean log-likelihood of these rows
-            self.info_["hutchinson_se"] = float(se.double().square().sum().sqrt() / len(se))
-        return lp.cpu().numpy().astype(np.float64) + self.scaler_.log_det
-
-    def likelihood_error(self, x: np.ndarray) -> dict[str, float]:
-        """``solver_err`` (and ``estimator_se`` with Hutchinson's trace) of the mean log-likelihood of ``x``."""
-        return self.flow_ode().errors(self.standardised(x), len(x))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import replace
 from enum import IntEnum
 from typing import Any
 
@@ -14,19 +13,22 @@ from torch import nn
 
 from harness.toolkit import ode
 from harness.toolkit.checkpoint import SOLVED_CHECKPOINT_ROWS
-from harness.toolkit.device import in_dtype, resolve_device, to_tensor
+from harness.toolkit.device import resolve_device, to_tensor
 from harness.toolkit.nets import mlp
 from harness.toolkit.sde import VPSDE, em_sample
-from harness.toolkit.seeding import seeded_init, stream_seed, torch_stream
+from harness.toolkit.seeding import seeded_init, torch_stream
 from harness.toolkit.standardise import Standardiser
 from harness.toolkit.training import Adam, minibatches, train
 from methods import register
-from methods.base import Choice, Float, Int, Method
+from methods._probability_flow import FLOW_SPECS, ProbabilityFlowMethod
+from methods.base import Choice, Float, Int
 
 __all__ = ["ScoreDiffusion", "TimeConditionedMLP"]
 
 SAMPLERS = ("ode", "em")
-_COMMON = dict(beta_min=0.1, beta_max=20.0, trace="exact", hutchinson_probes=4, sampler="ode", time_features=16)
+_COMMON = dict(
+    beta_min=0.1, beta_max=20.0, trace="exact", hutchinson_probes=4, sampler="ode", time_features=16, solver="rk4"
+)
 
 
 class Stream(IntEnum):
@@ -37,6 +39,7 @@ class Stream(IntEnum):
     LOG_PROB = 3  # Hutchinson probes of log_prob
     PROBE = 4  # Hutchinson probes of the training checkpoints
     SAMPLE = 5  # prior draws and Euler-Maruyama noise
+    STEP_CHECK = 6  # the rows and prior draws of the step-count checks
 
 
 class TimeConditionedMLP(nn.Module):
@@ -56,31 +59,35 @@ class TimeConditionedMLP(nn.Module):
 
 
 @register
-class ScoreDiffusion(Method):
+class ScoreDiffusion(ProbabilityFlowMethod):
     """VP-SDE score model with an MLP noise predictor; samples and likelihoods by the probability-flow ODE.
 
     The network predicts the added noise eps_theta(x_t, t) (score -eps_theta / s_t) and is trained by
     denoising score matching with weight s_t^2, E |eps_theta(m_t x_0 + s_t eps, t) - eps|^2,
     t ~ U(eps_t, 1), with sinusoidal time features and an EMA of the weights. Sampling solves the
-    probability-flow ODE (adaptive dopri5) or Euler-Maruyama on the reverse SDE (``sampler``); the
-    likelihood solves the ODE with the exact Jacobian trace or Hutchinson's estimator (``trace``),
-    kind "exact" (the ODE model's density up to solver tolerance). ``info_`` records the score
-    evaluations of each call ("nfe_sample", "nfe_log_prob").
+    probability-flow ODE or Euler-Maruyama on the reverse SDE (``sampler``); the likelihood solves the
+    ODE with the exact Jacobian trace or Hutchinson's estimator (``trace``), kind "exact" (the ODE
+    model's density within the solver error, ``solver_err``). Both solves march steps of equal log-SNR
+    (``VPSDE.log_snr_times``) with ``solver``, their step counts chosen at the end of ``fit``
+    (``methods._probability_flow``). ``info_`` records the score evaluations of each call
+    ("nfe_sample", "nfe_log_prob_mean", ...) and the step checks ("loglik_steps", "sample_steps", ...).
 
     Parameters
     ----------
     beta_min, beta_max : linear noise schedule; eps_t : smallest time.
     hidden, layers, time_features : MLP width, depth and number of time features.
     steps, batch, lr, grad_clip, ema_decay : Adam training settings and weight averaging.
-    rtol, atol : tolerances of the sampling ODE; sampler : "ode" or "em"; em_steps : Euler-Maruyama steps.
-    loglik_tol : rtol = atol of the likelihood ODE (chosen per profile to stay within 0.01 nats per row
-    of a float64 solve at 1e-7 at quick and paper, docs/likelihoods.md).
+    sampler : "ode" or "em"; em_steps : Euler-Maruyama steps.
+    solver, min_ode_steps, max_ode_steps : fixed-step scheme of the ODE and the range of its step counts.
+    loglik_tol : the likelihood's steps double until two solves agree within it (nats) on every check
+    row; sample_tol : the same for samples (standardised units). The profiles' values keep every row
+    within 0.01 nats of a converged float64 solve at quick and paper (docs/likelihoods.md).
     trace, hutchinson_probes : "exact" or "hutchinson" trace, and probes per row of the latter.
-    eval_batch : rows per ODE solve (each row is solved on its own: memory only).
+    eval_batch : rows per ODE solve (memory only: a row's result does not depend on its batch).
 
-    Profiles: ``paper`` takes Song et al.'s CIFAR-10 settings (beta 0.1-20, eps_t 1e-5, RK45 at
-    1e-5, Adam 2e-4, clip 1, EMA 0.9999, batch 128; width, depth and steps are ours); ``quick``:
-    3,000 steps, EMA 0.995, tolerances 1e-3 (within 0.01 nats of 1e-5 on 8gaussians).
+    Profiles: ``paper`` takes Song et al.'s CIFAR-10 settings (beta 0.1-20, eps_t 1e-5, Adam 2e-4,
+    clip 1, EMA 0.9999, batch 128; width, depth and steps are ours; RK4 instead of their adaptive
+    RK45, with checked steps); ``quick``: 3,000 steps, EMA 0.995.
 
     References
     ----------
@@ -92,11 +99,12 @@ class ScoreDiffusion(Method):
     ::
 
         m = methods.create("score_diffusion", "smoke", seed=0).fit(x)
-        m.log_prob(x[:100]); m.info_["nfe_log_prob"]
+        m.log_prob(x[:100]); m.info_["loglik_steps"], m.info_["nfe_log_prob_mean"]
     """
 
     name = "score_diffusion"
     log_prob_kind = "exact"
+    streams = Stream
     plot_style = ("#9467bd", "P")
     profiles = {
         "smoke": dict(
@@ -109,9 +117,10 @@ class ScoreDiffusion(Method):
             grad_clip=1.0,
             ema_decay=0.0,
             eps_t=1e-3,
-            rtol=1e-2,
-            atol=1e-2,
-            loglik_tol=1e-3,
+            min_ode_steps=8,
+            max_ode_steps=16,
+            loglik_tol=2e-2,
+            sample_tol=5e-2,
             em_steps=50,
             eval_batch=4096,
         ),
@@ -125,9 +134,10 @@ class ScoreDiffusion(Method):
             grad_clip=1.0,
             ema_decay=0.995,
             eps_t=1e-3,
-            rtol=1e-3,
-            atol=1e-3,
-            loglik_tol=1e-5,
+            min_ode_steps=16,
+            max_ode_steps=256,
+            loglik_tol=5e-3,
+            sample_tol=1e-2,
             em_steps=200,
             eval_batch=5000,
         ),
@@ -141,14 +151,16 @@ class ScoreDiffusion(Method):
             grad_clip=1.0,
             ema_decay=0.9999,
             eps_t=1e-5,
-            rtol=1e-5,
-            atol=1e-5,
-            loglik_tol=1e-6,
+            min_ode_steps=16,
+            max_ode_steps=1024,
+            loglik_tol=5e-3,
+            sample_tol=1e-3,
             em_steps=1000,
             eval_batch=2048,
         ),
     }
     param_specs = {
+        **FLOW_SPECS,
         "beta_min": Float(gt=0),
         "beta_max": Float(gt=0),
         "trace": Choice(*ode.TRACES),
@@ -163,15 +175,12 @@ class ScoreDiffusion(Method):
         "grad_clip": Float(min=0),
         "ema_decay": Float(min=0, lt=1),
         "eps_t": Float(gt=0, lt=1),
-        "rtol": Float(gt=0),
-        "atol": Float(gt=0),
-        "loglik_tol": Float(gt=0),
         "em_steps": Int(min=1),
-        "eval_batch": Int(min=1),
     }
 
     @classmethod
     def check_params(cls, params: dict[str, Any], dim: int | None) -> None:
+        super().check_params(params, dim)
         if not params["beta_min"] < params["beta_max"]:
             raise ValueError(f"beta_min = {params['beta_min']} must be below beta_max = {params['beta_max']}")
 
@@ -191,6 +200,7 @@ class ScoreDiffusion(Method):
         self.net_.eval()
         if val is not None:
             self.info_["val_dsm_loss"] = self._dsm_eval(to_tensor(self.scaler_.forward(val), self.device_))
+        self.choose_steps(train)
 
     def _dsm_loss(self, net: nn.Module, x0: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """lambda(t) = s_t^2 weighted denoising score matching, i.e. noise-prediction MSE (summed over d)."""
@@ -220,7 +230,7 @@ class ScoreDiffusion(Method):
                 "training",
                 k,
                 p["steps"],
-                val_loglik=lambda rows: self._checkpoint_log_prob(ema, rows[:SOLVED_CHECKPOINT_ROWS]),
+                val_loglik=lambda rows: self.checkpoint_log_prob(rows[:SOLVED_CHECKPOINT_ROWS], ema, probes=1),
             )
 
         result = train(
@@ -233,15 +243,6 @@ class ScoreDiffusion(Method):
         self.net_ = ema
         self.info_["final_loss"] = float(result.loss)
 
-    def _checkpoint_log_prob(self, net: nn.Module, x: np.ndarray) -> np.ndarray:
-        """Log densities (n,) of rows ``x`` (n, d) under the score network ``net`` (the EMA average during
-        training) by the probability-flow ODE with Hutchinson's trace estimator (one seeded Rademacher
-        probe per row): unbiased, and its noise averages out over the rows of a checkpoint."""
-        flow = self.flow_ode(probes=1, probe_seed=stream_seed(self.seed, Stream.PROBE))
-        flow = replace(flow, velocity=self._velocity(in_dtype(net, flow.dtype)))
-        lp, _, _ = flow.log_prob(self.standardised(x))
-        return lp.double().cpu().numpy() + self.scaler_.log_det
-
     @torch.no_grad()
     def _dsm_eval(self, x: torch.Tensor) -> float:
         g = torch_stream(self.seed, Stream.VALIDATION, self.device_)
@@ -252,40 +253,16 @@ class ScoreDiffusion(Method):
         """Score of the noised standardised data, -eps_theta(x, t) / s_t; x (n, d), t 0-d or (n, 1)."""
         return -self.net_(x, t) / self.sde_.std(t)
 
-    def _velocity(self, net: nn.Module):
+    def velocity_field(self, net: nn.Module) -> ode.Velocity:
         """The probability-flow velocity of the noise predictor ``net``: x (n, d), t (n, 1) -> (n, d)."""
         return lambda x, t: self.sde_.ode_drift(lambda u, s: -net(u, s) / self.sde_.std(s), x, t)
 
-    def flow_ode(self, dtype: torch.dtype = ode.LIKELIHOOD_DTYPE, **solver) -> ode.FlowODE:
-        """The fitted probability flow from the data at t = eps_t to N(0, I) at t = 1 (p_1 up to
-        m_1 ~ 7e-3), as the likelihood solves it (dopri5 at rtol = atol = ``loglik_tol`` per row;
-        Hutchinson probes with ``trace="hutchinson"``); ``solver`` overrides ``ode.FlowODE`` fields (sampling
-        uses ``rtol``, ``atol``); ``dtype``: the precision of the solve (float64 for likelihoods,
-        ``ode.LIKELIHOOD_DTYPE``)."""
-        p = self.params
-        net = in_dtype(self.net_, dtype)
-        settings = {
-            "rtol": p["loglik_tol"],
-            "atol": p["loglik_tol"],
-            "eval_batch": p["eval_batch"],
-            "probes": p["hutchinson_probes"] if p["trace"] == "hutchinson" else 0,
-            "probe_seed": stream_seed(self.seed, Stream.LOG_PROB),
-            "dtype": dtype,
-        }
-        return ode.FlowODE(self._velocity(net), p["eps_t"], 1.0, **{**settings, **solver})
+    def times(self) -> ode.Times:
+        """From the data at t = eps_t to N(0, I) at t = 1 (p_1 up to m_1 ~ 7e-3), equal steps of log-SNR."""
+        return self.sde_.log_snr_times(self.params["eps_t"], 1.0)
 
-    def standardised(self, x: np.ndarray) -> torch.Tensor:
-        """Rows ``x`` (n, d) in the model's standardised units, on its device."""
-        return to_tensor(self.scaler_.forward(x), self.device_)
-
-    @torch.no_grad()
-    def transport(self, z: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Standardised samples for prior noise ``z`` (n, d) on the device by the probability-flow ODE, each
-        row solved on its own (a deterministic map of z: the learned teacher of ``supervised_diffusion``);
-        returns (x (n, d), score evaluations on the batches, summed)."""
-        x, nfe, evaluations = self.flow_ode(z.dtype, rtol=self.params["rtol"], atol=self.params["atol"]).transport(z)
-        self.info_["nfe_sample_mean"], self.info_["nfe_sample_max"] = float(nfe.double().mean()), int(nfe.max())
-        return x, evaluations
+    def likelihood_probes(self) -> int:
+        return self.params["hutchinson_probes"] if self.params["trace"] == "hutchinson" else 0
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
         p = self.params
@@ -302,14 +279,3 @@ class ScoreDiffusion(Method):
 
             (x,), self.info_["nfe_sample"] = ode.in_chunks(draw_and_solve, n, p["eval_batch"])
         return self.scaler_.inverse(x.cpu().numpy().astype(np.float64))
-
-    def _log_prob(self, x: np.ndarray) -> np.ndarray:
-        lp, se, nfe = self.flow_ode().log_prob(self.standardised(x))
-        self.info_["nfe_log_prob_mean"], self.info_["nfe_log_prob_max"] = float(nfe.double().mean()), int(nfe.max())
-        if se is not None:  # standard error the probes add to the mean log-likelihood of these rows
-            self.info_["hutchinson_se"] = float(se.double().square().sum().sqrt() / len(se))
-        return lp.cpu().numpy().astype(np.float64) + self.scaler_.log_det
-
-    def likelihood_error(self, x: np.ndarray) -> dict[str, float]:
-        """``solver_err`` (and ``estimator_se`` with Hutchinson's trace) of the mean log-likelihood of ``x``."""
-        return self.flow_ode().errors(self.standardised(x), len(x))

@@ -42,7 +42,7 @@ trap 'rm -rf "$WORK"' EXIT
 SITE=$WORK/site
 WHEELS=${GPU_CHECK_WHEELS:-$ROOT/wheels}
 missing=()
-for pair in nflows:nflows ot:POT torchode:torchode torchtyping:torchtyping typeguard:typeguard tabulate:tabulate tqdm:tqdm numpy:numpy scipy:scipy \
+for pair in nflows:nflows ot:POT tabulate:tabulate tqdm:tqdm numpy:numpy scipy:scipy \
             pandas:pandas matplotlib:matplotlib sklearn:scikit-learn pytest:pytest pluggy:pluggy iniconfig:iniconfig; do
     "$PY" -c "import ${pair%%:*}" 2>/dev/null || missing+=("${pair#*:}")
 done

@@ -17,17 +17,13 @@ AVAILABLE = methods.available()
 
 @pytest.fixture
 def meta_default_device(monkeypatch):
-    """Default device ``meta`` for the test, with two library-internal exceptions explained.
+    """Default device ``meta`` for the test, with a library-internal exception explained.
 
-    - torchode builds solver tables (e.g. dopri5's tableau) at import time without a
-      device: import it before switching, as any real run does long before it fits.
     - nflows' ``Distribution.log_prob`` starts with ``torch.as_tensor(inputs)``. On a real
       device that returns ``inputs`` unchanged (no device argument means "keep it"), but under
       a default-device override it copies them to the default device. The patch keeps
       ``inputs`` where they are; everything else nflows does is still checked.
     """
-    import torchode  # noqa: F401
-
     try:
         from nflows.distributions.base import Distribution
     except ImportError:  # nflows missing: its methods are unavailable anyway

@@ -5,19 +5,22 @@
   Hutchinson variants, whose probes are keyed by the rows).
 * The error bars (``harness.evaluate.ERROR_FIELDS``) exist, are finite and add up to
   ``loglik_error_bar`` for every method that has them; closed-form likelihoods have a zero bar.
-* ``ode.accuracy`` against a float64 solve at 1e-7 catches a planted solver with a looser tolerance
-  at the 0.01-nat threshold the profiles are chosen by, and passes a tight one.
+* ``ode.accuracy`` against the converged float64 solve (``ode.reference_log_prob``) catches a planted
+  solver with too few steps at the 0.01-nat threshold the profiles are chosen by, and passes the
+  solve whose steps the convergence check chose for that threshold.
+* The figure grid's cheaper solve stays within the changes the step check measured.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import methods
 from harness.evaluate import ERROR_FIELDS, likelihood_error_bars
 from harness.toolkit import ode
-from test_methods import CASES, N_TEST, box_data, fitted_case
+from test_methods import CASES, N_TEST, N_TRAIN, box_data, fitted_case
 
 #: Agreement of a row's log-density across batches (nats): float32 rounding only, far below any solver error.
 SAME_ROW = 1e-4
@@ -73,19 +76,41 @@ def ode_model(request):
     return fitted_case(request.param, 2).model
 
 
-def test_accuracy_check_catches_a_planted_loose_solver_and_passes_a_tight_one(ode_model):
+@pytest.fixture(scope="module")
+def reference(ode_model):
+    """40 standardised rows and their converged float64 log-densities."""
     y = ode_model.standardised(box_data(40, 2, seed=3))
-    reference = ode_model.flow_ode(**ode.REFERENCE)
-    planted = ode.accuracy(ode_model.flow_ode(method="dopri5", rtol=0.3, atol=0.3), reference, y)
-    tight = ode.accuracy(ode_model.flow_ode(method="dopri5", rtol=1e-6, atol=1e-6), reference, y)
+    lp, _ = ode.reference_log_prob(ode_model.flow_ode(torch.float64), y)
+    return y, lp
+
+
+def test_accuracy_check_catches_a_planted_coarse_solver_and_passes_a_checked_one(ode_model, reference):
+    y, lp = reference
+    planted = ode.accuracy(ode_model.flow_ode(method="euler", steps=2), lp, y)
     assert not planted.within(ROW_ACCURACY), planted
-    assert tight.within(ROW_ACCURACY), tight
-    assert tight.nfe_mean > planted.nfe_mean  # the tight solve paid for its accuracy
+    # the smoke profile trades accuracy for speed: the check at the quick profile's threshold decides here
+    check_rows = ode_model.standardised(ode_model.step_check_rows(box_data(N_TRAIN, 2, seed=0)))
+    flow = ode_model.flow_ode()
+    choice = ode.choose_steps(lambda n: flow.with_steps(n).log_prob(check_rows)[0], start=4, cap=512, target=5e-3)
+    checked = ode.accuracy(flow.with_steps(choice.steps), lp, y)
+    assert not choice.capped and checked.within(ROW_ACCURACY), (choice, checked)
+    assert checked.nfe > planted.nfe  # the checked solve paid for its accuracy
 
 
-def test_solver_error_shrinks_with_the_tolerance(ode_model):
-    """``solver_err`` is a measured error: a looser solve reports a larger one."""
+def test_solver_error_shrinks_with_the_steps(ode_model):
+    """``solver_err`` is a measured error: a coarser solve reports a larger one."""
     y = ode_model.standardised(box_data(40, 2, seed=4))
-    loose = ode_model.flow_ode(method="dopri5", rtol=0.1, atol=0.1).errors(y, len(y))["solver_err"]
-    tight = ode_model.flow_ode(method="dopri5", rtol=1e-5, atol=1e-5).errors(y, len(y))["solver_err"]
-    assert 0 <= tight < loose
+    coarse = ode_model.flow_ode(steps=2).errors(y, len(y))["solver_err"]
+    fine = ode_model.flow_ode(steps=64).errors(y, len(y))["solver_err"]
+    assert 0 <= fine < coarse
+
+
+def test_figure_solve_stays_within_the_changes_the_check_measured(ode_model):
+    """On the check rows |lp(figure_steps) - lp(loglik_steps)| is at most the sum of the changes measured
+    between them (triangle inequality over the doublings)."""
+    rows = ode_model.step_check_rows(box_data(N_TRAIN, 2, seed=0))  # the fixture's training rows
+    figure, full = ode_model.figure_log_prob(rows), ode_model.log_prob(rows)
+    choice, steps = ode_model.loglik_choice_, ode_model.info_["figure_steps"]
+    assert steps <= choice.steps == ode_model.info_["loglik_steps"]
+    budget = sum(change for n, change in choice.changes.items() if steps <= n < choice.steps)
+    assert np.abs(figure - full).max() <= budget + 1e-5, (steps, choice, budget)

@@ -268,14 +268,18 @@ def test_density_integrates_to_one(fitted_density):
     grid's is smaller), and the outermost ring of cells holds under 1e-4 of mass (the box holds
     the density). exp of an importance-weighted bound with K samples is an unbiased estimate of
     the model's normalised density (E[mean of the K weights] = p), so its integral is 1 up to
-    Monte-Carlo noise and must not exceed 1 beyond the tolerance.
+    Monte-Carlo noise and must not exceed 1 beyond the tolerance. Each point's proposals are its
+    own (row-keyed), so a bound's sub-grids differ by that noise (0.013-0.028 over four seeds of
+    the smoke VAE with K = 16, 0.0035 with K = 256), not by discretisation: the spread gauges
+    exact densities only, while the noise averages out over the grid's 40,000 points in the value.
     """
     model = fitted_density.model
     if model.log_prob_kind == "estimate":
         pytest.skip(f"{fitted_density.case}: log_prob_kind 'estimate' is a noisy estimate, not a density")
     box = np.full(2, HALF_WIDTH)
     integral = grid_integral(model.log_prob, -box, box, CELLS)
-    assert integral.spread < 0.01, f"grid too coarse for this density: sub-grid spread {integral.spread:.3g}"
+    if model.log_prob_kind == "exact":
+        assert integral.spread < 0.01, f"grid too coarse for this density: sub-grid spread {integral.spread:.3g}"
     assert integral.edge < 1e-4, f"box too small: {integral.edge:.3g} of mass on its edge"
     if model.log_prob_kind == "exact":
         assert abs(integral.value - 1.0) < 0.02, f"exact density integrates to {integral.value:.4f}"

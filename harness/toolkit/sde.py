@@ -10,9 +10,11 @@ has the SDE's marginals and d log p_t(x_t)/dt = -div(drift) gives the likelihood
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = ["VPSDE", "em_sample"]
@@ -41,6 +43,32 @@ class VPSDE:
     def std(self, t: torch.Tensor) -> torch.Tensor:
         """s_t = sqrt(1 - m_t^2), computed stably for small t."""
         return torch.sqrt(-torch.expm1(2.0 * self.log_mean_coeff(t)))
+
+    def log_snr(self, t: float) -> float:
+        """lambda_t = log(m_t^2 / s_t^2), decreasing in t."""
+        a = t * self.beta_min + 0.5 * t * t * (self.beta_max - self.beta_min)  # -2 log m_t
+        return -a - math.log(-math.expm1(-a))
+
+    def time_of_log_snr(self, lam: np.ndarray) -> np.ndarray:
+        """The times t at which ``log_snr(t)`` = ``lam``: -2 log m_t = log(1 + exp(-lambda)), a quadratic in t."""
+        a = np.logaddexp(0.0, -np.asarray(lam, dtype=np.float64))
+        half_slope = 0.5 * (self.beta_max - self.beta_min)
+        return 2 * a / (self.beta_min + np.sqrt(self.beta_min**2 + 4 * half_slope * a))
+
+    def log_snr_times(self, t_data: float, t_prior: float) -> Callable[[int], list[float]]:
+        """A time grid (``harness.toolkit.ode.Times``) from ``t_data`` to ``t_prior`` in equal steps of log-SNR.
+
+        Near t = 0 the probability flow's Jacobian grows like 1/s_t^2 ~ 1/t and near t = 1 the drift like
+        beta(t): equal steps of lambda_t are short at both ends (measured: 0.006 nats per row with RK4 x 64
+        steps against 0.028 on a uniform grid, score_diffusion's quick network, docs/likelihoods.md).
+        """
+
+        def times(steps: int) -> list[float]:
+            grid = self.time_of_log_snr(np.linspace(self.log_snr(t_data), self.log_snr(t_prior), steps + 1))
+            grid[0], grid[-1] = t_data, t_prior
+            return grid.tolist()
+
+        return times
 
     def ode_drift(self, score: ScoreFn, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Probability-flow drift -1/2 beta(t) (x + score(x, t)), shape (n, d)."""

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from harness.toolkit.device import progress as _progress
-from harness.toolkit.ode import MARCHES, march
+from harness.toolkit.ode import march
 
 __all__ = [
     "SOLVERS",
@@ -42,7 +42,7 @@ __all__ = [
     "kde_log_likelihood",
 ]
 
-SOLVERS = MARCHES
+SOLVERS = ("euler", "heun")  # the schemes (of ``harness.toolkit.ode.MARCHES``) the teacher offers
 MODES = ("exact", "minibatch", "minibatch_refresh")
 _EXP_FLOOR = -80.0  # exp below this is ~0 and (without denormal flushing) slow
 _PLAIN_BLOCK = 1 << 22  # logits held at once by the plain path (elements)
