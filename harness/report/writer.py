@@ -65,16 +65,16 @@ def write_report(run_dir: Path | str, formats: tuple[str, ...] = DEFAULT_FORMATS
         written += figures
     if "csv" in formats:
         path = run_dir / "results.csv"
-        rows_frame(rows).to_csv(path, index=False)
+        rows_frame(rows).to_csv(path, index=False, encoding="utf-8")
         written.append(path)
     if "latex" in formats:
         path = run_dir / "report.tex"
-        path.write_text(render_latex(data) if data is not None else latex(rows, meta))
+        path.write_text(render_latex(data) if data is not None else latex(rows, meta), encoding="utf-8")
         written.append(path)
     if "md" in formats:
         path = run_dir / "report.md"
         rel = [f.relative_to(run_dir).as_posix() for f in figures]
-        path.write_text(render_markdown(data, rel) if data is not None else markdown(rows, meta))
+        path.write_text(render_markdown(data, rel) if data is not None else markdown(rows, meta), encoding="utf-8")
         written.append(path)
     if "html" in formats:
         path = run_dir / "report.html"
