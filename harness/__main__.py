@@ -1,4 +1,4 @@
-"""Command line: ``python -m harness {run,report,list,data}``.
+"""Command line: ``python -m harness {run,report,merge,list,data}``.
 
 Exit status: 0 done; 2 bad input (one line on stderr; ``--debug`` shows the traceback), including
 input that exhausts memory or recursion or cannot be decoded; 3 (``run``) some cell of the grid
@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the same wall-clock training budget for every trainable "
         "method: each training loop stops at its first checkpoint past it (see README)",
     )
+    run.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only shard I (0..N-1) of the grid cut into N, each into its own --out; "
+        "`merge` combines them (see docs/cluster.md)",
+    )
     run.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
     run.add_argument(
         "--allow-failures",
@@ -82,12 +88,27 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="regenerate a run directory's report from its results database")
     rep.add_argument("run_dir")
     rep.add_argument("--format", default="md,csv,html", help="comma list of md, html, latex, csv (default md,csv,html)")
+    rep.add_argument("--quality-metric", default="energy_distance", help="sample-quality metric of the verdict")
     rep.add_argument(
         "--salvage",
         action="store_true",
         help="move a damaged results database aside and keep its "
         "readable rows in a new one (then `run` recomputes the rest)",
     )
+
+    mrg = sub.add_parser(
+        "merge",
+        help="combine run directories (e.g. the shards of a grid) into a new one and write its report",
+    )
+    mrg.add_argument("out", metavar="OUT", help="the new run directory (must not exist, or be empty)")
+    mrg.add_argument("inputs", metavar="DIR", nargs="+", help="run directories to combine (only read)")
+    mrg.add_argument(
+        "--prefer",
+        choices=("first", "last", "newest"),
+        help="which copy wins when a cell is in several inputs with a different config hash or code "
+        "version: the first or last listed, or the newest (default: refuse)",
+    )
+    mrg.add_argument("--format", default="md,csv,html", help="comma list of md, html, latex, csv (default md,csv,html)")
 
     lst = sub.add_parser("list", help="list methods, datasets and profiles")
     lst.add_argument(
@@ -109,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness import config as config_mod
+    from harness.report import print_verdict
     from harness.runner import run_grid
 
     overrides = {
@@ -124,6 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "address": args.address,
         "jobs": args.jobs,
         "budget": args.budget,
+        "shard": args.shard,
     }
     cfg = config_mod.build(args.config, overrides)
     if cfg.data_root is not None and not Path(cfg.data_root).expanduser().is_dir():
@@ -138,15 +161,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         if importlib.util.find_spec("ray") is None:
             raise UserError("--executor ray needs Ray: pip install -e '.[distributed]'")
+        if cfg.address:  # a wrong address fails now, before the run directory is made
+            from harness.ray_executor import check_reachable
+
+            check_reachable(cfg.address)
     run_dir = config_mod.run_directory(cfg, args.out, PROJECT_ROOT / "reports")
     summary = run_grid(cfg, run_dir, progress=not args.no_progress, retry_failed=args.retry_failed)
     for m, why in summary.method_skips.items():
         print(f"skipped method {m}: {why}", file=sys.stderr)
     paths, deferred = write_report_safely(run_dir)
+    print_verdict(run_dir)
     state = "interrupted" if summary.interrupted or deferred.signal is not None else "done"
+    share = f" (shard {cfg.shard} of a {summary.grid_cells}-cell grid)" if cfg.shard else ""
     print(
         f"{state}: {summary.ok} ok, {summary.failed} failed, {summary.skipped_done} already done "
-        f"of {summary.total} cells in {summary.seconds:.0f} s; report: {paths[-1] if paths else run_dir}"
+        f"of {summary.total} cells{share} in {summary.seconds:.0f} s; report: {paths[-1] if paths else run_dir}"
     )
     if state == "interrupted":
         return EXIT_INTERRUPTED
@@ -160,10 +189,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_report_safely(run_dir: Path | str, formats: tuple[str, ...] | None = None):
+def write_report_safely(run_dir: Path | str, formats: tuple[str, ...] | None = None, **options):
     """Write the report as a critical section (an interrupt signal waits until it is complete): the
     report files must be regular files, and an export holding more rows than the database is moved
-    aside first. Returns (paths written, the ``Deferred`` signal state)."""
+    aside first. ``options`` go to ``write_report``. Returns (paths written, the ``Deferred`` signal
+    state)."""
     from harness.report import write_report
     from harness.store import ARTIFACT_DIR, ResultsStore, protect_export
     from harness.toolkit.files import regular_file
@@ -182,7 +212,7 @@ def write_report_safely(run_dir: Path | str, formats: tuple[str, ...] | None = N
                 regular_file(entry, what)
         if formats is None or "csv" in formats:
             protect_export(run_dir, rows)
-        paths = write_report(run_dir) if formats is None else write_report(run_dir, formats=formats)
+        paths = write_report(run_dir, **({} if formats is None else {"formats": formats}), **options)
     return paths, deferred
 
 
@@ -205,7 +235,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if deferred.signal is not None:
             return EXIT_INTERRUPTED
     warn_changed_data(args.run_dir)
-    paths, deferred = write_report_safely(args.run_dir, formats)
+    paths, deferred = write_report_safely(args.run_dir, formats, quality_metric=args.quality_metric)
     for path in paths:
         print(path)
     return EXIT_INTERRUPTED if deferred.signal is not None else 0
@@ -229,6 +259,28 @@ def warn_changed_data(run_dir: str) -> None:
             continue
         for changed in changed_data(recorded, now):
             warn(f"{changed} has changed since its rows were computed; figures show its current content")
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from harness.merge import merge_runs
+    from harness.report.writer import check_formats
+
+    formats = check_formats(args.format)
+    with deferred_interrupts("merging the run directories") as deferred:
+        summary = merge_runs(args.out, args.inputs, prefer=args.prefer)
+    if deferred.signal is not None:
+        return EXIT_INTERRUPTED
+    paths, deferred = write_report_safely(args.out, formats)
+    if deferred.signal is not None:
+        return EXIT_INTERRUPTED
+    dupes = f"; {summary.agreed} duplicate(s) agreed" if summary.agreed else ""
+    if summary.preferred:
+        dupes += f", {summary.preferred} differing cell(s) decided by --prefer {args.prefer}"
+    print(
+        f"merged {summary.rows} cells ({summary.failed} failed) from {summary.sources} run directories"
+        f"{dupes}; report: {paths[-1] if paths else args.out}"
+    )
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -374,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     check_datasets_package()
-    handlers = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "data": cmd_data}
+    handlers = {"run": cmd_run, "report": cmd_report, "merge": cmd_merge, "list": cmd_list, "data": cmd_data}
     try:
         return handlers[args.command](args)
     except UserError as e:

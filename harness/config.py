@@ -18,6 +18,8 @@ A config file is TOML with these top-level keys (all optional)::
     jobs = "auto"                   # cells at a time (local executor): "auto" or a whole number
     budget = 60                     # training seconds per trainable method (stops at the first
                                     # checkpoint past it; default: none)
+    shard = "0/4"                   # run only shard I of N of the grid (harness/shards.py; default:
+                                    # the whole grid); usually given per job: run --shard I/N
     [params.supervised_diffusion]   # per-method parameter overrides
     steps = 200
 
@@ -36,8 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError, suggest, unknown
+from harness.shards import parse_shard
 from harness.toolkit.files import MAX_CONFIG_BYTES, read_utf8
 from harness.variants import Variant, expand_all
+from methods import PROFILES
 
 #: The embedded default grid (`make run`): three seeds on three 2-D sets with known densities, so every
 #: table has 95% intervals and ties within the 20-minute budget on 2 cores (docs/comparisons.md says why).
@@ -76,6 +80,7 @@ class Config:
     jobs: int | str = "auto"
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     budget: float | None = None
+    shard: str | None = None  # "I/N": this run holds shard I of the grid's N (harness/shards.py)
 
     def cell_time_limit(self) -> float:
         return float(self.time_limit if self.time_limit is not None else DEFAULT_TIME_LIMIT[self.profile])
@@ -95,7 +100,9 @@ class Config:
         return asdict(self)
 
     def hash(self) -> str:
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+        """The config's hash; the shards of one grid share it (and a run without a shard keeps its old hash)."""
+        spec = {k: v for k, v in self.to_dict().items() if k != "shard"}
+        return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 KEYS = tuple(f.name for f in fields(Config))
@@ -262,8 +269,6 @@ def validate(raw: dict[str, Any], source: str = "config") -> Config:
     if "seeds" in raw:
         cfg.seeds = parse_seeds(raw["seeds"])
     if "profile" in raw:
-        from methods import PROFILES  # the one spelling of the profile names
-
         cfg.profile = _check_choice(raw["profile"], "profile", PROFILES)
     if "device" in raw:
         cfg.device = _check_choice(raw["device"], "device", DEVICES)
@@ -275,6 +280,8 @@ def validate(raw: dict[str, Any], source: str = "config") -> Config:
         cfg.sample_size = _sample_size(raw["sample_size"])
     if raw.get("budget") is not None:
         cfg.budget = check_budget(raw["budget"])
+    if raw.get("shard") is not None:
+        cfg.shard = str(parse_shard(raw["shard"]))
     if raw.get("jobs") is not None:
         cfg.jobs = raw["jobs"] if raw["jobs"] == "auto" else _positive(_whole(raw["jobs"], "jobs"), "jobs")
     for key in ("data_root", "address"):

@@ -33,6 +33,7 @@ from harness.config import Config, resolve_names
 from harness.errors import UserError
 from harness.gpu import resolve_device
 from harness.pool import cell_threads, reap_stale_workers, run_pool
+from harness.shards import Shard, check_run_directory, parse_shard
 from harness.signals import INTERRUPTS, interrupt_on_signals
 from harness.store import DB_NAME, ResultsStore
 
@@ -90,7 +91,7 @@ def base_row(cell: Cell, cfg_hash: str, version: str, device: str | None = None)
     """The row fields the parent knows; ``device`` is the planned one (the worker reports the real one)."""
     try:
         params = cell.params()
-    except Exception:  # noqa: BLE001
+    except Exception:
         params = cell.method_params()
     return {
         "cell_key": cell.key,
@@ -126,6 +127,7 @@ class RunSummary:
     interrupted: bool = False
     seconds: float = 0.0
     failed_in_grid: int = 0  # cells of the grid whose row is failed, this run's or earlier ones
+    grid_cells: int = 0  # runnable cells of the whole grid (``total`` counts this shard's)
 
 
 def load_splits(cells: Iterable[Cell]) -> dict:
@@ -148,7 +150,7 @@ def load_splits(cells: Iterable[Cell]) -> dict:
             raise UserError(f"dataset {cell.dataset} does not fit in memory") from None
         except datasets.DataUnavailable as e:
             raise UserError(f"dataset {cell.dataset}: {e}") from None
-        except Exception as e:  # noqa: BLE001 - whatever a loader raises is the dataset's fault, named here
+        except Exception as e:  # whatever a loader raises is the dataset's fault, named here
             raise UserError(f"dataset {cell.dataset} (seed {cell.seed}) cannot be loaded: {one_line(e)}") from None
         splits.check(f"dataset {cell.dataset}", min_test_rows=min_sample_size())
         cache[key] = splits
@@ -216,6 +218,10 @@ def run_grid(
 
         os.environ[NO_PROGRESS_ENV] = "1"
     cells, skipped = make_cells(cfg, include_skipped=True)
+    shard = parse_shard(cfg.shard) if cfg.shard is not None else None
+    grid_cells = sum(c.name not in skipped for c in cells)
+    if shard is not None:  # this job's share of the grid (harness/shards.py)
+        cells = list(shard.select(cells))
     skipped_cells = [c for c in cells if c.name in skipped]
     cells = [c for c in cells if c.name not in skipped]
     device = resolve_device(cfg.device)
@@ -225,6 +231,7 @@ def run_grid(
         store = open_existing_store(run_dir)
         try:  # planning: a refusal here writes nothing
             if store is not None:
+                check_shard_directory(store, shard)
                 check_fingerprints(store, fingerprints)
             done = store.statuses() if store is not None else {}
             splits = load_splits(c for c in cells if done.get(c.key) not in finished)
@@ -236,7 +243,7 @@ def run_grid(
                 store.close()
             raise
         reap_stale_workers(run_dir)
-        summary = RunSummary(total=len(cells), method_skips=skipped)
+        summary = RunSummary(total=len(cells), method_skips=skipped, grid_cells=grid_cells)
         t_start = time.perf_counter()
         try:
             store.set_meta(FINGERPRINTS, {**store.meta().get(FINGERPRINTS, {}), **fingerprints})
@@ -265,6 +272,11 @@ def run_grid(
             finally:
                 store.close()
     return summary
+
+
+def check_shard_directory(store: ResultsStore, shard: Shard | None) -> None:
+    """Refuse (UserError) when ``store`` already holds another share of the grid than ``shard``."""
+    check_run_directory(store.meta().get("config"), bool(store.statuses()), shard, str(store.run_dir))
 
 
 @contextmanager

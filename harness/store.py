@@ -63,8 +63,11 @@ COLUMNS = (
     "created_at",
 )
 JSON_COLUMNS = ("params", "metrics", "timings", "info")
-#: The columns a database must have to be read as ours (extra columns, e.g. provenance, are ignored).
-REQUIRED_COLUMNS = COLUMNS
+#: The columns a database must have to be read as ours: a row's identity. The other COLUMNS read as
+#: empty when absent (and are added when the store is opened); extra columns are ignored.
+REQUIRED_COLUMNS = ("cell_key", "method", "dataset", "seed", "profile", "status")
+#: SQLite types of the columns that may be added to a store lacking them.
+_ADDED_TYPES = {"seed": "INTEGER", "created_at": "REAL"}
 STATUSES = ("ok", "failed", "skipped")
 #: What ``statuses`` says of a row it cannot decode: not finished, so ``run`` recomputes the cell.
 DAMAGED = "damaged"
@@ -292,6 +295,9 @@ class ResultsStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(SCHEMA)
+            present = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
+            for column in (c for c in COLUMNS if c not in present):  # a store of another version
+                conn.execute(f"ALTER TABLE results ADD COLUMN {column} {_ADDED_TYPES.get(column, 'TEXT')}")
         except BaseException:
             conn.close()
             raise
@@ -474,7 +480,12 @@ def readable_rows(path: Path) -> tuple[list[tuple], list[tuple]]:
     """
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     try:
-        results = _scan(conn, f"SELECT {', '.join(COLUMNS)} FROM results", key=0)
+        try:
+            present = {r[1] for r in conn.execute("PRAGMA table_info(results)")} or set(COLUMNS)
+        except sqlite3.DatabaseError:
+            present = set(COLUMNS)
+        columns = ", ".join(c if c in present else f"NULL AS {c}" for c in COLUMNS)
+        results = _scan(conn, f"SELECT {columns} FROM results", key=0)
         meta = _scan(conn, "SELECT key, value FROM meta", key=0)
     finally:
         conn.close()

@@ -1,12 +1,12 @@
 """``report.html``: one self-contained page (inline CSS, figures embedded as
-base64 PNG, no scripts, no network): the summary first (ranks across datasets,
+base64 PNG, no scripts, no network): the verdict first, then the summary (ranks across datasets,
 the critical-difference diagram, the best per dataset), then every table of
 ``report.md``, every figure, the failed cells, and the run's configuration and
 environment last.
 
 Example::
 
-    page = render_html(build(rows, meta), meta, figure_paths)
+    page = render_html(build(rows, meta, run_dir), figure_paths)
 """
 
 from __future__ import annotations
@@ -17,28 +17,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.report.data import (
-    CD_FIGURE,
-    DEFINITION,
-    FRACTIONS,
-    METRICS,
-    PUBLISHED_INTRO,
-    PUBLISHED_TITLE,
-    TIED,
-    Entry,
-    MetricTable,
-    PublishedTable,
-    ReportData,
+from harness.report.blocks import Block, Heading, Table, Text
+from harness.report.data import ReportData
+from harness.report.errorbars import error_bar_note
+from harness.report.published import PUBLISHED_INTRO, PUBLISHED_TITLE, PublishedTable, published_cells
+from harness.report.styles import CD_FIGURE, caption
+from harness.report.summary import (
     best_overview,
     best_text,
-    budget_entry,
-    caption,
     exclusion_notes,
     headline,
-    method_styles,
     most_seeds,
     outlier_note,
-    published_cells,
     rank_conclusions,
     ranked_tables,
     ranks_legend,
@@ -46,6 +36,8 @@ from harness.report.data import (
     reading_text,
     summary_line,
 )
+from harness.report.tables import TIED, Entry, MetricTable
+from harness.report.verdict import Markup, line_text, verdict_legend
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: #222;
@@ -61,6 +53,9 @@ nav a { white-space: nowrap; color: #0366d6; text-decoration: none; }
 nav a:hover { text-decoration: underline; }
 .summary { font-size: .95em; color: #444; }
 ul.conclusions li { margin: .2em 0; }
+ul.verdict { padding-left: 1.2em; font-size: 1.02em; }
+ul.verdict li { margin: .35em 0; overflow-wrap: anywhere; }
+ul.verdict code { white-space: normal; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: .86em; margin: .3em 0 1em; }
 th, td { border: 1px solid #dfe2e5; padding: .3em .65em; text-align: right; white-space: nowrap; }
@@ -223,12 +218,30 @@ def _rank_cell(text: str, mark: str) -> str:
     return f"<td>{_esc(text)}</td>"
 
 
+def verdict_html(data: ReportData) -> list[str]:
+    """The page's first section: one answer per quantity (a list that wraps at any width)."""
+    markup = Markup(name=lambda m: f"<code>{_esc(m)}</code>", strong=lambda q: f"<b>{_esc(q)}</b>", plain=_esc)
+    items = [line_text(v, markup) for v in data.verdict]
+    return [
+        '<h2 id="verdict">Verdict</h2>',
+        '<ul class="verdict">' + "".join(f"<li>{_marked_html(item)}</li>" for item in items) + "</ul>",
+        f'<p class="note">{_marked(verdict_legend(data.verdict))}</p>',
+    ]
+
+
+def _marked_html(markup: str) -> str:
+    """Already-escaped ``markup`` with the tie marks coloured."""
+    return markup.replace(TIED, f'<span class="tie">{TIED}</span>')
+
+
 def summary_html(data: ReportData, figures: list[Path], styles: dict) -> list[str]:
     """The opening section: how to read the report, ranks across datasets with the critical-difference
     diagram, and the best method per dataset and metric."""
     parts = ['<h2 id="summary">Summary</h2>', f'<p class="summary">{_marked(headline(data))}</p>']
     note = outlier_note(data, code=lambda s: f"<code>{_esc(s)}</code>")
     parts += [f'<p class="summary"><b>Warning.</b> {note}</p>'] if note else []
+    note = error_bar_note(data)
+    parts += [f'<p class="summary"><b>Warning.</b> {_esc(note)}</p>'] if note else []
     if ranked_tables(data):
         parts += [
             '<h3 id="ranks">Ranks across datasets</h3>',
@@ -277,21 +290,21 @@ def _marked(text: str) -> str:
     return _esc(text).replace(TIED, f'<span class="tie">{TIED}</span>')
 
 
-def _run_html(data: ReportData, meta: dict[str, Any]) -> list[str]:
+def _run_html(data: ReportData) -> list[str]:
     """The closing section: what was run, the configuration and the environment."""
     line = summary_line(data, code=lambda s: f"<code>{_esc(s)}</code>", count=lambda n: f"<b>{n}</b>")
     return [
         '<h2 id="run">Configuration and environment</h2>',
         f'<p class="summary">{line}</p>',
         '<div class="run"><section><h3 id="configuration">Configuration</h3>',
-        _kv_table(meta.get("config") or {}),
+        _kv_table(data.meta.get("config") or {}),
         '</section><section><h3 id="environment">Environment</h3>',
-        _kv_table(meta.get("environment") or {}),
+        _kv_table(data.meta.get("environment") or {}),
         "</section></div>",
     ]
 
 
-def render_html(data: ReportData | None, meta: dict[str, Any], figures: list[Path] | None = None) -> str:
+def render_html(data: ReportData | None, figures: list[Path] | None = None) -> str:
     """The whole page; ``figures`` are PNG files to embed."""
     parts = [
         "<!DOCTYPE html>",
@@ -304,15 +317,16 @@ def render_html(data: ReportData | None, meta: dict[str, Any], figures: list[Pat
     if data is None:
         parts += ["<p>No results yet.</p>", "</body></html>"]
         return "\n".join(parts)
-    styles = method_styles(data.methods)
+    styles = data.styles
     figures = list(figures or [])
     others = [f for f in figures if Path(f).stem != CD_FIGURE]
-    nav = [("summary", "Summary"), ("tables", "Tables")]
+    nav = [("verdict", "Verdict"), ("summary", "Summary"), ("tables", "Tables")]
     nav += [("published", "Published numbers")] if data.published is not None else []
     nav += [("figures", "Figures")] if others else []
     nav += [("failed", f"Failed cells ({data.n_failed})")] if data.failed else []
     nav += [("run", "Configuration and environment")]
     parts.append("<nav>" + "".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t in nav) + "</nav>")
+    parts += verdict_html(data)
     parts += summary_html(data, figures, styles)
     by_number = {n: err for err, n in data.footnotes.items()}
     parts += [
@@ -327,7 +341,7 @@ def render_html(data: ReportData | None, meta: dict[str, Any], figures: list[Pat
     parts += [metric_table_html(t, by_number, styles) for t in data.tables]
     if data.phases is not None:
         parts.append(_phases_html(data, styles))
-    parts.append(time_section_html(data))
+    parts += ["\n".join(html_blocks(blocks)) for blocks in data.sections]
     if data.published is not None:
         parts.append(_published_html(data.published))
     if others:
@@ -335,7 +349,7 @@ def render_html(data: ReportData | None, meta: dict[str, Any], figures: list[Pat
         parts += [_figure_html(f) for f in others]
     if data.failed:
         parts.append(_failed_html(data))
-    parts += _run_html(data, meta)
+    parts += _run_html(data)
     parts += [
         "<footer>Generated by densitybench from results.sqlite; regenerate with "
         "<code>python -m harness report RUN_DIR --format html</code>.</footer>",
@@ -345,51 +359,15 @@ def render_html(data: ReportData | None, meta: dict[str, Any], figures: list[Pat
     return "\n".join(parts)
 
 
-def time_section_html(data: ReportData) -> str:
-    """The quality-against-time section (tables and notes); '' when nothing to show."""
-
-    def table(header: list[str], body: list[list[str]]) -> str:
-        head = "".join(f"<th>{_esc(h)}</th>" for h in header)
-        trs = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in line) + "</tr>" for line in body)
-        return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>'
-
+def html_blocks(blocks: list[Block]) -> list[str]:
+    """A section's blocks as HTML elements (tables in scrolling boxes)."""
     out = []
-    if data.time_tables:
-        fractions = " / ".join(f"{round(100 * f)}%" for f in FRACTIONS)
-        out += [
-            '<h3 id="t-time-to-quality">Time to quality (training seconds to 50% / 90% of the best final value)</h3>',
-            f'<p class="note">{_esc(DEFINITION.format(fractions=fractions))}</p>',
-        ]
-    for t in data.time_tables:
-        out.append(f"<p>{_esc(METRICS[t.metric][0].capitalize())}:</p>")
-        out.append(table(["method"] + t.datasets, [[m] + [t.entry(m, ds) for ds in t.datasets] for m in t.methods]))
-        if t.undefined:
-            out.append(
-                f'<p class="note">Undefined on {_esc(", ".join(t.undefined))}: no method ended better than '
-                "the Gaussian reference.</p>"
-            )
-    if data.no_checkpoints:
-        out.append(
-            f'<p class="note">Reported no checkpoints (no curve; their rows are in every other table): '
-            f"{_esc(', '.join(data.no_checkpoints))}.</p>"
-        )
-    progress = data.budget
-    if progress:
-        budgets = sorted({p["budget_s"] for ps in progress.values() for p in ps})
-        out.append(f'<h3 id="t-budget">Training under a budget of {_esc(", ".join(f"{b:g}" for b in budgets))} s</h3>')
-        out.append(
-            '<p class="note">Share of the planned training steps reached (every loop stops at its first '
-            "checkpoint past the budget, so where it stops depends on this machine's speed; checkpoints "
-            "are fixed in steps).</p>"
-        )
-        out.append(
-            table(
-                ["method"] + data.datasets,
-                [
-                    [m] + [budget_entry(progress[(m, ds)]) if (m, ds) in progress else "–" for ds in data.datasets]
-                    for m in data.methods
-                    if any((m, ds) in progress for ds in data.datasets)
-                ],
-            )
-        )
-    return "\n".join(out)
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append(f'<h{block.level} id="{_esc(block.anchor)}">{_esc(block.text)}</h{block.level}>')
+        elif isinstance(block, Text):
+            out.append(f'<p class="note">{_esc(block.text)}</p>' if block.note else f"<p>{_esc(block.text)}</p>")
+        elif isinstance(block, Table):
+            cells = [[f"<td>{_esc(c)}</td>" for c in row] for row in block.rows]
+            out.append(_table_html(block.header, cells))
+    return out
