@@ -5,11 +5,13 @@ Modules: ``device`` (devices, batching, threads, progress), ``seeding`` (seed st
 ``standardise``, ``gaussian``, ``distances`` (energy distance), ``nets``, ``mle`` (maximum-likelihood
 loop), ``ode`` (ODE solves, likelihoods by the change of variables), ``sde`` (VP-SDE),
 ``training_free_score``, ``compat`` (third-party quirks). They import only the standard library,
-numpy, scipy, torch (and tqdm for progress bars) and ``harness.errors``.
+numpy, scipy, torch (and tqdm for progress bars) and ``harness.errors``. ``files``: the checked
+opening of files a user names.
 """
 
 __all__ = [
     "device",
+    "files",
     "seeding",
     "training",
     "checkpoint",
