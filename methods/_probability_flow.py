@@ -97,6 +97,7 @@ class ProbabilityFlowMethod(Method):
         """Choose the likelihood's, the figure grid's and the sampler's step counts (fit phase "ode_steps")."""
         p = self.params
         limits = {"start": p["min_ode_steps"], "cap": p["max_ode_steps"]}
+        self.scored_ = None
         with self.phase("ode_steps"):
             rows, flow = self.standardised(self.step_check_rows(train)), self.flow_ode()
             loglik = ode.choose_steps(lambda n: flow.with_steps(n).log_prob(rows)[0], target=p["loglik_tol"], **limits)
@@ -128,8 +129,8 @@ class ProbabilityFlowMethod(Method):
         self.info_["nfe_log_prob_mean"], self.info_["nfe_log_prob_max"] = float(flow.nfe), flow.nfe
         if se is not None:  # standard error the probes add to the mean log-likelihood of these rows
             self.info_["hutchinson_se"] = float(se.double().square().sum().sqrt() / len(se))
-        head = slice(0, ode.ERROR_ROWS)  # kept for the error bars of the same rows
-        self.scored_ = (x[head].copy(), lp[head], None if se is None else se[head])
+        head = slice(0, ode.ERROR_ROWS)  # kept for the error bars of the same rows (evaluate asks for them next)
+        self.scored_ = (x[head].copy(), flow.steps, lp[head], None if se is None else se[head])
         return lp.cpu().numpy().astype(np.float64) + self.scaler_.log_det
 
     def _figure_log_prob(self, x: np.ndarray) -> np.ndarray:
@@ -140,10 +141,10 @@ class ProbabilityFlowMethod(Method):
     def likelihood_error(self, x: np.ndarray) -> dict[str, float]:
         """``solver_err`` (and ``estimator_se`` with Hutchinson's trace) of the mean log-likelihood of ``x``:
         the solve against the one with twice the steps on the first ``ode.ERROR_ROWS`` rows."""
-        rows = x[: ode.ERROR_ROWS]
+        rows, flow = x[: ode.ERROR_ROWS], self.flow_ode()
         kept = getattr(self, "scored_", None)
-        scored = kept[1:] if kept is not None and np.array_equal(kept[0], rows) else None
-        return self.flow_ode().errors(self.standardised(rows), len(x), scored)
+        same = kept is not None and kept[1] == flow.steps and np.array_equal(kept[0], rows)
+        return flow.errors(self.standardised(rows), len(x), kept[2:] if same else None)
 
     @torch.no_grad()
     def transport(self, z: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -105,6 +105,14 @@ def test_solver_error_shrinks_with_the_steps(ode_model):
     assert 0 <= fine < coarse
 
 
+def test_error_bars_reuse_the_rows_log_prob_just_scored_without_changing_them(ode_model):
+    rows = box_data(60, 2, seed=5)
+    ode_model.log_prob(box_data(30, 2, seed=6))  # other rows: nothing to reuse
+    fresh = ode_model.likelihood_error(rows)
+    ode_model.log_prob(rows)  # as evaluate does before asking for the error bars
+    assert ode_model.likelihood_error(rows) == pytest.approx(fresh, rel=1e-6, abs=1e-9)
+
+
 def test_figure_solve_stays_within_the_changes_the_check_measured(ode_model):
     """On the check rows |lp(figure_steps) - lp(loglik_steps)| is at most the sum of the changes measured
     between them (triangle inequality over the doublings)."""

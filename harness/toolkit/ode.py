@@ -308,19 +308,17 @@ class FlowODE:
         (x,), evaluations = in_chunks(one_chunk, len(z), self.eval_batch)
         return x, evaluations
 
-    def errors(self, y: Tensor, n_rows: int, lp: Tensor | None = None) -> dict[str, float]:
+    def errors(self, y: Tensor, n_rows: int, scored: tuple[Tensor, Tensor | None] | None = None) -> dict[str, float]:
         """Error bars of a mean log-likelihood over ``n_rows`` rows, estimated on the first ``ERROR_ROWS`` of
         the standardised rows ``y`` (m, d): ``solver_err``, mean |lp - lp_tight| against the same solve with
         twice the steps (the tighter solve: 2^p times more accurate for a scheme of order p, 16 for RK4),
         with the same probes; with probes, ``estimator_se``, the standard error they add to the mean over
-        ``n_rows`` rows, sqrt(mean se_i^2 / n_rows). ``lp``: this solve's log-densities of those rows when
-        already computed."""
+        ``n_rows`` rows, sqrt(mean se_i^2 / n_rows). ``scored``: this solve's (log-densities, standard
+        errors) of those rows when already computed."""
         y = y[:ERROR_ROWS]
-        se = None
-        if lp is None or self.probes > 1:
-            lp, se = self.log_prob(y)
+        lp, se = self.log_prob(y) if scored is None else scored
         tight, _ = self.with_steps(2 * self.steps).log_prob(y)
-        out = {"solver_err": float((lp[: len(y)].double() - tight.double()).abs().mean())}
+        out = {"solver_err": float((lp.double() - tight.double()).abs().mean())}
         if se is not None:
             out["estimator_se"] = float(math.sqrt(float(se.double().square().mean()) / n_rows))
         return out
