@@ -1,8 +1,8 @@
 """Ordinary differential equations of continuous-time generative models: one layer for every method.
 
 Every solve marches a fixed time grid (``march``: Euler, Heun, midpoint or classical RK4) with a step
-count chosen by a convergence check (``choose_steps``: double N until two solves agree), so a row's
-result is the same arithmetic whichever rows share its batch. ``flow`` carries samples along a
+count chosen by a convergence check (``choose_steps``: the fewest N whose solve agrees with the one at
+2N), so a row's result is the same arithmetic whichever rows share its batch. ``flow`` carries samples along a
 velocity field; ``log_prob`` is the instantaneous change of variables (Chen et al. 2018, Grathwohl
 et al. 2019) in either direction of time, with the exact divergence or Hutchinson's estimator on
 probes keyed by the rows themselves (``seeding.row_rademacher``). ``FlowODE`` bundles a fitted model's
@@ -44,6 +44,8 @@ __all__ = [
     "divergence_exact",
     "divergence_probes",
     "in_chunks",
+    "STEP_GROWTH",
+    "STATISTICS",
     "StepChoice",
     "choose_steps",
     "FlowODE",
@@ -214,10 +216,16 @@ def in_chunks(fn: Callable[[int, int], tuple[tuple[Tensor, ...], int]], n: int, 
     return [torch.cat(column) for column in zip(*parts, strict=True)], evaluations
 
 
+#: Ratio of successive step counts the check tries (sqrt 2: at most 41% more steps than the fewest that pass).
+STEP_GROWTH = math.sqrt(2.0)
+#: How a check summarises |solve(N) - solve(2N)| over its entries.
+STATISTICS = {"max": lambda change: float(change.max()), "mean": lambda change: float(change.mean())}
+
+
 @dataclass(frozen=True)
 class StepChoice:
-    """The outcome of ``choose_steps``: the step count ``steps``; ``changes`` {N: max |f(N) - f(2N)|} for
-    every N tried; ``capped``: the cap stopped the doubling before a change fell to the target."""
+    """The outcome of ``choose_steps``: the step count ``steps``; ``changes`` {N: change between N and 2N
+    steps} for every N tried; ``capped``: the cap stopped the search before a change fell to the target."""
 
     steps: int
     changes: dict[int, float]
@@ -225,32 +233,50 @@ class StepChoice:
 
     @property
     def change(self) -> float:
-        """max |f(steps) - f(2 steps)|, or for a capped choice the last change measured (steps / 2 against steps)."""
-        return self.changes.get(self.steps, self.changes.get(self.steps // 2, math.nan))
+        """The change at ``steps`` (for a capped choice the last change measured)."""
+        return self.changes[self.steps] if self.steps in self.changes else self.changes[max(self.changes)]
 
     def coarsest(self, target: float) -> int:
         """The fewest steps tried whose change is at most ``target`` (``steps`` when none is)."""
         return min((n for n, c in self.changes.items() if c <= target), default=self.steps)
 
 
-def choose_steps(solve: Callable[[int], Tensor], *, start: int, cap: int, target: float) -> StepChoice:
-    """The fewest steps N = start * 2^k <= ``cap`` whose solve agrees with the one at 2N within ``target``.
+def choose_steps(
+    solve: Callable[[int], Tensor],
+    *,
+    start: int,
+    cap: int,
+    target: float,
+    statistic: str = "max",
+    growth: float = STEP_GROWTH,
+) -> StepChoice:
+    """The fewest steps N (from ``start``, growing by ``growth``, at most ``cap``) whose solve agrees with the
+    one at 2N within ``target``.
 
     ``solve(N)`` returns a tensor (per-row log-densities, or sample positions) computed with N steps on
-    fixed rows; the change is max |solve(N) - solve(2N)| over all its entries. For a scheme of order p the
-    2N solve is about 2^p times more accurate (16 for RK4), so the change estimates the error at N.
-    When 2N would pass ``cap``, N is the last count solved and ``capped`` is True.
+    fixed rows; the change is the ``statistic`` ("max" or "mean") of |solve(N) - solve(2N)| over its
+    entries. For a scheme of order p the 2N solve is 2^p times more accurate (16 for RK4), so the change
+    estimates the error at N. When no N up to ``cap`` passes, N is ``cap`` and ``capped`` is True (its
+    change is then measured against 2 ``cap`` steps).
     """
     if not 1 <= start <= cap:
         raise ValueError(f"need 1 <= start <= cap, got start={start}, cap={cap}")
-    steps, coarse, changes = start, solve(start), {}
-    while 2 * steps <= cap:
-        fine = solve(2 * steps)
-        changes[steps] = float((fine.double() - coarse.double()).abs().max())
-        if changes[steps] <= target:
-            return StepChoice(steps, changes, False)
-        steps, coarse = 2 * steps, fine
-    return StepChoice(steps, changes, True)
+    summary, solved, changes = STATISTICS[statistic], {}, {}
+
+    def solution(n: int) -> Tensor:
+        if n not in solved:
+            solved[n] = solve(n).double()
+        return solved[n]
+
+    k = 0
+    while True:
+        steps = min(cap, round(start * growth**k))
+        changes[steps] = summary((solution(2 * steps) - solution(steps)).abs())
+        if changes[steps] <= target or steps == cap:
+            return StepChoice(steps, changes, changes[steps] > target)
+        k += 1
+        while round(start * growth**k) <= steps:  # rounding may repeat a count at small starts
+            k += 1
 
 
 @dataclass(frozen=True)
@@ -336,7 +362,7 @@ def reference_log_prob(flow_ode: FlowODE, y: Tensor, *, cap: int = 1 << 14) -> t
         solved[n] = exact.with_steps(n).log_prob(y)[0]
         return solved[n]
 
-    choice = choose_steps(solve, start=flow_ode.steps, cap=cap, target=REFERENCE_CHANGE)
+    choice = choose_steps(solve, start=flow_ode.steps, cap=cap, target=REFERENCE_CHANGE, growth=2.0)
     if choice.capped:
         raise RuntimeError(f"the reference solve did not converge within {cap} steps (change {choice.change:.2g})")
     return solved[2 * choice.steps], choice
