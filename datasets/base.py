@@ -71,7 +71,9 @@ class Dataset(ABC):
     ``group`` names the family a user can select at once (``--datasets 2d``) and
     fetch at once (``data fetch maf``); ``published`` holds other papers' test
     log-likelihoods on the set, which reports show beside ours (with
-    ``published_note`` as a caveat).
+    ``published_note`` as a caveat). ``reshuffled_splits`` is True when the splits of different
+    seeds partition the same rows differently (a row tested under one seed trains under another):
+    tuning then selects parameters per seed, so that no seed's test rows guided the choice.
     """
 
     name: ClassVar[str]
@@ -82,6 +84,7 @@ class Dataset(ABC):
     group: ClassVar[str] = ""
     published: ClassVar[tuple[Published, ...]] = ()
     published_note: ClassVar[str] = ""
+    reshuffled_splits: ClassVar[bool] = False
 
     @abstractmethod
     def load(self, seed: int = 0, root: Path | None = None) -> Splits:

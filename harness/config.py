@@ -18,6 +18,8 @@ A config file is TOML with these top-level keys (all optional)::
     jobs = "auto"                   # cells at a time (local executor): "auto" or a whole number
     budget = 60                     # training seconds per trainable method (stops at the first
                                     # checkpoint past it; default: none)
+    params_from = "reports/tuned"   # run the parameters the tuning studies of this run directory
+                                    # chose (harness/tuning.py; default: the profile's)
     [params.supervised_diffusion]   # per-method parameter overrides
     steps = 200
 
@@ -76,6 +78,9 @@ class Config:
     jobs: int | str = "auto"
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     budget: float | None = None
+    #: A run directory whose tuning studies choose the parameters (``run --params-from``, the test phase
+    #: of ``tune``); None: the profile's parameters.
+    params_from: str | None = None
 
     def cell_time_limit(self) -> float:
         return float(self.time_limit if self.time_limit is not None else DEFAULT_TIME_LIMIT[self.profile])
@@ -95,7 +100,12 @@ class Config:
         return asdict(self)
 
     def hash(self) -> str:
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+        spec = {k: v for k, v in self.to_dict().items() if not (k in _UNHASHED_IF_NONE and v is None)}
+        return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+#: Keys added after runs were recorded: left out of the hash while unset, so earlier hashes hold.
+_UNHASHED_IF_NONE = ("params_from",)
 
 
 KEYS = tuple(f.name for f in fields(Config))
@@ -273,7 +283,7 @@ def validate(raw: dict[str, Any], source: str = "config") -> Config:
         cfg.budget = check_budget(raw["budget"])
     if raw.get("jobs") is not None:
         cfg.jobs = raw["jobs"] if raw["jobs"] == "auto" else _positive(_whole(raw["jobs"], "jobs"), "jobs")
-    for key in ("data_root", "address"):
+    for key in ("data_root", "address", "params_from"):
         if raw.get(key) is not None:
             if not isinstance(raw[key], str):
                 raise UserError(f"{key} must be a string, got {raw[key]!r}")

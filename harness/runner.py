@@ -11,6 +11,7 @@ finished cells (resume).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from harness.cells import Cell, CellTask, failed_result, one_line, preload_optim
 from harness.config import Config, resolve_names
 from harness.gpu import resolve_device
 from harness.pool import cell_threads, reap_stale_workers, run_pool
-from harness.store import ResultsStore
+from harness.store import ResultsStore, dumps
 
 
 def code_version() -> str:
@@ -72,6 +73,11 @@ def make_cells(cfg: Config, *, include_skipped: bool = False) -> tuple[list[Cell
         if include_skipped or v.name not in skipped
         for s in cfg.seeds
     ]
+    if cfg.params_from is not None:  # the parameters tuning chose, as cells of their own (named "X (tuned)")
+        from harness.studies import apply_choices
+
+        runnable = apply_choices([c for c in cells if c.name not in skipped], cfg.params_from)
+        cells = runnable + [c for c in cells if c.name in skipped]
     return cells, skipped
 
 
@@ -102,6 +108,8 @@ def cell_row(
     row = {**base_row(cell, cfg_hash, version, device), **result}
     if cell.variant:
         row["info"] = {**(row.get("info") or {}), "variant": {"method": cell.method, "params": dict(cell.variant)}}
+    if cell.tuning:
+        row["info"] = {**(row.get("info") or {}), "tuning": json.loads(cell.tuning)}
     return row
 
 
@@ -243,7 +251,8 @@ def _run_pending(
     store.set_meta("environment", env)
     done = store.statuses()
     finished = {"ok"} if retry_failed else {"ok", "failed"}  # a "skipped" cell runs once it can
-    pending = [c for c in cells if done.get(c.key) not in finished]
+    rechosen = rechosen_cells(store, cells)
+    pending = [c for c in cells if done.get(c.key) not in finished or c.key in rechosen]
     summary.skipped_done = len(cells) - len(pending)
     cfg_hash, version = cfg.hash(), code_version()
 
@@ -288,6 +297,19 @@ def _run_pending(
             results.close()  # stops the workers still running when the loop ends early
     finally:
         bar.close()
+
+
+def rechosen_cells(store: ResultsStore, cells: list[Cell]) -> set[str]:
+    """Keys of tuned cells whose stored row ran other parameters than tuning chooses now (a study that
+    got more trials since): they run again and their rows are replaced."""
+    tuned = {c.key: c for c in cells if c.tuned}
+    if not tuned:
+        return set()
+    return {
+        r["cell_key"]
+        for r in store.rows()
+        if r["cell_key"] in tuned and r.get("params") != json.loads(dumps(tuned[r["cell_key"]].params()))
+    }
 
 
 def _local_results(

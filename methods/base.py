@@ -136,10 +136,11 @@ class Choice(Spec):
 
 
 class Int(Spec):
-    """An integer (not a bool) in [min, max]; None leaves that side open."""
+    """An integer (not a bool) in [min, max]; None leaves that side open. ``log``: searched on a log
+    scale when the spec is an entry of a ``search_space``."""
 
-    def __init__(self, min: int | None = None, max: int | None = None) -> None:  # noqa: A002
-        self.min, self.max = min, max
+    def __init__(self, min: int | None = None, max: int | None = None, *, log: bool = False) -> None:  # noqa: A002
+        self.min, self.max, self.log = min, max, log
 
     def accepts(self, value: Any) -> bool:
         return _is_int(value) and (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
@@ -149,7 +150,8 @@ class Int(Spec):
 
 
 class Float(Spec):
-    """A finite real number (ints allowed) within [min, max]; ``gt``/``lt`` give open bounds instead."""
+    """A finite real number (ints allowed) within [min, max]; ``gt``/``lt`` give open bounds instead.
+    ``log``: searched on a log scale when the spec is an entry of a ``search_space``."""
 
     def __init__(
         self,
@@ -158,9 +160,11 @@ class Float(Spec):
         *,  # noqa: A002
         gt: float | None = None,
         lt: float | None = None,
+        log: bool = False,
     ) -> None:
         self.low, self.low_open = (gt, True) if gt is not None else (min, False)
         self.high, self.high_open = (lt, True) if lt is not None else (max, False)
+        self.log = log
 
     def accepts(self, value: Any) -> bool:
         if not _is_real(value):
@@ -279,6 +283,9 @@ class Method(ABC):
     param_specs : parameter name -> ``Spec`` (``Choice``, ``Int``, ``Float``, ``Bool``, ``Seq``, ``a | b``),
         checked by ``methods.resolve_params`` (hence ``methods.create`` and grid planning). A profile
         parameter without an entry is checked against the types of its profile values.
+    search_space : parameter name -> bounded ``Float(min, max, log=...)``, ``Int(min, max, log=...)`` or
+        ``Choice(...)``: the parameters ``python -m harness tune`` searches (equal trials for every
+        method; docs/tuning.md). Empty: nothing to tune (the method runs its profile).
     min_dim : the smallest data dimension the method supports (``fit`` refuses fewer columns).
     plot_style : (colour, matplotlib marker) of the method in figures; None: the report picks one.
     """
@@ -287,6 +294,7 @@ class Method(ABC):
     log_prob_kind: ClassVar[str | None] = None
     profiles: ClassVar[dict[str, dict]] = {"smoke": {}, "quick": {}, "paper": {}}
     param_specs: ClassVar[dict[str, Spec]] = {}
+    search_space: ClassVar[dict[str, Spec]] = {}
     min_dim: ClassVar[int] = 1
     plot_style: ClassVar[tuple[str, str] | None] = None
     #: Wall-clock training budget in seconds (None: none), set before ``fit`` (``run --budget``):
@@ -294,6 +302,9 @@ class Method(ABC):
     budget_s: float | None = None
     #: The clock of fit phases and checkpoints (seconds); tests set a deterministic one.
     clock: Callable[[], float] = staticmethod(time.perf_counter)
+    #: Called with each checkpoint's record (a dict, see ``checkpoint``) as it is made; it may raise to
+    #: abandon the fit (a tuning trial's pruner does). Set before ``fit``; None: no observer.
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None
 
     def __init__(self, *, device: str = "auto", seed: int = 0, **params: Any) -> None:
         self.device = device
@@ -406,6 +417,8 @@ class Method(ABC):
         record["eval_s"] = self.clock() - now
         self.checkpoint_s_ += record["eval_s"]
         self.checkpoints_.append(record)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(record)
         spent = self.budget_s is not None and elapsed >= self.budget_s
         self.budget_spent_ = self.budget_spent_ or spent
         return spent

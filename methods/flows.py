@@ -115,6 +115,14 @@ class _NflowsFlow(Method):
         "weight_decay": Float(min=0),
         "anneal": Bool(),
     }
+    #: Architecture and optimiser; training length stays the profile's (docs/tuning.md).
+    search_space: ClassVar[dict[str, Spec]] = {
+        "lr": Float(1e-5, 1e-2, log=True),
+        "hidden": Int(16, 1024, log=True),
+        "n_layers": Int(2, 12),
+        "n_blocks": Int(1, 3),
+        "dropout": Float(0.0, 0.3),
+    }
     reverse_between: ClassVar[bool] = False
     arch_keys: ClassVar[tuple[str, ...]] = ("n_layers", "hidden", "n_blocks", "dropout", "batch_norm", "use_lu")
 
@@ -358,6 +366,7 @@ class RealNVP(_NflowsFlow):
 
 _NSF_ARCH_KEYS = (*_NflowsFlow.arch_keys, "bins", "tail_bound")
 _NSF_SPECS = {**_NflowsFlow.param_specs, "bins": Int(min=1), "tail_bound": Float(gt=0)}
+_NSF_SPACE = {**_NflowsFlow.search_space, "bins": Int(4, 16)}
 # NSF paper UCI script defaults (bayesiains/nsf experiments/uci.py): 10 steps of
 # [random permutation + LU linear, RQ transform] plus a final linear layer, 256 hidden
 # units, 2 residual blocks, 8 bins, linear tails outside [-3, 3], dropout 0.25, no batch norm.
@@ -423,6 +432,7 @@ class NSFAutoregressive(_NflowsFlow):
     arch_keys = _NSF_ARCH_KEYS
     profiles = _NSF_PROFILES
     param_specs = _NSF_SPECS
+    search_space = _NSF_SPACE
 
     def _step(self, i: int, d: int) -> Transform:
         p = self.params
@@ -478,6 +488,7 @@ class NSFCoupling(_NflowsFlow):
     arch_keys = _NSF_ARCH_KEYS
     profiles = _NSF_PROFILES
     param_specs = _NSF_SPECS
+    search_space = _NSF_SPACE
 
     def _step(self, i: int, d: int) -> Transform:
         p = self.params

@@ -479,6 +479,15 @@ class SupervisedDiffusion(Method):
         "teacher": Choice(*TEACHERS),
         "teacher_profile": Choice(*TEACHER_PROFILES),
     }
+    #: The teacher's bandwidth eps (the KDE the labels sample, docs/flagship.md), G's width and lr, the
+    #: student's width and lr; the label count and step counts stay the profile's (docs/tuning.md).
+    search_space: ClassVar[dict[str, Spec]] = {
+        "eps": Float(1e-3, 0.3, log=True),
+        "hidden": Int(32, 2048, log=True),
+        "lr": Float(3e-4, 1e-2, log=True),
+        "student_hidden": Int(16, 256, log=True),
+        "student_lr": Float(3e-4, 1e-2, log=True),
+    }
 
     # ----------------------------------------------------------------- fit
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
@@ -746,6 +755,7 @@ class TrainingFreeODE(Method):
         "paper": dict(eps=0.01, steps=500, solver="euler", score_mode="minibatch", mc_batch=1000, chunk="auto"),
     }
     param_specs: ClassVar[dict[str, Spec]] = TEACHER_SPECS
+    search_space: ClassVar[dict[str, Spec]] = {"eps": Float(1e-3, 0.3, log=True)}
 
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
         self.teacher_ = _teacher_settings(self.params, train.shape[1])
