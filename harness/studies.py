@@ -106,8 +106,10 @@ class StudyPlan:
 class StudySummary:
     """One study: what it tuned (``row``: the method's row name, ``dataset``, the split ``seed`` or None
     when one study serves every seed), how its trials ended, the best validation value and parameters,
-    and its compute: ``cpu_s`` summed over trials, ``full_fit_cpu_s`` the median of the completed
-    (unpruned) trials', so that ``saved`` = 1 - cpu_s / (trials * full_fit_cpu_s) is what pruning saved."""
+    and its compute: ``cpu_s`` summed over trials; ``full_fit_cpu_s`` the median of the completed
+    trials'; ``pruning_saved_cpu_s`` what the pruned trials would have cost had they run to the end
+    (each one's CPU time scaled by its planned steps over the steps it reached: a lower bound, phases
+    not begun are not counted)."""
 
     name: str
     method: str
@@ -129,14 +131,19 @@ class StudySummary:
     cpu_s: float = 0.0
     fit_s: float = 0.0
     full_fit_cpu_s: float | None = None
+    pruning_saved_cpu_s: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
-    def saved(self) -> float | None:
-        """Share of ``trials`` full fits' CPU time that pruning saved (None without a completed trial)."""
-        if not self.full_fit_cpu_s or not self.trials:
-            return None
-        return 1.0 - self.cpu_s / (self.trials * self.full_fit_cpu_s)
+    def saved(self) -> float:
+        """Share of the study's CPU time without pruning that pruning saved (at least)."""
+        total = self.cpu_s + self.pruning_saved_cpu_s
+        return self.pruning_saved_cpu_s / total if total > 0 else 0.0
+
+    @property
+    def of_full_fits(self) -> float | None:
+        """CPU time used over that of ``trials`` full fits (median completed trial); None without one."""
+        return self.cpu_s / (self.trials * self.full_fit_cpu_s) if self.full_fit_cpu_s and self.trials else None
 
     def note(self) -> dict[str, Any]:
         """What a tuned row records in ``info["tuning"]``."""
@@ -201,6 +208,8 @@ def summarise(study, attrs: dict[str, Any]) -> StudySummary:
                 s.default_value = t.value
         elif t.state == TrialState.PRUNED:
             s.pruned += 1
+            reached = t.user_attrs.get("progress") or 1.0
+            s.pruning_saved_cpu_s += cpu * (1.0 / max(reached, 1e-3) - 1.0)
         else:
             s.failed += 1
         s.history.append(
@@ -262,4 +271,5 @@ def summaries_as_dicts(run_dir: Path | str) -> list[dict[str, Any]]:
     """Every study of ``run_dir`` as a plain dict (``StudySummary`` fields plus ``saved``); [] without studies."""
     if not (Path(run_dir) / STUDY_DB).is_file():
         return []
-    return [{**asdict(s), "saved": s.saved} for s in study_summaries(open_storage(run_dir, create=False))]
+    summaries = study_summaries(open_storage(run_dir, create=False))
+    return [{**asdict(s), "saved": s.saved, "of_full_fits": s.of_full_fits} for s in summaries]

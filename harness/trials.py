@@ -148,7 +148,7 @@ def validation_score(model, train: np.ndarray, val: np.ndarray, objective: str, 
 
 def run_trial(tcell: TrialCell, splits_cache: dict) -> dict[str, Any]:
     """Fit and score one trial in this process; returns {"status": "ok" | "pruned" | "failed", "value",
-    "intermediate", "cpu_s", "fit_s", "error"}."""
+    "intermediate", "cpu_s", "fit_s", "progress" (share of the planned steps a pruned fit reached), "error"}."""
     import optuna
 
     cpu0 = time.process_time()
@@ -171,7 +171,8 @@ def run_trial(tcell: TrialCell, splits_cache: dict) -> dict[str, Any]:
         try:
             model.fit(train, val)
         except optuna.TrialPruned as e:
-            return _result("pruned", pruning, cpu0, error=str(e), fit_s=_fit_seconds(model, t0))
+            progress = _progress(model)
+            return _result("pruned", pruning, cpu0, error=str(e), fit_s=_fit_seconds(model, t0), progress=progress)
         fit_s = _fit_seconds(model, t0)
         value = validation_score(model, train, val, tcell.objective, cell.seed)
         if not math.isfinite(value):
@@ -184,6 +185,14 @@ def run_trial(tcell: TrialCell, splits_cache: dict) -> dict[str, Any]:
             **_result("failed", pruning, cpu0, error=one_line(e)),
             "traceback": traceback.format_exc(limit=6),
         }
+
+
+def _progress(model) -> float:
+    """Share of the planned training steps a stopped fit reached, over the phases it began (so at least
+    the share of the whole fit: phases not begun are not counted)."""
+    last = {c["phase"]: c for c in getattr(model, "checkpoints_", []) if c.get("planned")}
+    planned = sum(c["planned"] for c in last.values())
+    return min(1.0, sum(c["step"] for c in last.values()) / planned) if planned else 1.0
 
 
 def _fit_seconds(model, t0: float) -> float:

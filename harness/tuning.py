@@ -359,6 +359,7 @@ class _Driver:
             "cpu_estimated": cpu_s is None,
             "fit_s": result.get("fit_s"),
             "wall_s": wall_s,
+            "progress": result.get("progress"),
             "error": result.get("error"),
         }
         for key, value in attrs.items():

@@ -187,6 +187,8 @@ def test_a_trial_below_the_median_of_completed_trials_is_pruned_and_recorded_as_
     assert frozen.state.name == "PRUNED" and frozen.intermediate_values == result["intermediate"]
     (summary,) = study_summaries(driver.storage)
     assert summary.pruned == 1 and summary.trials == 1  # a pruned trial counts towards N
+    assert result["progress"] == 0.5  # stopped at step 2 of 4: the rest would have cost as much again
+    assert summary.pruning_saved_cpu_s == pytest.approx(summary.cpu_s) and summary.saved == pytest.approx(0.5)
 
 
 def test_a_trial_above_the_median_runs_to_the_end(tmp_path):
