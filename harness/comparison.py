@@ -2,7 +2,7 @@
 confidence intervals over seeds, the best entry and the entries tied with it,
 ranks across datasets, the Friedman test and the Nemenyi critical difference
 (Demšar, "Statistical Comparisons of Classifiers over Multiple Data Sets",
-JMLR 7, 2006). The report (``harness.report.data``) computes its tables with
+JMLR 7, 2006). The report (``harness.report.tables``) computes its tables with
 them; the renderers only format the result.
 
 Example::

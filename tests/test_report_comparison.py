@@ -117,7 +117,7 @@ def test_summary_first_configuration_last():
     assert md.index("### Best per dataset") < md.index("## Tables") < md.index("Profile `quick`")
     best = _md_cells(md, "Best per dataset", kind_column=False)
     assert best["Test log-lik."] == ["a († b)", "b († c)", "a"]
-    page = render_html(build(_rows(), META), META, [])
+    page = render_html(build(_rows(), META), [])
     assert page.index('id="summary"') < page.index('id="tables"') < page.index('id="configuration"')
     assert page.count('class="tie"') >= 3
 

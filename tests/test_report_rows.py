@@ -55,3 +55,23 @@ def test_partly_failed_cell_says_how_many_seeds_are_in_its_mean():
     # mean -1.5 ± the t-interval half-width 12.706 * 0.707 / sqrt 2 = 6.35 over the two seeds that ran
     assert "-1.50 ± 6.4 (2/3 seeds ok)" in markdown(rows)
     assert "(2/3 seeds ok)" in latex(rows)
+
+
+def _timed(seed: int, loglik: float, rate: float, profile: str) -> dict:
+    r = row(seed, loglik, profile=profile)
+    r["timings"] = {"samples_per_s": rate}
+    r["info"] = {"checkpoints": [{"t": 0.1 * rate, "phase": "training", "step": 1, "val_loglik": loglik}]}
+    return r
+
+
+def test_two_profiles_are_two_points_in_the_speed_figure_and_two_curves():
+    from harness.report.figures import speed_quality_figure
+
+    rows = [_timed(s, -1.0, 100.0, "smoke") for s in (0, 1)] + [_timed(s, -3.0, 1000.0, "quick") for s in (0, 1)]
+    data = build(rows)
+    top = speed_quality_figure(data).axes[0]
+    points = sorted((line.get_xdata()[0], line.get_ydata()[0]) for line in top.lines if line.get_marker() != "None")
+    # pooled, the figure would show one point at (550, -2.0)
+    assert points == [pytest.approx((100.0, -1.0)), pytest.approx((1000.0, -3.0))]
+    table = data.time_tables[0]
+    assert table.methods == ["gaussian (quick)", "gaussian (smoke)"]

@@ -1,8 +1,10 @@
 """The report of a run, built from its results store and per-cell artefacts alone.
 
-``data`` computes every table, ranking and summary once (``ReportData``); the
-renderers ``markdown``, ``latex``, ``html`` and ``figures`` only format it; ``writer``
-runs them (``write_report``).
+``data.build`` computes every table, ranking, section and figure input once
+(``ReportData``) from its parts (``frame``, ``tables``, ``published``,
+``summary``, ``artefacts``, ``styles``, ``curves``, ``time_section``); the
+renderers ``markdown``, ``latex``, ``html`` and ``figures`` only format it;
+``writer`` runs them (``write_report``).
 
 Example::
 
@@ -11,9 +13,12 @@ Example::
 
 from __future__ import annotations
 
-from harness.report.data import TABLES, ReportData, TableSpec, build, method_order, rows_frame
+from harness.report.build import build
+from harness.report.data import ReportData
+from harness.report.frame import method_order, rows_frame
 from harness.report.latex import latex, latex_escape
 from harness.report.markdown import markdown, metric_table
+from harness.report.tables import TABLES, TableSpec
 from harness.report.writer import DEFAULT_FORMATS, FORMATS, write_report
 
 __all__ = [

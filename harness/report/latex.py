@@ -12,19 +12,12 @@ import math
 import re
 from typing import Any
 
-from harness.report.data import (
-    LEVEL,
-    PUBLISHED_INTRO,
-    PUBLISHED_TITLE,
-    Entry,
-    MetricTable,
-    PublishedTable,
-    ReportData,
-    build,
-    most_seeds,
-    published_cells,
-    significant,
-)
+from harness.comparison import LEVEL, significant
+from harness.report.build import build
+from harness.report.data import ReportData
+from harness.report.published import PUBLISHED_INTRO, PUBLISHED_TITLE, PublishedTable, published_cells
+from harness.report.summary import most_seeds
+from harness.report.tables import Entry, MetricTable
 
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}",

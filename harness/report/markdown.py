@@ -17,30 +17,18 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from harness.report.data import (
-    CD_FIGURE,
-    DEFINITION,
-    FRACTIONS,
-    METRICS,
-    PUBLISHED_INTRO,
-    PUBLISHED_TITLE,
-    TIED,
-    Entry,
-    MetricTable,
-    PublishedTable,
-    ReportData,
-    TableSpec,
+from harness.report.blocks import Block, Heading, Table, Text
+from harness.report.build import build
+from harness.report.data import ReportData
+from harness.report.published import PUBLISHED_INTRO, PUBLISHED_TITLE, PublishedTable, published_cells
+from harness.report.styles import CD_FIGURE, caption
+from harness.report.summary import (
     best_overview,
     best_text,
-    budget_entry,
-    build,
-    caption,
     exclusion_notes,
     headline,
-    metric_entries,
     most_seeds,
     outlier_note,
-    published_cells,
     rank_conclusions,
     ranked_tables,
     ranks_legend,
@@ -48,6 +36,7 @@ from harness.report.data import (
     reading_text,
     summary_line,
 )
+from harness.report.tables import TIED, Entry, MetricTable, TableSpec, metric_entries
 
 
 def _md_cell(entry: Entry) -> str:
@@ -183,7 +172,8 @@ def render_markdown(data: ReportData, figures: list[str] | None = None) -> str:
         lines += ["### Fit phases (s, mean over seeds and datasets)", ""]
         phase_rows = [[_dash_nan(v) for v in r] for r in data.phases.reset_index().values.tolist()]
         lines += [tabulate(phase_rows, headers=["method", *data.phases.columns], tablefmt="github", floatfmt=".2f"), ""]
-    lines += time_section(data)
+    for blocks in data.sections:
+        lines += markdown_blocks(blocks)
     if data.published is not None:
         lines += [_md_published(data.published), ""]
     others = [f for f in figures if Path(f).stem != CD_FIGURE]
@@ -206,55 +196,14 @@ def render_markdown(data: ReportData, figures: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def time_section(data: ReportData) -> list[str]:
-    """The quality-against-time section (time to quality, training under a budget); empty when no row
-    has checkpoints."""
+def markdown_blocks(blocks: list[Block]) -> list[str]:
+    """A section's blocks as Markdown lines, each followed by a blank line."""
     lines: list[str] = []
-    if data.time_tables:
-        lines += [
-            "### Time to quality (training seconds to 50% / 90% of the best final value)",
-            "",
-            DEFINITION.format(fractions=" / ".join(f"{round(100 * f)}%" for f in FRACTIONS)),
-            "",
-        ]
-    for t in data.time_tables:
-        lines += [f"{METRICS[t.metric][0].capitalize()}:", ""]
-        lines += [
-            tabulate(
-                [[m] + [t.entry(m, ds) for ds in t.datasets] for m in t.methods],
-                headers=["method"] + t.datasets,
-                tablefmt="github",
-                disable_numparse=True,
-            ),
-            "",
-        ]
-        if t.undefined:
-            lines += [f"Undefined on {', '.join(t.undefined)}: no method ended better than the Gaussian reference.", ""]
-    if data.no_checkpoints:
-        lines += [
-            f"Reported no checkpoints (no curve; their rows are in every other table): "
-            f"{', '.join(data.no_checkpoints)}.",
-            "",
-        ]
-    return lines + _budget_section(data)
-
-
-def _budget_section(data: ReportData) -> list[str]:
-    progress = data.budget
-    if not progress:
-        return []
-    budgets = sorted({p["budget_s"] for ps in progress.values() for p in ps})
-    lines = [
-        f"### Training under a budget of {', '.join(f'{b:g}' for b in budgets)} s",
-        "",
-        "Share of the planned training steps reached (every loop stops at its first checkpoint past the "
-        "budget, so where it stops depends on this machine's speed; checkpoints are fixed in steps).",
-        "",
-    ]
-    table = [
-        [m] + [budget_entry(progress[(m, ds)]) if (m, ds) in progress else "–" for ds in data.datasets]
-        for m in data.methods
-        if any((m, ds) in progress for ds in data.datasets)
-    ]
-    lines += [tabulate(table, headers=["method"] + data.datasets, tablefmt="github", disable_numparse=True), ""]
+    for block in blocks:
+        if isinstance(block, Heading):
+            lines += [f"{'#' * block.level} {block.text}", ""]
+        elif isinstance(block, Text):
+            lines += [block.text, ""]
+        elif isinstance(block, Table):
+            lines += [tabulate(block.rows, headers=block.header, tablefmt="github", disable_numparse=True), ""]
     return lines

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 from harness.errors import UserError
-from harness.report.data import build, rows_frame
+from harness.report.build import build
+from harness.report.data import ReportData
+from harness.report.frame import rows_frame
 from harness.report.html import render_html
 from harness.report.latex import latex, render_latex
 from harness.report.markdown import markdown, render_markdown
@@ -33,13 +34,13 @@ def check_formats(formats: tuple[str, ...] | list[str] | str) -> tuple[str, ...]
     return tuple(formats)
 
 
-def draw_figures_safely(run_dir: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[Path]:
+def draw_figures_safely(data: ReportData, out_dir: Path) -> list[Path]:
     """Draw the figures; a drawing error is reported on stderr and never costs the tables."""
     try:
         from harness.report.figures import draw_all  # matplotlib: imported only when figures are drawn
 
-        return draw_all(run_dir, rows, meta, out_dir=run_dir / FIGURE_DIR)
-    except Exception as e:  # noqa: BLE001 - figures are a bonus; the tables must still be written
+        return draw_all(data, out_dir)
+    except Exception as e:  # figures are a bonus; the tables must still be written
         print(f"warning: figures not drawn: {type(e).__name__}: {e}", file=sys.stderr)
         return []
 
@@ -57,11 +58,11 @@ def write_report(run_dir: Path | str, formats: tuple[str, ...] = DEFAULT_FORMATS
         rows, meta = store.rows(), store.meta()
     finally:
         store.close()
-    data = build(rows, meta)
+    data = build(rows, meta, run_dir)
     written: list[Path] = []
     figures: list[Path] = []
     if data is not None and {"md", "html"} & set(formats):
-        figures = draw_figures_safely(run_dir, rows, meta)
+        figures = draw_figures_safely(data, run_dir / FIGURE_DIR)
         written += figures
     if "csv" in formats:
         path = run_dir / "results.csv"
@@ -69,15 +70,15 @@ def write_report(run_dir: Path | str, formats: tuple[str, ...] = DEFAULT_FORMATS
         written.append(path)
     if "latex" in formats:
         path = run_dir / "report.tex"
-        path.write_text(render_latex(data) if data is not None else latex(rows, meta))
+        path.write_text(render_latex(data) if data is not None else latex(rows, meta), encoding="utf-8")
         written.append(path)
     if "md" in formats:
         path = run_dir / "report.md"
         rel = [f.relative_to(run_dir).as_posix() for f in figures]
-        path.write_text(render_markdown(data, rel) if data is not None else markdown(rows, meta))
+        path.write_text(render_markdown(data, rel) if data is not None else markdown(rows, meta), encoding="utf-8")
         written.append(path)
     if "html" in formats:
         path = run_dir / "report.html"
-        path.write_text(render_html(data, meta, figures), encoding="utf-8")
+        path.write_text(render_html(data, figures), encoding="utf-8")
         written.append(path)
     return written
