@@ -285,3 +285,61 @@ def test_a_small_study_runs_on_a_local_ray_cluster(tmp_path):
     states = [state for _, _, state, _, _ in trial_table(tmp_path)]
     assert states == ["COMPLETE"] * 4
     assert [r["status"] for r in ResultsStore(tmp_path, create=False).rows()] == ["ok"]
+
+
+# ------------------------------------------------------------------------------------ real methods and the report
+@pytest.mark.parametrize("method", ["maf", "supervised_diffusion", "gan"])
+def test_a_real_method_reports_checkpoints_to_its_pruner(method, tmp_path):
+    """A trial of a real method below the completed trials' median stops at its first checkpoint after
+    the warm-up, and the share of its planned steps it reached is recorded (methods without a likelihood
+    report the energy distance, oriented like their objective)."""
+    from harness.trials import objective_of
+
+    objective = objective_of(method)
+    good = 1e9 if objective == "val_loglik" else -1e9  # any real fit is worse than this history
+    history = tuple(({s: good for s in range(40)}, good) for _ in range(4))
+    tcell = TrialCell(Cell(method, "8gaussians", 0, "smoke"), "s", 4, (), objective=objective, history=history)
+    result = run_trial(tcell, {})
+    assert result["status"] == "pruned", result.get("error")
+    assert sorted(result["intermediate"]) == [0, 1]
+    assert 0 < result["progress"] < 1
+
+
+def test_tune_command_writes_the_tuning_report_and_resumes(tmp_path):
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "DENSITYBENCH_PLUGINS": "plugins_tuning",
+    }
+    grid = ["--methods", "gaussian,tuning_probe", "--datasets", "8gaussians", "--profile", "smoke", "--seeds", "2"]
+    grid += ["--sample-size", "200"]
+    cmd = [sys.executable, "-m", "harness", "tune", *grid, "--trials", "4", "--out", str(tmp_path), "--no-progress"]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "not tuned: gaussian" in first.stderr
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    for part in ("## Tuning", "How each row was configured", "Chosen parameters", "Compute of the tuning"):
+        assert part in report
+    assert "tuning_probe (tuned)" in report and "default profile (no search space)" in report
+    assert (tmp_path / "figures" / "fig_tuning.png").is_file()
+    before = trial_table(tmp_path)
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert "0 trials run now" in second.stdout and "4 already done" in second.stdout
+    assert trial_table(tmp_path) == before
+    default = subprocess.run(
+        [sys.executable, "-m", "harness", "run", *grid, "--out", str(tmp_path), "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert default.returncode == 0, default.stderr
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "Tuned minus the profile's parameters" in report
+
+
+def test_params_from_a_directory_without_studies_is_refused(tmp_path):
+    from harness.__main__ import main
+
+    assert main(["run", "--methods", "maf", "--profile", "smoke", "--params-from", str(tmp_path)]) == 2

@@ -53,6 +53,7 @@ class ReportData:
     budget: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)  # (method, dataset) -> progress
     styles: dict[str, tuple[str, str]] = field(default_factory=dict)  # method -> (colour, marker)
     sections: list[list[Block]] = field(default_factory=list)
+    studies: list[dict[str, Any]] = field(default_factory=list)  # tuning studies (harness.studies.summaries_as_dicts)
     run_dir: Path | None = None
 
     def table(self, key: str) -> MetricTable | None:
