@@ -343,3 +343,15 @@ def test_params_from_a_directory_without_studies_is_refused(tmp_path):
     from harness.__main__ import main
 
     assert main(["run", "--methods", "maf", "--profile", "smoke", "--params-from", str(tmp_path)]) == 2
+
+
+def test_a_fit_time_budget_stops_each_study_at_the_first_round_past_it(tmp_path):
+    cfg = probe_config(params={"tuning_probe": {"delay": 0.05}})
+    settings = TuneSettings(budget_s=0.5, round_size=2)
+    tune(cfg, settings, tmp_path, progress=False, isolate=False)
+    import optuna
+
+    storage = open_storage(tmp_path, create=False)
+    (frozen,) = storage.get_all_studies()
+    fits = [t.user_attrs["fit_s"] for t in optuna.load_study(study_name=frozen.study_name, storage=storage).trials]
+    assert len(fits) % 2 == 0 and sum(fits[:-2]) < 0.5 <= sum(fits)
