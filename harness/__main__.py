@@ -1,4 +1,4 @@
-"""Command line: ``python -m harness {run,tune,report,list,data}``.
+"""Command line: ``python -m harness {run,tune,report,merge,list,data}``.
 
 Exit status: 0 done; 2 bad input (one line on stderr; ``--debug`` shows the traceback);
 3 (``run``) some cell of the grid failed, unless ``--allow-failures``; 130 interrupted
@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="run the parameters the tuning studies of RUN_DIR chose for each method and dataset (see tune)",
     )
+    run.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only shard I (0..N-1) of the grid cut into N, each into its own --out; "
+        "`merge` combines them (see docs/cluster.md)",
+    )
     run.add_argument("--retry-failed", action="store_true", help="rerun cells recorded as failed")
     run.add_argument(
         "--allow-failures",
@@ -114,6 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
         "readable rows in a new one (then `run` recomputes the rest)",
     )
 
+    mrg = sub.add_parser(
+        "merge",
+        help="combine run directories (e.g. the shards of a grid) into a new one and write its report",
+    )
+    mrg.add_argument("out", metavar="OUT", help="the new run directory (must not exist, or be empty)")
+    mrg.add_argument("inputs", metavar="DIR", nargs="+", help="run directories to combine (only read)")
+    mrg.add_argument(
+        "--prefer",
+        choices=("first", "last", "newest"),
+        help="which copy wins when a cell is in several inputs with a different config hash or code "
+        "version: the first or last listed, or the newest (default: refuse)",
+    )
+    mrg.add_argument("--format", default="md,csv,html", help="comma list of md, html, latex, csv (default md,csv,html)")
+
     lst = sub.add_parser("list", help="list methods, datasets and profiles")
     lst.add_argument(
         "--methods",
@@ -150,6 +170,7 @@ def _grid_config(args: argparse.Namespace):
         "jobs": args.jobs,
         "budget": args.budget,
         "params_from": getattr(args, "params_from", None),
+        "shard": getattr(args, "shard", None),
     }
     cfg = config_mod.build(args.config, overrides)
     if cfg.data_root is not None and not Path(cfg.data_root).expanduser().is_dir():
@@ -164,6 +185,10 @@ def _grid_config(args: argparse.Namespace):
 
         if importlib.util.find_spec("ray") is None:
             raise UserError("--executor ray needs Ray: pip install -e '.[distributed]'")
+        if cfg.address:  # a wrong address fails now, before the run directory is made
+            from harness.ray_executor import check_reachable
+
+            check_reachable(cfg.address)
     return cfg, config_mod.run_directory(cfg, args.out, PROJECT_ROOT / "reports")
 
 
@@ -184,9 +209,10 @@ def _run_and_report(cfg, run_dir: Path, args: argparse.Namespace) -> int:
         print(f"skipped method {m}: {why}", file=sys.stderr)
     paths = write_report(run_dir)
     state = "interrupted" if summary.interrupted else "done"
+    share = f" (shard {cfg.shard} of a {summary.grid_cells}-cell grid)" if cfg.shard else ""
     print(
         f"{state}: {summary.ok} ok, {summary.failed} failed, {summary.skipped_done} already done "
-        f"of {summary.total} cells in {summary.seconds:.0f} s; report: {paths[-1] if paths else run_dir}"
+        f"of {summary.total} cells{share} in {summary.seconds:.0f} s; report: {paths[-1] if paths else run_dir}"
     )
     if summary.interrupted:
         return EXIT_INTERRUPTED
@@ -246,6 +272,24 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"kept {kept} readable rows in a new database; the damaged one is now {aside}", file=sys.stderr)
     for path in write_report(args.run_dir, formats=formats):
         print(path)
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from harness.merge import merge_runs
+    from harness.report import write_report
+    from harness.report.writer import check_formats
+
+    formats = check_formats(args.format)
+    summary = merge_runs(args.out, args.inputs, prefer=args.prefer)
+    paths = write_report(args.out, formats=formats)
+    dupes = f"; {summary.agreed} duplicate(s) agreed" if summary.agreed else ""
+    if summary.preferred:
+        dupes += f", {summary.preferred} differing cell(s) decided by --prefer {args.prefer}"
+    print(
+        f"merged {summary.rows} cells ({summary.failed} failed) from {summary.sources} run directories"
+        f"{dupes}; report: {paths[-1] if paths else args.out}"
+    )
     return 0
 
 
@@ -335,7 +379,14 @@ def cmd_data(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_datasets_package()
-    handlers = {"run": cmd_run, "tune": cmd_tune, "report": cmd_report, "list": cmd_list, "data": cmd_data}
+    handlers = {
+        "run": cmd_run,
+        "tune": cmd_tune,
+        "report": cmd_report,
+        "merge": cmd_merge,
+        "list": cmd_list,
+        "data": cmd_data,
+    }
     try:
         return handlers[args.command](args)
     except UserError as e:

@@ -18,6 +18,8 @@ A config file is TOML with these top-level keys (all optional)::
     jobs = "auto"                   # cells at a time (local executor): "auto" or a whole number
     budget = 60                     # training seconds per trainable method (stops at the first
                                     # checkpoint past it; default: none)
+    shard = "0/4"                   # run only shard I of N of the grid (harness/shards.py; default:
+                                    # the whole grid); usually given per job: run --shard I/N
     params_from = "reports/tuned"   # run the parameters the tuning studies of this run directory
                                     # chose (harness/tuning.py; default: the profile's)
     [params.supervised_diffusion]   # per-method parameter overrides
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError, suggest, unknown
+from harness.shards import parse_shard
 from harness.variants import Variant, expand_all
 
 #: The embedded default grid (`make run`): three seeds on three 2-D sets with known densities, so every
@@ -78,6 +81,7 @@ class Config:
     jobs: int | str = "auto"
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     budget: float | None = None
+    shard: str | None = None  # "I/N": this run holds shard I of the grid's N (harness/shards.py)
     #: A run directory whose tuning studies choose the parameters (``run --params-from``, the test phase
     #: of ``tune``); None: the profile's parameters.
     params_from: str | None = None
@@ -100,12 +104,10 @@ class Config:
         return asdict(self)
 
     def hash(self) -> str:
-        spec = {k: v for k, v in self.to_dict().items() if not (k in _UNHASHED_IF_NONE and v is None)}
+        """The config's hash; the shards of one grid share it, and a run without ``params_from`` keeps the
+        hash it had before that key existed."""
+        spec = {k: v for k, v in self.to_dict().items() if k != "shard" and not (k == "params_from" and v is None)}
         return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-#: Keys added after runs were recorded: left out of the hash while unset, so earlier hashes hold.
-_UNHASHED_IF_NONE = ("params_from",)
 
 
 KEYS = tuple(f.name for f in fields(Config))
@@ -281,6 +283,8 @@ def validate(raw: dict[str, Any], source: str = "config") -> Config:
         cfg.sample_size = _sample_size(raw["sample_size"])
     if raw.get("budget") is not None:
         cfg.budget = check_budget(raw["budget"])
+    if raw.get("shard") is not None:
+        cfg.shard = str(parse_shard(raw["shard"]))
     if raw.get("jobs") is not None:
         cfg.jobs = raw["jobs"] if raw["jobs"] == "auto" else _positive(_whole(raw["jobs"], "jobs"), "jobs")
     for key in ("data_root", "address", "params_from"):

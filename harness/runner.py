@@ -26,8 +26,10 @@ from typing import Any
 from harness import gpu
 from harness.cells import Cell, CellTask, failed_result, one_line, preload_optimiser_imports
 from harness.config import Config, resolve_names
+from harness.errors import UserError
 from harness.gpu import resolve_device
 from harness.pool import cell_threads, reap_stale_workers, run_pool
+from harness.shards import Shard, check_run_directory, parse_shard
 from harness.store import ResultsStore, dumps
 
 
@@ -123,6 +125,7 @@ class RunSummary:
     interrupted: bool = False
     seconds: float = 0.0
     failed_in_grid: int = 0  # cells of the grid whose row is failed, this run's or earlier ones
+    grid_cells: int = 0  # runnable cells of the whole grid (``total`` counts this shard's)
 
 
 def load_splits(cells: Iterable[Cell]) -> tuple[dict, dict[tuple[str, int], str]]:
@@ -157,14 +160,19 @@ def run_grid(
 
         os.environ[NO_PROGRESS_ENV] = "1"
     cells, skipped = make_cells(cfg, include_skipped=True)
+    shard = parse_shard(cfg.shard) if cfg.shard is not None else None
+    grid_cells = sum(c.name not in skipped for c in cells)
+    if shard is not None:  # this job's share of the grid (harness/shards.py)
+        cells = list(shard.select(cells))
     skipped_cells = [c for c in cells if c.name in skipped]
     cells = [c for c in cells if c.name not in skipped]
     device = resolve_device(cfg.device)
     with sigterm_as_interrupt():
         store = ResultsStore(run_dir)
         store.acquire_run_lock()
+        check_shard_directory(store, shard)
         reap_stale_workers(run_dir)
-        summary = RunSummary(total=len(cells), method_skips=skipped)
+        summary = RunSummary(total=len(cells), method_skips=skipped, grid_cells=grid_cells)
         t_start = time.perf_counter()
         try:
             _run_pending(
@@ -191,6 +199,16 @@ def run_grid(
             finally:
                 store.close()
     return summary
+
+
+def check_shard_directory(store: ResultsStore, shard: Shard | None) -> None:
+    """Refuse (UserError) when ``store`` already holds another share of the grid than ``shard``; the
+    store is closed first."""
+    try:
+        check_run_directory(store.meta().get("config"), bool(store.statuses()), shard, str(store.run_dir))
+    except UserError:
+        store.close()
+        raise
 
 
 @contextmanager

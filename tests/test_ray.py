@@ -1,10 +1,20 @@
-"""The Ray executor gives the local executor's rows, survives a crashing worker, and resumes."""
+"""The Ray executor gives the local executor's rows, survives a crashing worker, and resumes; a
+cluster started with `ray start --head` (token authentication on) runs a grid through --address,
+and a driver that cannot connect gets one line naming the cause."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -81,3 +91,133 @@ def test_resume_with_ray_skips_finished_cells(local_and_ray):
     assert "8 already done" in again.stdout
     after = {r["cell_key"]: r["created_at"] for r in ResultsStore(ray_dir, create=False).rows()}
     assert after == before
+
+
+# ------------------------------------------------------------------ a cluster started with `ray start --head`
+
+SMOKE = ["--methods", "gaussian,kde", "--datasets", "8gaussians", "--seeds", "1", "--profile", "smoke"]
+SMOKE += ["--sample-size", "200", "--no-progress"]
+#: Ray's variables for token authentication and addresses: each test sets its own.
+RAY_AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_env(**extra: str) -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if k not in RAY_AUTH_VARS}, **extra}
+
+
+def refused_driver_env(**extra: str) -> dict[str, str]:
+    """A driver's environment in which Ray tries a refused connection 3 times (its default: 20, a second apart)."""
+    return ray_env(RAY_gcs_server_port_wait_time_s="3", **extra)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Ids of the processes whose command line contains ``text`` (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+@dataclass
+class Cluster:
+    address: str
+    token_path: Path
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A one-node cluster from `ray start --head --block` on free ports, with the token authentication
+    the installed Ray turns on by default when a token exists (the token file given by
+    RAY_AUTH_TOKEN_PATH; RAY_AUTH_MODE unset). Stopped by ending that process, which stops the
+    cluster's processes; any process left (found by the cluster's own temp dir) is killed by id."""
+    if not Path("/proc").is_dir():
+        pytest.skip("the cluster test finds its processes in /proc (Linux)")
+    base = tmp_path_factory.mktemp("cluster")
+    token_path = base / "auth_token"
+    token_path.write_text(secrets.token_hex(32))
+    temp_dir = Path(tempfile.mkdtemp(prefix="dbray-"))  # short: Ray's socket paths must fit 107 bytes
+    port = free_port()
+    ray_bin = Path(sys.executable).with_name("ray")
+    cmd = [str(ray_bin), "start", "--head", "--block", "--port", str(port), "--num-cpus", "1"]
+    cmd += ["--include-dashboard=false", "--disable-usage-stats", "--temp-dir", str(temp_dir)]
+    for option in ("--ray-client-server-port", "--dashboard-port", "--dashboard-agent-listen-port"):
+        cmd += [option, str(free_port())]
+    log = (base / "head.log").open("w")
+    head = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ray_env(RAY_AUTH_TOKEN_PATH=str(token_path)))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and head.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(1)
+        assert head.poll() is None, f"ray start --head exited: {(base / 'head.log').read_text()[-2000:]}"
+        assert "Token authentication is enabled" in (base / "head.log").read_text()
+        yield Cluster(f"127.0.0.1:{port}", token_path)
+    finally:
+        head.terminate()
+        try:
+            head.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+        log.close()
+        time.sleep(2)
+        left = processes_mentioning(str(temp_dir))
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        assert not left, f"Ray processes outlived the cluster's head: {left}"
+
+
+def run_against(cluster: Cluster, out: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    args = [*SMOKE, "--executor", "ray", "--address", cluster.address, "--out", str(out)]
+    return subprocess.run(
+        [sys.executable, "-m", "harness", "run", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+def test_grid_runs_on_a_token_cluster_through_address(ray_cluster, tmp_path):
+    env = ray_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(ray_cluster.token_path))
+    proc = run_against(ray_cluster, tmp_path / "run", env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = ResultsStore(tmp_path / "run", create=False).rows()
+    assert {(r["method"], r["status"]) for r in rows} == {("gaussian", "ok"), ("kde", "ok")}
+    assert (tmp_path / "run" / "report.md").exists()
+
+
+def test_driver_without_token_gets_one_line_naming_authentication(ray_cluster, tmp_path):
+    proc = run_against(ray_cluster, tmp_path / "run", refused_driver_env())
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "token authentication" in proc.stderr and "RAY_AUTH_MODE=token" in proc.stderr
+
+
+def test_driver_with_another_token_is_told_the_token_is_not_the_clusters(ray_cluster, tmp_path):
+    wrong = tmp_path / "token"
+    wrong.write_text(secrets.token_hex(32))
+    env = refused_driver_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(wrong))
+    proc = run_against(ray_cluster, tmp_path / "run", env)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "refused this driver's token" in proc.stderr
+
+
+def test_unreachable_address_fails_at_once_naming_the_address(tmp_path):
+    cluster = Cluster(f"127.0.0.1:{free_port()}", tmp_path / "none")  # nothing listens there
+    started = time.monotonic()
+    proc = run_against(cluster, tmp_path / "run", ray_env())
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"cannot reach a Ray cluster at {cluster.address}" in proc.stderr and "address" in proc.stderr
+    assert time.monotonic() - started < 120  # Ray alone retries an unanswered address for minutes
