@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 # pip constraint: torch is pinned to 2.13.0 (any other spelling pulls a multi-GB CUDA build)
 PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test test-all lint bench gpu-check gpu-wheels list clean browser
+.PHONY: run test test-all lint bench gpu-check gpu-wheels list clean browser latex
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,12 +38,23 @@ browser:
 			|| echo "warning: chromium could not be installed: the browser test will be skipped (it fails under CI=true)"; \
 	else echo "note: chromium is missing and apt-get is unavailable or not root: the browser test will be skipped"; fi
 
-test: $(VENV)/.installed-test browser
+# A TeX engine for tests/test_latex.py, which compiles a report.tex (Debian packages; needs root and
+# apt-get). Without pdflatex the test is skipped, and fails under CI=true.
+latex:
+	@if command -v pdflatex >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing texlive-latex-base and texlive-latex-recommended (apt-get) for the LaTeX test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			texlive-latex-base texlive-latex-recommended >/dev/null \
+			|| echo "warning: TeX could not be installed: the LaTeX test will be skipped (it fails under CI=true)"; \
+	else echo "note: pdflatex is missing and apt-get is unavailable or not root: the LaTeX test will be skipped"; fi
+
+test: $(VENV)/.installed-test browser latex
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -m "not slow and not gpu" -q
 
-test-all: $(VENV)/.installed-test browser
+test-all: $(VENV)/.installed-test browser latex
 	$(PY) -m pytest -q
 
 # ruff (configured in pyproject.toml): lint rules, then the formatter's verdict without rewriting.

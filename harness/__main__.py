@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="regenerate a run directory's report from its results database")
     rep.add_argument("run_dir")
     rep.add_argument("--format", default="md,csv,html", help="comma list of md, html, latex, csv (default md,csv,html)")
+    rep.add_argument("--quality-metric", default="energy_distance", help="sample-quality metric of the verdict")
     rep.add_argument(
         "--salvage",
         action="store_true",
@@ -201,13 +202,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_and_report(cfg, run_dir: Path, args: argparse.Namespace) -> int:
     """Run ``cfg``'s grid into ``run_dir``, write the report, print the outcome; the exit status."""
-    from harness.report import write_report
+    from harness.report import print_verdict, write_report
     from harness.runner import run_grid
 
     summary = run_grid(cfg, run_dir, progress=not args.no_progress, retry_failed=getattr(args, "retry_failed", False))
     for m, why in summary.method_skips.items():
         print(f"skipped method {m}: {why}", file=sys.stderr)
     paths = write_report(run_dir)
+    print_verdict(run_dir)
     state = "interrupted" if summary.interrupted else "done"
     share = f" (shard {cfg.shard} of a {summary.grid_cells}-cell grid)" if cfg.shard else ""
     print(
@@ -270,7 +272,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         kept, aside = salvage(args.run_dir)
         print(f"kept {kept} readable rows in a new database; the damaged one is now {aside}", file=sys.stderr)
-    for path in write_report(args.run_dir, formats=formats):
+    for path in write_report(args.run_dir, formats=formats, quality_metric=args.quality_metric):
         print(path)
     return 0
 

@@ -94,7 +94,11 @@ def oriented(values: Sequence[float] | np.ndarray, better: str, target: float = 
 
 
 def best_and_ties(
-    cells: Mapping[str, Sequence[float]], better: str, level: float = LEVEL, target: float = 0.0
+    cells: Mapping[str, Sequence[float]],
+    better: str,
+    level: float = LEVEL,
+    target: float = 0.0,
+    error_bars: Mapping[str, float] | None = None,
 ) -> tuple[str | None, set[str]]:
     """The best cell (by mean score) and the cells tied with it.
 
@@ -103,7 +107,10 @@ def best_and_ties(
     and "target" the intervals are those of the per-seed distances ``|v - 0.5|``, ``|v - target|``;
     "none" has no best. Overlap of two 95% intervals
     is a conservative test (it misses some real differences, it rarely calls noise a difference).
-    Cells with one value, or a best with one value, are never tied. Equal best means: the first wins.
+    Cells with one value, or a best with one value, are never tied by intervals. A cell is also tied
+    when its mean differs from the best's by no more than the sum of their ``error_bars`` (a value's
+    accuracy beyond its sampling error, e.g. an ODE solver's; ``within_error_bars``). Equal best
+    means: the first wins.
     """
     if better == "none":
         return None, set()
@@ -116,8 +123,24 @@ def best_and_ties(
     if not scored:
         return None, set()
     best = max(scored, key=lambda name: scored[name].mean)
-    tied = {name for name, iv in scored.items() if name != best and iv.overlaps(scored[best])}
+    bars = error_bars or {}
+    tied = {
+        name
+        for name, iv in scored.items()
+        if name != best
+        and (
+            iv.overlaps(scored[best])
+            or within_error_bars(iv.mean, scored[best].mean, bars.get(name, 0.0), bars.get(best, 0.0))
+        )
+    }
     return best, tied
+
+
+def within_error_bars(a: float, b: float, bar_a: float, bar_b: float) -> bool:
+    """True when ``|a - b|`` is at most the sum of the two error bars (NaN bars count as 0); two values
+    without error bars are within them only when equal."""
+    total = sum(bar for bar in (bar_a, bar_b) if bar is not None and math.isfinite(bar) and bar > 0)
+    return total > 0 and abs(a - b) <= total
 
 
 # ------------------------------------------------------------------ ranks across datasets
@@ -196,9 +219,29 @@ class Ranking:
         return groups
 
 
-def rank_rows(scores: np.ndarray) -> np.ndarray:
-    """Ranks within each row of ``scores`` (N, k), higher score = better = rank 1; ties get average ranks."""
-    return stats.rankdata(-np.asarray(scores, dtype=float), method="average", axis=1)
+def rank_rows(scores: np.ndarray, tolerances: np.ndarray | None = None) -> np.ndarray:
+    """Ranks within each row of ``scores`` (N, k), higher score = better = rank 1; ties get average ranks.
+
+    With ``tolerances`` (N, k; error bars of the scores), neighbours in a row's order whose scores
+    differ by no more than the sum of their tolerances are tied too (chained: a group shares its
+    average rank), so that no rank separates two values within their error bars."""
+    scores = np.asarray(scores, dtype=float)
+    if tolerances is None or not np.any(np.nan_to_num(np.asarray(tolerances, dtype=float)) > 0):
+        return stats.rankdata(-scores, method="average", axis=1)
+    tol = np.clip(np.nan_to_num(np.asarray(tolerances, dtype=float)), 0, None)
+    return np.array([_ranks_within(row, bars) for row, bars in zip(scores, tol, strict=True)]).reshape(scores.shape)
+
+
+def _ranks_within(scores: np.ndarray, bars: np.ndarray) -> np.ndarray:
+    """One row's ranks (k,): sorted best first, a neighbour within the summed bars joins the group."""
+    order = np.argsort(-scores, kind="stable")
+    ranks = np.empty(len(scores))
+    start = 0
+    for i in range(1, len(order) + 1):
+        if i == len(order) or scores[order[i - 1]] - scores[order[i]] > bars[order[i - 1]] + bars[order[i]]:
+            ranks[order[start:i]] = (start + 1 + i) / 2  # the average of positions start + 1 .. i
+            start = i
+    return ranks
 
 
 def friedman_test(ranks: np.ndarray) -> Friedman:
@@ -243,9 +286,11 @@ def rank_methods(
     alpha: float = 1 - LEVEL,
     min_share: float = 0.5,
     target: float = 0.0,
+    error_bars: Mapping[tuple[str, str], float] | None = None,
 ) -> Ranking:
     """Ranks of ``methods`` on ``datasets`` from ``values[(method, dataset)]`` (a cell's mean over
-    seeds; None or NaN when the cell has no value).
+    seeds; None or NaN when the cell has no value). ``error_bars[(method, dataset)]``: values within
+    the sum of their error bars share a rank (``rank_rows``).
 
     Missing cells: a method with values on fewer than ``min_share`` of the datasets that have any
     value is left out of the comparison (``excluded_methods``); then a dataset where any remaining
@@ -277,10 +322,13 @@ def rank_methods(
             ranked.append(ds)
     scores = np.array([[oriented([values[(m, ds)]], better, target)[0] for m in kept] for ds in ranked])
     scores = scores.reshape(len(ranked), len(kept))
+    bars = None
+    if error_bars:
+        bars = np.array([[error_bars.get((m, ds), 0.0) for m in kept] for ds in ranked]).reshape(scores.shape)
     result = Ranking(
         list(kept),
         ranked,
-        rank_rows(scores) if scores.size else scores,
+        rank_rows(scores, bars) if scores.size else scores,
         excluded_methods,
         excluded_datasets,
         [ds for ds in datasets if ds not in live],
@@ -338,6 +386,7 @@ __all__ = [
     "pooled_stderr",
     "oriented",
     "best_and_ties",
+    "within_error_bars",
     "Friedman",
     "Ranking",
     "rank_rows",

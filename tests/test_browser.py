@@ -142,3 +142,30 @@ def test_tables_readable_without_page_overflow(browser, report_page, width):
     assert layout["boxRights"] and max(layout["boxRights"]) <= width + 1
     assert min(layout["boxWidths"]) >= min(300, width - 60)  # each table box uses the page's width
     assert min(layout["fonts"]) >= 11  # CSS pixels: legible without zooming
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_verdict_opens_the_page_and_reads_at_any_width(browser, report_page, width):
+    _load(browser, report_page, width)
+    verdict = browser.execute_script("""
+        const list = document.querySelector('ul.verdict');
+        const heading = document.getElementById('verdict');
+        const items = Array.from(list.querySelectorAll('li'));
+        const box = list.getBoundingClientRect();
+        return {
+          firstSection: document.querySelector('h2').id, headingTop: heading.getBoundingClientRect().top,
+          left: box.left, right: box.right, height: window.innerHeight, inner: window.innerWidth,
+          items: items.map(li => li.innerText), font: parseFloat(getComputedStyle(items[0]).fontSize),
+          overflowing: items.filter(li => li.scrollWidth > li.clientWidth + 1).length,
+        };""")
+    assert verdict["firstSection"] == "verdict"
+    assert verdict["headingTop"] < verdict["height"] / 2  # on the first screen, not below the fold
+    assert 0 <= verdict["left"] and verdict["right"] <= verdict["inner"] and not verdict["overflowing"]
+    assert [item.split(" (")[0] for item in verdict["items"]] == [
+        "Density",
+        "Sample quality",
+        "Fit time",
+        "Sampling rate",
+    ]
+    assert "No likelihood (not ranked): gan" in verdict["items"][0]
+    assert verdict["font"] >= 14  # CSS pixels: the answer reads without zooming

@@ -17,8 +17,10 @@ from harness.comparison import (
     nemenyi_q,
     pooled_stderr,
     rank_methods,
+    rank_rows,
     significant,
     t_interval,
+    within_error_bars,
 )
 
 
@@ -186,3 +188,27 @@ def test_column_digits_treat_float_noise_as_equal_and_stop_at_the_interval():
     # a tenth of the interval, so the column stops there instead of printing six figures
     assert column_digits([-3.095406, -3.095408, -4.25], noise=0.0023) == 4
     assert column_digits([-3.095406, -3.095408, -4.25]) == 6
+
+
+def test_values_within_their_error_bars_are_tied_and_beyond_them_are_not():
+    # one seed each: no intervals, so only the error bars can tie
+    cells = {"a": [-1.00], "b": [-1.02], "c": [-1.10]}
+    assert best_and_ties(cells, "higher") == ("a", set())
+    # |a - b| = 0.02 <= 0.01 + 0.02; |a - c| = 0.10 > 0.01 + 0.05
+    best, tied = best_and_ties(cells, "higher", error_bars={"a": 0.01, "b": 0.02, "c": 0.05})
+    assert best == "a" and tied == {"b"}
+    assert within_error_bars(1.0, 1.0, math.nan, 0.0) is False  # equal values without bars: not a tie here
+    assert within_error_bars(1.0, 1.2, 0.1, 0.1) and not within_error_bars(1.0, 1.2001, 0.1, 0.1)
+
+
+def test_ranks_share_the_average_rank_within_error_bars():
+    scores = np.array([[3.0, 2.95, 1.0, 0.96]])
+    assert rank_rows(scores).tolist() == [[1.0, 2.0, 3.0, 4.0]]
+    # 3.0 and 2.95 within 0.03 + 0.03 share ranks 1 and 2; 1.0 and 0.96 are 0.04 apart, bars 0.01 each: not tied
+    bars = np.array([[0.03, 0.03, 0.01, 0.01]])
+    assert rank_rows(scores, bars).tolist() == [[1.5, 1.5, 3.0, 4.0]]
+    # a chain: a-b and b-c within their bars, so all three share (1 + 2 + 3) / 3
+    assert rank_rows(np.array([[3.0, 2.9, 2.8]]), np.array([[0.06, 0.06, 0.06]])).tolist() == [[2.0, 2.0, 2.0]]
+    values = {("a", "x"): 3.0, ("b", "x"): 2.95, ("a", "y"): 1.0, ("b", "y"): 2.0}
+    r = rank_methods(values, ["a", "b"], ["x", "y"], "higher", error_bars={("a", "x"): 0.03, ("b", "x"): 0.03})
+    assert r.average == pytest.approx({"a": 1.75, "b": 1.25})

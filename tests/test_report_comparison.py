@@ -110,15 +110,16 @@ def test_ranks_friedman_and_excluded_cells_by_hand():
     ) in md
 
 
-def test_summary_first_configuration_last():
+def test_verdict_then_summary_first_configuration_last():
     md = markdown(_rows(), META)
     heads = [h for h in re.findall(r"^## (.+)$", md, re.M)]
-    assert heads[0] == "Summary" and heads[-1] == "Configuration and environment"
+    assert heads[:2] == ["Verdict", "Summary"] and heads[-1] == "Configuration and environment"
     assert md.index("### Best per dataset") < md.index("## Tables") < md.index("Profile `quick`")
     best = _md_cells(md, "Best per dataset", kind_column=False)
     assert best["Test log-lik."] == ["a († b)", "b († c)", "a"]
     page = render_html(build(_rows(), META), [])
-    assert page.index('id="summary"') < page.index('id="tables"') < page.index('id="configuration"')
+    assert page.index('id="verdict"') < page.index('id="summary"') < page.index('id="tables"')
+    assert page.index('id="tables"') < page.index('id="configuration"')
     assert page.count('class="tie"') >= 3
 
 
@@ -131,7 +132,7 @@ def test_one_seed_says_no_entry_is_significantly_better():
 
 def test_latex_marks_ties():
     tex = latex(_rows(), META)
-    assert r"-3.10 \pm 1.3\ (\mathrm{se}\ 0.025)^{\dagger}" in tex
+    assert r"-3.10 \pm 1.3\ (\mathrm{se}\ 0.025){}^{\dagger}" in tex
     assert r"-1.00\times10^{-5}" in tex and r"Student-t interval" in tex
 
 

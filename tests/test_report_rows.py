@@ -64,7 +64,7 @@ def _timed(seed: int, loglik: float, rate: float, profile: str) -> dict:
     return r
 
 
-def test_two_profiles_are_two_points_in_the_speed_figure_and_two_curves():
+def test_two_profiles_are_two_points_in_the_speed_figure_two_curves_and_two_verdict_entries():
     from harness.report.figures import speed_quality_figure
 
     rows = [_timed(s, -1.0, 100.0, "smoke") for s in (0, 1)] + [_timed(s, -3.0, 1000.0, "quick") for s in (0, 1)]
@@ -75,3 +75,5 @@ def test_two_profiles_are_two_points_in_the_speed_figure_and_two_curves():
     assert points == [pytest.approx((100.0, -1.0)), pytest.approx((1000.0, -3.0))]
     table = data.time_tables[0]
     assert table.methods == ["gaussian (quick)", "gaussian (smoke)"]
+    density = next(line for line in data.verdict if line.quantity.name == "Density")
+    assert density.answer.best == ["gaussian (smoke)"] and set(density.answer.average) == set(table.methods)

@@ -19,7 +19,8 @@ from harness.report.frame import method_order, rows_frame
 from harness.report.latex import latex, latex_escape
 from harness.report.markdown import markdown, metric_table
 from harness.report.tables import TABLES, TableSpec
-from harness.report.writer import DEFAULT_FORMATS, FORMATS, write_report
+from harness.report.verdict import DEFAULT_QUALITY, QUALITY_METRICS
+from harness.report.writer import DEFAULT_FORMATS, FORMATS, print_verdict, verdict_text, write_report
 
 __all__ = [
     "TABLES",
@@ -32,6 +33,10 @@ __all__ = [
     "latex",
     "build",
     "write_report",
+    "verdict_text",
+    "print_verdict",
+    "QUALITY_METRICS",
+    "DEFAULT_QUALITY",
     "metric_table",
     "latex_escape",
     "method_order",

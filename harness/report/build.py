@@ -24,6 +24,7 @@ import pandas as pd
 from harness.report.blocks import Block
 from harness.report.curves import METRICS, budget_progress, methods_without_checkpoints, time_to_quality
 from harness.report.data import ReportData
+from harness.report.errorbars import section as error_bars
 from harness.report.frame import dataset_order, label_profiles, likelihood_kinds, method_order, rows_frame
 from harness.report.published import published_table
 from harness.report.styles import method_styles
@@ -31,16 +32,22 @@ from harness.report.tables import TABLES, metric_entries
 from harness.report.time_section import section as time_section
 from harness.report.tuning_section import section as tuning_section
 from harness.report.tuning_section import study_records
+from harness.report.verdict import DEFAULT_QUALITY, quantities, verdict
 
 #: The report's extra sections, in order: ``section(data) -> list[Block]`` each (``blocks``).
-SECTIONS: tuple[Callable[[ReportData], list[Block]], ...] = (time_section, tuning_section)
+SECTIONS: tuple[Callable[[ReportData], list[Block]], ...] = (error_bars, time_section, tuning_section)
 
 
 def build(
-    rows: list[dict[str, Any]], meta: dict[str, Any] | None = None, run_dir: Path | str | None = None
+    rows: list[dict[str, Any]],
+    meta: dict[str, Any] | None = None,
+    run_dir: Path | str | None = None,
+    quality_metric: str = DEFAULT_QUALITY,
 ) -> ReportData | None:
-    """The report's data for ``rows`` (None when there are none); ``run_dir`` holds the artefacts."""
+    """The report's data for ``rows`` (None when there are none); ``run_dir`` holds the artefacts;
+    ``quality_metric`` is the sample-quality metric of the verdict (``verdict.QUALITY_METRICS``)."""
     meta = meta or {}
+    quantities(quality_metric)  # an unknown metric is a user error before any work
     if not rows:
         return None
     rows = label_profiles(rows)
@@ -75,6 +82,7 @@ def build(
     data.published = published_table(dsets, loglik)
     data.studies = study_records(data.run_dir, meta)
     data.sections = [blocks for section in SECTIONS if (blocks := section(data))]
+    data.verdict = verdict(tables, methods, kinds, quality_metric)
     return data
 
 

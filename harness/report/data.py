@@ -24,6 +24,7 @@ from harness.report.blocks import Block
 from harness.report.curves import QualityTable
 from harness.report.published import PublishedTable
 from harness.report.tables import MetricTable
+from harness.report.verdict import VerdictLine
 
 
 @dataclass(kw_only=True)
@@ -53,6 +54,7 @@ class ReportData:
     budget: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)  # (method, dataset) -> progress
     styles: dict[str, tuple[str, str]] = field(default_factory=dict)  # method -> (colour, marker)
     sections: list[list[Block]] = field(default_factory=list)
+    verdict: list[VerdictLine] = field(default_factory=list)  # one answer per quantity, first in every report
     studies: list[dict[str, Any]] = field(default_factory=list)  # tuning studies (harness.studies.summaries_as_dicts)
     run_dir: Path | None = None
 

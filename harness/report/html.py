@@ -1,5 +1,5 @@
 """``report.html``: one self-contained page (inline CSS, figures embedded as
-base64 PNG, no scripts, no network): the summary first (ranks across datasets,
+base64 PNG, no scripts, no network): the verdict first, then the summary (ranks across datasets,
 the critical-difference diagram, the best per dataset), then every table of
 ``report.md``, every figure, the failed cells, and the run's configuration and
 environment last.
@@ -19,6 +19,7 @@ from typing import Any
 
 from harness.report.blocks import Block, Heading, Table, Text
 from harness.report.data import ReportData
+from harness.report.errorbars import error_bar_note
 from harness.report.published import PUBLISHED_INTRO, PUBLISHED_TITLE, PublishedTable, published_cells
 from harness.report.styles import CD_FIGURE, caption
 from harness.report.summary import (
@@ -36,6 +37,7 @@ from harness.report.summary import (
     summary_line,
 )
 from harness.report.tables import TIED, Entry, MetricTable
+from harness.report.verdict import Markup, line_text, verdict_legend
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: #222;
@@ -51,6 +53,9 @@ nav a { white-space: nowrap; color: #0366d6; text-decoration: none; }
 nav a:hover { text-decoration: underline; }
 .summary { font-size: .95em; color: #444; }
 ul.conclusions li { margin: .2em 0; }
+ul.verdict { padding-left: 1.2em; font-size: 1.02em; }
+ul.verdict li { margin: .35em 0; overflow-wrap: anywhere; }
+ul.verdict code { white-space: normal; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: .86em; margin: .3em 0 1em; }
 th, td { border: 1px solid #dfe2e5; padding: .3em .65em; text-align: right; white-space: nowrap; }
@@ -213,12 +218,30 @@ def _rank_cell(text: str, mark: str) -> str:
     return f"<td>{_esc(text)}</td>"
 
 
+def verdict_html(data: ReportData) -> list[str]:
+    """The page's first section: one answer per quantity (a list that wraps at any width)."""
+    markup = Markup(name=lambda m: f"<code>{_esc(m)}</code>", strong=lambda q: f"<b>{_esc(q)}</b>", plain=_esc)
+    items = [line_text(v, markup) for v in data.verdict]
+    return [
+        '<h2 id="verdict">Verdict</h2>',
+        '<ul class="verdict">' + "".join(f"<li>{_marked_html(item)}</li>" for item in items) + "</ul>",
+        f'<p class="note">{_marked(verdict_legend(data.verdict))}</p>',
+    ]
+
+
+def _marked_html(markup: str) -> str:
+    """Already-escaped ``markup`` with the tie marks coloured."""
+    return markup.replace(TIED, f'<span class="tie">{TIED}</span>')
+
+
 def summary_html(data: ReportData, figures: list[Path], styles: dict) -> list[str]:
     """The opening section: how to read the report, ranks across datasets with the critical-difference
     diagram, and the best method per dataset and metric."""
     parts = ['<h2 id="summary">Summary</h2>', f'<p class="summary">{_marked(headline(data))}</p>']
     note = outlier_note(data, code=lambda s: f"<code>{_esc(s)}</code>")
     parts += [f'<p class="summary"><b>Warning.</b> {note}</p>'] if note else []
+    note = error_bar_note(data)
+    parts += [f'<p class="summary"><b>Warning.</b> {_esc(note)}</p>'] if note else []
     if ranked_tables(data):
         parts += [
             '<h3 id="ranks">Ranks across datasets</h3>',
@@ -297,12 +320,13 @@ def render_html(data: ReportData | None, figures: list[Path] | None = None) -> s
     styles = data.styles
     figures = list(figures or [])
     others = [f for f in figures if Path(f).stem != CD_FIGURE]
-    nav = [("summary", "Summary"), ("tables", "Tables")]
+    nav = [("verdict", "Verdict"), ("summary", "Summary"), ("tables", "Tables")]
     nav += [("published", "Published numbers")] if data.published is not None else []
     nav += [("figures", "Figures")] if others else []
     nav += [("failed", f"Failed cells ({data.n_failed})")] if data.failed else []
     nav += [("run", "Configuration and environment")]
     parts.append("<nav>" + "".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t in nav) + "</nav>")
+    parts += verdict_html(data)
     parts += summary_html(data, figures, styles)
     by_number = {n: err for err, n in data.footnotes.items()}
     parts += [

@@ -1,5 +1,5 @@
-"""``report.md``: the summary first (ranks across datasets, best per dataset),
-then one GitHub table per metric, time to quality, published numbers, figures,
+"""``report.md``: the verdict first (one answer per quantity), then the summary
+(ranks across datasets, best per dataset), one GitHub table per metric, time to quality, published numbers, figures,
 failed cells, and the configuration and environment last.
 
 Example::
@@ -20,6 +20,7 @@ from tabulate import tabulate
 from harness.report.blocks import Block, Heading, Table, Text
 from harness.report.build import build
 from harness.report.data import ReportData
+from harness.report.errorbars import error_bar_note
 from harness.report.published import PUBLISHED_INTRO, PUBLISHED_TITLE, PublishedTable, published_cells
 from harness.report.styles import CD_FIGURE, caption
 from harness.report.summary import (
@@ -37,6 +38,7 @@ from harness.report.summary import (
     summary_line,
 )
 from harness.report.tables import TIED, Entry, MetricTable, TableSpec, metric_entries
+from harness.report.verdict import MARKDOWN, line_text, verdict_legend
 
 
 def _md_cell(entry: Entry) -> str:
@@ -105,11 +107,19 @@ def _md_rank_cell(text: str, mark: str) -> str:
     return f"**{text}**" if mark == "best" else text + TIED if mark == "tied" else text
 
 
+def markdown_verdict(data: ReportData) -> list[str]:
+    """The report's first section: one answer per quantity, and how it was decided."""
+    lines = ["## Verdict", ""]
+    lines += [f"- {line_text(v, MARKDOWN)}" for v in data.verdict]
+    return lines + ["", verdict_legend(data.verdict), ""]
+
+
 def markdown_summary(data: ReportData, figures: list[str]) -> list[str]:
     """The report's opening: the ranks across datasets (conclusions, table, diagram), then the best
     method per dataset and metric."""
     lines = ["## Summary", "", headline(data), ""]
     lines += [f"**Warning.** {note}", ""] if (note := outlier_note(data)) else []
+    lines += [f"**Warning.** {note}", ""] if (note := error_bar_note(data)) else []
     if ranked_tables(data):
         lines += ["### Ranks across datasets", ""]
         lines += [f"- {c}" for c in rank_conclusions(data)] + [""]
@@ -165,7 +175,8 @@ def render_markdown(data: ReportData, figures: list[str] | None = None) -> str:
     """Markdown of prepared report data: the summary first, then every table, the figures, the
     failed cells, and the configuration and environment last."""
     figures = list(figures or [])
-    lines = ["# densitybench report", ""] + markdown_summary(data, figures) + ["## Tables", "", reading_text(data), ""]
+    lines = ["# densitybench report", ""] + markdown_verdict(data) + markdown_summary(data, figures)
+    lines += ["## Tables", "", reading_text(data), ""]
     for table in data.tables:
         lines += [markdown_table(table), ""]
     if data.phases is not None:

@@ -70,10 +70,24 @@ def headline(data: ReportData) -> str:
     )
 
 
+#: What ``eb`` means in an entry (ASCII, for every renderer).
+ERROR_BAR_LEGEND = (
+    "eb: the likelihood's error bar beyond sampling (ODE solver error, Hutchinson estimator se or "
+    "importance-weighted bound gap, in nats); entries within the sum of their error bars are tied."
+)
+
+
+def has_error_bars(data: ReportData) -> bool:
+    """Some entry of the report carries a positive error bar."""
+    return any(e.has_error_bar for t in data.tables for e in t.entries.values())
+
+
 def reading_text(data: ReportData, best: str = "bold") -> str:
     """How to read the entries: the interval, the best and the tie marks, or why there are none."""
     level = f"{LEVEL:.0%}"
     se = " (se x) is the standard error over test points."
+    if has_error_bars(data):
+        se += f" {ERROR_BAR_LEGEND}"
     if most_seeds(data) < 2:
         return (
             f"One seed per cell: there are no intervals over seeds, so no entry is significantly better than "

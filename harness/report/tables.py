@@ -26,11 +26,17 @@ from harness.comparison import (
     t_interval,
 )
 
+#: The metric holding the error bar of ``test_loglik`` beyond its sampling error (nats): solver_err +
+#: estimator_se + bound_gap over those present; 0 for closed-form likelihoods. KL(p ‖ q) = E log p - E log q
+#: on the same points carries the same error.
+LOGLIK_ERROR_BAR = "loglik_error_bar"
+
 
 @dataclass(frozen=True)
 class TableSpec:
-    """One report table: where the value lives in a row, which way is better, and its standard
-    error over test points (``se_key``, a per-cell metric) when it has one."""
+    """One report table: where the value lives in a row, which way is better, its standard error over
+    test points (``se_key``, a per-cell metric) when it has one, and the metric holding its error bar
+    beyond sampling (``error_bar_key``: the likelihood's solver error, estimator se or bound gap)."""
 
     key: str
     title: str
@@ -40,6 +46,7 @@ class TableSpec:
     target: float = 0.0
     se_key: str | None = None
     short: str = ""  # label in the summary; default: the title up to its first parenthesis
+    error_bar_key: str | None = None
 
     @property
     def label(self) -> str:
@@ -54,6 +61,7 @@ TABLES: tuple[TableSpec, ...] = (
         needs_likelihood=True,
         se_key="test_loglik_se",
         short="Test log-lik.",
+        error_bar_key=LOGLIK_ERROR_BAR,
     ),
     TableSpec(
         "kl",
@@ -62,6 +70,7 @@ TABLES: tuple[TableSpec, ...] = (
         needs_likelihood=True,
         se_key="kl_se",
         short="KL(p ‖ q)",
+        error_bar_key=LOGLIK_ERROR_BAR,
     ),
     TableSpec("mmd2", "MMD² against test data (lower is better)", "lower", short="MMD²"),
     TableSpec("energy_distance", "Energy distance against test data (lower is better)", "lower", short="Energy dist."),
@@ -150,8 +159,9 @@ class Entry:
     """One table cell: a value over seeds, a failure (with footnote number), missing, or n/a.
 
     A value is the mean of ``n`` seeds with the half-width of its 95% t-interval (n >= 2), its
-    standard error over test points where the metric has one, whether it is the best of its
-    dataset or tied with the best, and the significant figures its column prints with."""
+    standard error over test points where the metric has one, its error bar beyond sampling (mean
+    over seeds; NaN when not recorded), whether it is the best of its dataset or tied with the best,
+    and the significant figures its column prints with."""
 
     state: str  # "value" | "failed" | "missing" | "na"
     mean: float = math.nan
@@ -165,16 +175,24 @@ class Entry:
     digits: int = 3
     seeds_ok: int = 0  # cells of this entry that ran ok, of ``seeds_run`` that ran (ok or failed)
     seeds_run: int = 0
+    error_bar: float = math.nan
+
+    @property
+    def has_error_bar(self) -> bool:
+        """A positive error bar was recorded (0 is a closed-form likelihood: nothing to show)."""
+        return math.isfinite(self.error_bar) and self.error_bar > 0
 
     def text(self, sep: str = " ± ") -> str:
         """Plain text of a value entry: ``mean ± half-width`` (just ``mean`` for one seed), then
-        ``(se x)`` where there is a standard error over test points, then ``(k/n seeds ok)`` when
-        some seeds of the cell failed."""
+        ``(se x)`` where there is a standard error over test points and ``eb y`` where there is an
+        error bar, then ``(k/n seeds ok)`` when some seeds of the cell failed."""
         out = significant(self.mean, self.digits)
         if self.n > 1 and math.isfinite(self.half_width):
             out += f"{sep}{significant(self.half_width, 2)}"
-        if math.isfinite(self.se):
-            out += f" (se {significant(self.se, 2)})"
+        notes = [f"se {significant(self.se, 2)}"] if math.isfinite(self.se) else []
+        notes += [f"eb {significant(self.error_bar, 2)}"] if self.has_error_bar else []
+        if notes:
+            out += f" ({', '.join(notes)})"
         return out + self.seeds_note()
 
     def seeds_note(self) -> str:
@@ -209,27 +227,30 @@ def _applies(spec: TableSpec, method: str, kinds: dict[str, str | None]) -> bool
     return not (spec.needs_likelihood and kinds.get(method) is None)
 
 
-def _cell_values(df: pd.DataFrame, col: str, se_col: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Finite values of ``col`` over the ok rows of ``df`` (n,), and their standard errors (n,)."""
+def _cell_values(df: pd.DataFrame, col: str, *companions: str | None) -> tuple[np.ndarray, ...]:
+    """Finite values of ``col`` over the ok rows of ``df`` (n,), then each companion column's values on
+    the same rows (n,; NaN where a row or the frame lacks it), e.g. standard errors and error bars."""
     ok = df[df.status == "ok"]
     vals = pd.to_numeric(ok[col], errors="coerce") if col in ok else pd.Series(dtype=float)
     keep = np.isfinite(vals.to_numpy(dtype=float))
-    se = (
-        pd.to_numeric(ok[se_col], errors="coerce").to_numpy(dtype=float)[keep]
-        if se_col and se_col in ok
-        else np.full(int(keep.sum()), math.nan)
-    )
-    return vals.to_numpy(dtype=float)[keep], se
+    out = [vals.to_numpy(dtype=float)[keep]]
+    for name in companions:
+        if name and name in ok:
+            out.append(pd.to_numeric(ok[name], errors="coerce").to_numpy(dtype=float)[keep])
+        else:
+            out.append(np.full(int(keep.sum()), math.nan))
+    return tuple(out)
 
 
 @dataclass
 class _Column:
     """One dataset's column of a metric table, before it becomes entries: each method's finite values
-    over seeds and their standard errors, first failure message, (ok, run) seed counts; the best, the
-    tied and the significant figures of the column."""
+    over seeds with their standard errors and error bars, first failure message, (ok, run) seed
+    counts; the best, the tied and the significant figures of the column."""
 
     values: dict[str, np.ndarray]
     ses: dict[str, np.ndarray]
+    error_bars: dict[str, float]
     failed: dict[str, str]
     seeds: dict[str, tuple[int, int]]
     best: str | None
@@ -240,23 +261,31 @@ class _Column:
 def _column(df: pd.DataFrame, spec: TableSpec, methods: list[str], ds: str, kinds: dict[str, str | None]) -> _Column:
     col = f"{spec.source}.{spec.key}"
     se_col = f"{spec.source}.{spec.se_key}" if spec.se_key else None
-    values, ses, failed, seeds = {}, {}, {}, {}
+    bar_col = f"metrics.{spec.error_bar_key}" if spec.error_bar_key else None
+    values, ses, bars, failed, seeds = {}, {}, {}, {}, {}
     for m in methods:
         sub = df[(df.method == m) & (df.dataset == ds)]
-        vals, se = _cell_values(sub, col, se_col)
+        vals, se, bar = _cell_values(sub, col, se_col, bar_col)
         if len(vals):
-            values[m], ses[m] = vals, se
+            values[m], ses[m], bars[m] = vals, se, _mean_error_bar(bar)
         bad = sub[sub.status == "failed"]
         seeds[m] = (int((sub.status == "ok").sum()), int((sub.status == "ok").sum()) + len(bad))
         if len(bad):
             failed[m] = bad.error.iloc[0] or "failed"
     best, tied = best_and_ties(
-        {m: v for m, v in values.items() if _applies(spec, m, kinds)}, spec.better, target=spec.target
+        {m: v for m, v in values.items() if _applies(spec, m, kinds)}, spec.better, target=spec.target, error_bars=bars
     )
     widths = [t_interval(v).half_width for v in values.values() if len(v) > 1]
     noise = min((w for w in widths if w > 0), default=None)
     digits = column_digits([float(v.mean()) for v in values.values()], noise=noise)
-    return _Column(values, ses, failed, seeds, best, tied, digits)
+    return _Column(values, ses, bars, failed, seeds, best, tied, digits)
+
+
+def _mean_error_bar(bars: np.ndarray) -> float:
+    """A cell's error bar: the mean of its seeds' error bars (a solver's bias does not average out over
+    seeds); NaN when no seed recorded one (a store from before error bars)."""
+    finite = bars[np.isfinite(bars)]
+    return float(finite.mean()) if len(finite) else math.nan
 
 
 def _value_entry(column: _Column, m: str, with_se: bool) -> Entry:
@@ -273,6 +302,7 @@ def _value_entry(column: _Column, m: str, with_se: bool) -> Entry:
         digits=column.digits,
         seeds_ok=column.seeds[m][0],
         seeds_run=column.seeds[m][1],
+        error_bar=column.error_bars[m],
     )
 
 
@@ -312,12 +342,15 @@ def metric_entries(
 
 def table_ranking(table: MetricTable) -> Ranking | None:
     """Ranks of the methods the metric applies to, over the table's datasets (cell means), with
-    the Friedman test and the Nemenyi critical difference; None when no method applies or the metric
-    has no direction ("none")."""
+    the Friedman test and the Nemenyi critical difference (means within the sum of their error bars
+    share a rank); None when no method applies or the metric has no direction ("none")."""
     applicable = [m for m in table.methods if _applies(table.spec, m, table.kinds)]
     if not applicable or table.spec.better == "none":
         return None
     values = {
         (m, ds): (e.mean if e.state == "value" else None) for (m, ds), e in table.entries.items() if m in applicable
     }
-    return rank_methods(values, applicable, table.datasets, table.spec.better, target=table.spec.target)
+    bars = {key: e.error_bar for key, e in table.entries.items() if e.has_error_bar}
+    return rank_methods(
+        values, applicable, table.datasets, table.spec.better, target=table.spec.target, error_bars=bars
+    )

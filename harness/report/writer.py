@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, TextIO
 
 from harness.errors import UserError
 from harness.report.build import build
 from harness.report.data import ReportData
+from harness.report.errorbars import error_bar_note
 from harness.report.frame import rows_frame
 from harness.report.html import render_html
 from harness.report.latex import latex, render_latex
 from harness.report.markdown import markdown, render_markdown
+from harness.report.tables import TIED
+from harness.report.verdict import DEFAULT_QUALITY, line_text, quantities
 from harness.store import ResultsStore
 
 FORMATS = ("md", "html", "latex", "csv")
@@ -45,20 +49,28 @@ def draw_figures_safely(data: ReportData, out_dir: Path) -> list[Path]:
         return []
 
 
-def write_report(run_dir: Path | str, formats: tuple[str, ...] = DEFAULT_FORMATS) -> list[Path]:
+def _read(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    store = ResultsStore(run_dir, create=False)
+    try:
+        return store.rows(), store.meta()
+    finally:
+        store.close()
+
+
+def write_report(
+    run_dir: Path | str, formats: tuple[str, ...] = DEFAULT_FORMATS, quality_metric: str = DEFAULT_QUALITY
+) -> list[Path]:
     """Regenerate the report files of ``run_dir`` from its store and artefacts; returns the paths.
 
     ``formats`` is any of ``md``, ``html``, ``latex``, ``csv``; ``md`` and
     ``html`` also draw the figures. ``report.html`` (or ``report.md``) comes last.
+    ``quality_metric`` is the verdict's sample-quality metric (``verdict.QUALITY_METRICS``).
     """
     formats = check_formats(formats)
+    quantities(quality_metric)
     run_dir = Path(run_dir)
-    store = ResultsStore(run_dir, create=False)
-    try:
-        rows, meta = store.rows(), store.meta()
-    finally:
-        store.close()
-    data = build(rows, meta, run_dir)
+    rows, meta = _read(run_dir)
+    data = build(rows, meta, run_dir, quality_metric=quality_metric)
     written: list[Path] = []
     figures: list[Path] = []
     if data is not None and {"md", "html"} & set(formats):
@@ -82,3 +94,25 @@ def write_report(run_dir: Path | str, formats: tuple[str, ...] = DEFAULT_FORMATS
         path.write_text(render_html(data, figures), encoding="utf-8")
         written.append(path)
     return written
+
+
+def verdict_text(run_dir: Path | str, quality_metric: str = DEFAULT_QUALITY) -> str:
+    """The verdict of ``run_dir``'s results as plain lines for a terminal (what `run` prints last),
+    with the log-likelihood error-bar warnings; '' when the store has no rows."""
+    data = build(*_read(Path(run_dir)), quality_metric=quality_metric)
+    if data is None:
+        return ""
+    lines = [f"Verdict (best by average rank over datasets; {TIED} not significantly worse than the best):"]
+    lines += [f"  {line_text(v)}" for v in data.verdict]
+    lines += [f"warning: {note}" for note in (error_bar_note(data),) if note]
+    return "\n".join(lines)
+
+
+def print_verdict(run_dir: Path | str, quality_metric: str = DEFAULT_QUALITY, file: TextIO | None = None) -> None:
+    """Print ``verdict_text`` to ``file`` (stdout), its signs replaced where the stream's encoding lacks
+    them (a job's log in an ASCII locale must not end the run with an encoding error)."""
+    stream = file or sys.stdout
+    text = verdict_text(run_dir, quality_metric)
+    if text:
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        print(text.encode(encoding, errors="replace").decode(encoding), file=stream)
