@@ -412,7 +412,7 @@ class Gas(MAFDataset):
             frame = read_data_pickle(path)
         except UserError:
             raise
-        except Exception as e:  # noqa: BLE001 - an old or foreign pickle fails in many ways
+        except Exception as e:  # an old or foreign pickle fails in many ways
             raise UserError(f"gas: pandas {pd.__version__} cannot read {path}: {type(e).__name__}: {e}") from None
         return preprocess_gas(frame)
 

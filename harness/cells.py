@@ -125,7 +125,7 @@ def run_cell(cell: Cell, splits_cache: dict, run_dir: Path | None) -> dict[str, 
         out = evaluate_cell(model, ds, splits, seed=cell.seed, sample_size=cell.sample_size, artifact_path=art)
         out["info"] = {**out["info"], **{k: v for k, v in device_fields.items() if k != "device"}}
         return {"status": "ok", "error": None, **out, **({"device": device} if device_fields else {})}
-    except BaseException as e:  # noqa: BLE001 - recorded as a failed row
+    except BaseException as e:  # recorded as a failed row
         if isinstance(e, KeyboardInterrupt):
             raise
         info = {"traceback": traceback.format_exc(limit=8), **{k: v for k, v in device_fields.items() if k != "device"}}

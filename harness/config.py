@@ -42,12 +42,12 @@ from typing import Any
 from harness.errors import UserError, suggest, unknown
 from harness.shards import parse_shard
 from harness.variants import Variant, expand_all
+from methods import PROFILES
 
 #: The embedded default grid (`make run`): three seeds on three 2-D sets with known densities, so every
 #: table has 95% intervals and ties within the 20-minute budget on 2 cores (docs/comparisons.md says why).
 DEFAULT_DATASETS = ("8gaussians", "checkerboard", "circles")
 DEFAULT_SEEDS = (0, 1, 2)
-PROFILES = ("smoke", "quick", "paper")
 DEVICES = ("auto", "cpu", "cuda")
 EXECUTORS = ("local", "ray")
 #: Per-cell time limits (seconds) by profile when the config sets none.

@@ -107,7 +107,7 @@ def _child(
 
             torch.set_num_threads(threads)
         result = cell_fn(cell)
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         result = failed_result(one_line(e))
     conn.send(result)
     conn.close()

@@ -65,13 +65,13 @@ class Registry(Generic[T]):
                 importlib.import_module(modname)
             except ImportError as e:  # optional dependency missing
                 self._broken[info.name] = f"{type(e).__name__}: {e}"
-            except Exception as e:  # noqa: BLE001 - a broken plugin must not kill the harness
+            except Exception as e:  # a broken plugin must not kill the harness
                 last = traceback.format_exception_only(type(e), e)[-1].strip()
                 self._broken[info.name] = last
         for modname in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
             try:
                 importlib.import_module(modname)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 self._broken[modname] = f"{type(e).__name__}: {e}"
 
     def classes(self) -> dict[str, T]:

@@ -1,9 +1,9 @@
 """Method registry.
 
 ``names()``, ``get(name)``, ``create(name, profile=..., device=..., seed=..., **overrides)``,
-``resolve_params`` (the one parameter check, used by ``create`` and by grid planning) and the
-``register`` decorator. Every module in this package is imported on
-first use; adding a method is one new file here.
+``resolve_params`` (a method's parameters under a profile, checked by ``Method.checked_params``,
+the one parameter check) and the ``register`` decorator. Every module in this package not
+starting with ``_`` is imported on first use; adding a method is one new file here.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from harness.errors import UserError, suggest
 from harness.registry import Registry
 from methods.base import (
+    DEFAULT_PROFILE,
+    PROFILES,
     AnyOf,
     Bool,
     Choice,
@@ -23,13 +24,11 @@ from methods.base import (
     Method,
     NotFittedError,
     NotSupported,
+    ParameterError,
     Seq,
     Spec,
     Str,
-    spec_from_values,
 )
-
-PROFILES = ("smoke", "quick", "paper")
 
 _registry: Registry[type[Method]] = Registry("method", __name__)
 register = _registry.register
@@ -40,59 +39,28 @@ unavailable = _registry.unavailable
 available = _registry.available
 
 
-def profile_params(name: str, profile: str = "quick") -> dict[str, Any]:
+def profile_params(name: str, profile: str = DEFAULT_PROFILE) -> dict[str, Any]:
     """The parameter set of ``profile`` for method ``name`` (a copy)."""
-    cls = get(name)
-    if profile not in cls.profiles:
-        raise UserError(
-            f"unknown profile '{profile}'{suggest(profile, cls.profiles)} for method '{name}'; valid: {', '.join(cls.profiles)}"
-        )
-    return dict(cls.profiles[profile])
+    return get(name).profile_params(profile)
 
 
 def param_specs(name: str) -> dict[str, Spec]:
-    """Every parameter of method ``name`` with the spec its values are checked against: the class's
-    ``param_specs``, else one built from the types of the parameter's values in the profiles."""
-    cls = get(name)
-    keys = dict.fromkeys([k for p in cls.profiles.values() for k in p] + list(cls.param_specs))
-    return {k: cls.param_specs.get(k) or spec_from_values(p[k] for p in cls.profiles.values() if k in p) for k in keys}
+    """Every parameter of method ``name`` with the spec its values are checked against (``Method.specs``)."""
+    return get(name).specs()
 
 
-def resolve_params(name: str, profile: str = "quick", overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The parameters of method ``name`` under ``profile`` updated by ``overrides``, checked.
-
-    Raises a UserError (one line: the method, the parameter, the value and what is valid) for an
-    unknown parameter name (suggesting the closest) or a value its spec rejects.
-    """
-    specs = param_specs(name)
-    params = profile_params(name, profile)
-    for key, value in (overrides or {}).items():
-        if key not in specs:
-            raise UserError(
-                f"unknown parameter '{key}' for method '{name}'{suggest(key, specs)}; valid: {', '.join(sorted(specs))}"
-            )
-        params[key] = value
-    for key, value in params.items():
-        spec = specs[key]
-        if not spec.accepts(value):
-            hint = suggest(value, _string_choices(spec)) if isinstance(value, str) else ""
-            raise UserError(
-                f"method '{name}': parameter {key} = {value!r} is not valid{hint}; valid: {spec.describe()}"
-            )
-    return params
+def resolve_params(
+    name: str, profile: str = DEFAULT_PROFILE, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The parameters of method ``name`` under ``profile`` updated by ``overrides``, checked
+    (``Method.checked_params``): a ParameterError, a UserError of one line, names what is wrong."""
+    return get(name).checked_params(overrides, profile)
 
 
-def _string_choices(spec: Spec) -> list[str]:
-    specs = spec.specs if isinstance(spec, AnyOf) else (spec,)
-    return [v for s in specs if isinstance(s, Choice) for v in s.values if isinstance(v, str)]
-
-
-def create(name: str, profile: str = "quick", *, device: str = "auto", seed: int = 0, **overrides: Any) -> Method:
-    """Instantiate method ``name`` with its ``profile`` parameters updated by ``overrides``.
-
-    Override keys must be parameters of the method, and every value must satisfy its spec
-    (see ``resolve_params``).
-    """
+def create(
+    name: str, profile: str = DEFAULT_PROFILE, *, device: str = "auto", seed: int = 0, **overrides: Any
+) -> Method:
+    """Instantiate method ``name`` with its ``profile`` parameters updated by ``overrides`` (see ``resolve_params``)."""
     return get(name)(device=device, seed=seed, **resolve_params(name, profile, overrides))
 
 
@@ -101,7 +69,9 @@ __all__ = [
     "NotSupported",
     "NotFittedError",
     "DivergenceError",
+    "ParameterError",
     "PROFILES",
+    "DEFAULT_PROFILE",
     "register",
     "unregister",
     "names",

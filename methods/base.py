@@ -1,8 +1,9 @@
 """The Method contract: every density estimator in the benchmark implements it.
 
 Public methods validate their inputs and fitted state (nflows style); subclasses
-implement ``_fit``, ``_sample`` and ``_log_prob``. ``__init__`` only stores
-parameters and fitted attributes end in ``_`` (scikit-learn style).
+implement ``_fit``, ``_sample`` and ``_log_prob``. ``__init__`` only stores the
+parameters (checked against ``param_specs``, the vocabulary of ``methods._specs``) and
+fitted attributes end in ``_`` (scikit-learn style).
 
 Example::
 
@@ -13,27 +14,41 @@ Example::
 
 from __future__ import annotations
 
-import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from harness.errors import DivergenceError
+from harness.errors import DivergenceError, UserError, suggest
 from harness.toolkit import checkpoint as _checkpoint
 from harness.toolkit.device import synchronize
 from harness.toolkit.distances import energy_distance
 from harness.toolkit.seeding import numpy_stream, stream_seed
 from harness.toolkit.standardise import Standardiser
+from methods._specs import (
+    AnyOf,
+    Bool,
+    Choice,
+    Float,
+    Int,
+    Seq,
+    Spec,
+    Str,
+    spec_from_values,
+    string_choices,
+)
 
 __all__ = [
     "Method",
     "NotSupported",
     "NotFittedError",
     "DivergenceError",
+    "ParameterError",
+    "PROFILES",
+    "DEFAULT_PROFILE",
     "LOG_PROB_KINDS",
     "check_array",
     "Spec",
@@ -48,6 +63,10 @@ __all__ = [
 ]
 
 LOG_PROB_KINDS = ("exact", "bound", "estimate", None)
+#: Every method's parameter sets: "smoke" (seconds; tests), "quick" (the default run), "paper" (published settings).
+PROFILES = ("smoke", "quick", "paper")
+#: The profile of ``methods.create`` and the one whose values fill what a direct construction leaves out.
+DEFAULT_PROFILE = "quick"
 
 
 class NotSupported(NotImplementedError):
@@ -56,6 +75,10 @@ class NotSupported(NotImplementedError):
 
 class NotFittedError(RuntimeError):
     """Raised when ``sample`` or ``log_prob`` is called before ``fit``."""
+
+
+class ParameterError(UserError, ValueError):
+    """A method parameter its spec or the method's ``check_params`` rejects (one line naming it; exit 2)."""
 
 
 def check_array(x: Any, name: str = "x", dim: int | None = None) -> np.ndarray:
@@ -76,202 +99,6 @@ def check_array(x: Any, name: str = "x", dim: int | None = None) -> np.ndarray:
     return arr
 
 
-# ----------------------------------------------------------------- parameter specs
-class Spec:
-    """The values a method parameter accepts: ``accepts(value)`` and ``describe()`` (for error messages).
-
-    ``a | b`` accepts what either accepts, e.g. ``Choice("auto") | Int(min=1)``.
-    """
-
-    def accepts(self, value: Any) -> bool:
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-    def __or__(self, other: Spec) -> Spec:
-        return AnyOf(self, other)
-
-    def __repr__(self) -> str:
-        return f"<{self.describe()}>"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(float(value))
-
-
-def _show(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-class AnyOf(Spec):
-    """Accepts a value that any of ``specs`` accepts."""
-
-    def __init__(self, *specs: Spec) -> None:
-        self.specs = tuple(x for s in specs for x in (s.specs if isinstance(s, AnyOf) else (s,)))
-
-    def accepts(self, value: Any) -> bool:
-        return any(s.accepts(value) for s in self.specs)
-
-    def describe(self) -> str:
-        return " or ".join(s.describe() for s in self.specs)
-
-
-class Choice(Spec):
-    """One of ``values`` (compared by value and type, so ``True`` is not ``1``); ``Choice(None)`` allows None."""
-
-    def __init__(self, *values: Any) -> None:
-        self.values = values
-
-    def accepts(self, value: Any) -> bool:
-        return any(value == v and (type(value) is type(v) or _is_int(value) and _is_int(v)) for v in self.values)
-
-    def describe(self) -> str:
-        shown = ", ".join(_show(v) for v in self.values)
-        return shown if len(self.values) == 1 else f"one of {shown}"
-
-
-class Int(Spec):
-    """An integer (not a bool) in [min, max]; None leaves that side open. ``log``: searched on a log
-    scale when the spec is an entry of a ``search_space``."""
-
-    def __init__(self, min: int | None = None, max: int | None = None, *, log: bool = False) -> None:  # noqa: A002
-        self.min, self.max, self.log = min, max, log
-
-    def accepts(self, value: Any) -> bool:
-        return _is_int(value) and (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
-
-    def describe(self) -> str:
-        return "an integer" + _range_text(self.min, self.max, False, False)
-
-
-class Float(Spec):
-    """A finite real number (ints allowed) within [min, max]; ``gt``/``lt`` give open bounds instead.
-    ``log``: searched on a log scale when the spec is an entry of a ``search_space``."""
-
-    def __init__(
-        self,
-        min: float | None = None,
-        max: float | None = None,
-        *,  # noqa: A002
-        gt: float | None = None,
-        lt: float | None = None,
-        log: bool = False,
-    ) -> None:
-        self.low, self.low_open = (gt, True) if gt is not None else (min, False)
-        self.high, self.high_open = (lt, True) if lt is not None else (max, False)
-        self.log = log
-
-    def accepts(self, value: Any) -> bool:
-        if not _is_real(value):
-            return False
-        x = float(value)
-        low_ok = self.low is None or (x > self.low if self.low_open else x >= self.low)
-        high_ok = self.high is None or (x < self.high if self.high_open else x <= self.high)
-        return low_ok and high_ok
-
-    def describe(self) -> str:
-        return "a finite number" + _range_text(self.low, self.high, self.low_open, self.high_open)
-
-
-def _range_text(low: Any, high: Any, low_open: bool, high_open: bool) -> str:
-    if low is not None and high is not None:
-        return f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    if low is not None:
-        return f" {'>' if low_open else '>='} {low}"
-    if high is not None:
-        return f" {'<' if high_open else '<='} {high}"
-    return ""
-
-
-class Bool(Spec):
-    """true or false."""
-
-    def accepts(self, value: Any) -> bool:
-        return isinstance(value, (bool, np.bool_))
-
-    def describe(self) -> str:
-        return "true or false"
-
-
-class Str(Spec):
-    """Any string (the fallback for string-valued profile entries without an explicit spec)."""
-
-    def accepts(self, value: Any) -> bool:
-        return isinstance(value, str)
-
-    def describe(self) -> str:
-        return "a string"
-
-
-class Seq(Spec):
-    """A list or tuple whose items ``item`` accepts, of exactly ``length`` items (None: any non-empty)."""
-
-    def __init__(self, item: Spec, length: int | None = None) -> None:
-        self.item, self.length = item, length
-
-    def accepts(self, value: Any) -> bool:
-        if not isinstance(value, (list, tuple)) or not value:
-            return False
-        return (self.length is None or len(value) == self.length) and all(self.item.accepts(v) for v in value)
-
-    def describe(self) -> str:
-        count = f"{self.length} items" if self.length is not None else "items"
-        return f"a list of {count}, each {self.item.describe()}"
-
-
-def spec_from_values(values: Iterable[Any]) -> Spec:
-    """The loosest spec that fits the types of ``values`` (a parameter's entries in a method's profiles):
-    the fallback check for a parameter without an explicit ``param_specs`` entry."""
-    specs: list[Spec] = []
-    values = list(values)
-    kinds = {_kind(v) for v in values}
-    if "bool" in kinds:
-        specs.append(Bool())
-    if "float" in kinds:
-        specs.append(Float())
-    elif "int" in kinds:
-        specs.append(Int())
-    if "str" in kinds:
-        specs.append(Str())
-    if "none" in kinds:
-        specs.append(Choice(None))
-    if "seq" in kinds:
-        items = [x for v in values if isinstance(v, (list, tuple)) for x in v]
-        specs.append(Seq(spec_from_values(items) if items else _Anything()))
-    if "other" in kinds or not specs:
-        specs.append(_Anything())
-    return specs[0] if len(specs) == 1 else AnyOf(*specs)
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, (bool, np.bool_)):
-        return "bool"
-    if _is_int(value):
-        return "int"
-    if isinstance(value, (float, np.floating)):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, (list, tuple)):
-        return "seq"
-    return "other"
-
-
-class _Anything(Spec):
-    def accepts(self, value: Any) -> bool:
-        return True
-
-    def describe(self) -> str:
-        return "any value"
-
-
 class Method(ABC):
     """A density estimator / generator under benchmark.
 
@@ -279,10 +106,11 @@ class Method(ABC):
     ----------------
     name : registry key.
     log_prob_kind : "exact" | "bound" | "estimate" | None (no likelihood).
-    profiles : {"smoke": {...}, "quick": {...}, "paper": {...}} parameter sets.
-    param_specs : parameter name -> ``Spec`` (``Choice``, ``Int``, ``Float``, ``Bool``, ``Seq``, ``a | b``),
-        checked by ``methods.resolve_params`` (hence ``methods.create`` and grid planning). A profile
-        parameter without an entry is checked against the types of its profile values.
+    profiles : {"smoke": {...}, "quick": {...}, "paper": {...}} parameter sets (``PROFILES``).
+    param_specs : parameter name -> ``Spec`` (``Choice``, ``Int``, ``Float``, ``Bool``, ``Seq``, ``a | b``):
+        the one parameter check (``checked_params``), made when a method is constructed, by
+        ``methods.create``, directly or by grid planning, and again at ``fit``. A profile parameter
+        without an entry is checked against the types of its profile values.
     search_space : parameter name -> bounded ``Float(min, max, log=...)``, ``Int(min, max, log=...)`` or
         ``Choice(...)``: the parameters ``python -m harness tune`` searches (equal trials for every
         method; docs/tuning.md). Empty: nothing to tune (the method runs its profile).
@@ -292,7 +120,7 @@ class Method(ABC):
 
     name: ClassVar[str]
     log_prob_kind: ClassVar[str | None] = None
-    profiles: ClassVar[dict[str, dict]] = {"smoke": {}, "quick": {}, "paper": {}}
+    profiles: ClassVar[dict[str, dict]] = {p: {} for p in PROFILES}
     param_specs: ClassVar[dict[str, Spec]] = {}
     search_space: ClassVar[dict[str, Spec]] = {}
     min_dim: ClassVar[int] = 1
@@ -307,9 +135,65 @@ class Method(ABC):
     on_checkpoint: Callable[[dict[str, Any]], None] | None = None
 
     def __init__(self, *, device: str = "auto", seed: int = 0, **params: Any) -> None:
+        """Store the device, seed and ``params``: the ``DEFAULT_PROFILE``'s values updated by ``params``,
+        checked (``checked_params``; raises ParameterError)."""
         self.device = device
         self.seed = seed
-        self.params = params
+        self.params = self.checked_params(params)
+
+    # ----------------------------------------------------------- parameters
+    @classmethod
+    def specs(cls) -> dict[str, Spec]:
+        """Every parameter with its spec: ``param_specs``, else one from the types of its profile values."""
+        keys = dict.fromkeys([k for p in cls.profiles.values() for k in p] + list(cls.param_specs))
+        values = cls.profiles.values()
+        return {k: cls.param_specs.get(k) or spec_from_values(p[k] for p in values if k in p) for k in keys}
+
+    @classmethod
+    def profile_params(cls, profile: str = DEFAULT_PROFILE) -> dict[str, Any]:
+        """The parameter set of ``profile`` (a copy)."""
+        if profile not in cls.profiles:
+            raise ParameterError(
+                f"unknown profile '{profile}'{suggest(profile, cls.profiles)} for method '{cls.name}'; valid: {', '.join(cls.profiles)}"
+            )
+        return dict(cls.profiles[profile])
+
+    @classmethod
+    def checked_params(
+        cls, params: Mapping[str, Any] | None = None, profile: str = DEFAULT_PROFILE, dim: int | None = None
+    ) -> dict[str, Any]:
+        """The parameters of ``profile`` updated by ``params``, each checked against its spec, then together
+        by ``check_params`` (``dim``: the data's dimension at ``fit``, None before).
+
+        Raises ParameterError, one line naming the method, the parameter, the value and what is valid,
+        for an unknown parameter name (suggesting the closest) or a rejected value.
+        """
+        specs = cls.specs()
+        checked = cls.profile_params(profile)
+        for key, value in (params or {}).items():
+            if key not in specs:
+                raise ParameterError(
+                    f"unknown parameter '{key}' for method '{cls.name}'{suggest(key, specs)}; valid: {', '.join(sorted(specs))}"
+                )
+            checked[key] = value
+        for key, value in checked.items():
+            spec = specs[key]
+            if not spec.accepts(value):
+                hint = suggest(value, string_choices(spec)) if isinstance(value, str) else ""
+                raise ParameterError(
+                    f"method '{cls.name}': parameter {key} = {value!r} is not valid{hint}; valid: {spec.describe()}"
+                )
+        try:
+            cls.check_params(checked, dim)
+        except ValueError as e:
+            raise ParameterError(f"method '{cls.name}': {e}") from None
+        return checked
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any], dim: int | None) -> None:
+        """The rules that join several parameters, or a parameter and the data's dimension ``dim`` (None
+        until ``fit``): raise ValueError naming the parameters. ``params`` already satisfy their specs."""
+        return None  # no joint rule unless a method declares one
 
     # ----------------------------------------------------------- public API
     def fit(self, train: np.ndarray, val: np.ndarray | None = None) -> Self:
@@ -321,6 +205,7 @@ class Method(ABC):
             raise ValueError(f"{self.name} needs data with at least {self.min_dim} dimensions, got d={train.shape[1]}")
         if val is not None:
             val = check_array(val, "val", dim=train.shape[1])
+        self.params = self.checked_params(self.params, dim=train.shape[1])
         self.fit_phases_: dict[str, float] = {}
         self.info_: dict[str, Any] = {}  # diagnostics (losses, NFE...) stored in results rows
         self.dim_ = train.shape[1]

@@ -8,7 +8,6 @@ around sampling.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,7 +37,7 @@ from harness.toolkit.mle import TrainConfig, fit_mle
 from harness.toolkit.seeding import global_torch_rng, seeded_init, stream_seed
 from harness.toolkit.standardise import Standardiser
 from methods import register
-from methods.base import Bool, Choice, Float, Int, Method, Spec
+from methods.base import PROFILES, Bool, Choice, Float, Int, Method, Spec
 
 __all__ = ["MAF", "RealNVP", "NSFAutoregressive", "NSFCoupling"]
 
@@ -46,8 +45,6 @@ SAMPLE_BATCH = 10_000  # rows per inverse pass when sampling
 LOG_PROB_BATCH = 8192  # rows per forward pass in log_prob
 
 SAMPLE = 3  # seed-stream purpose of sampling (fit_mle uses the primary stream and purposes 1, 2)
-# Training keys shared by every flow profile: the fields of harness.toolkit.mle.TrainConfig.
-_TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
 
 
 class _TwoNets(nn.Module):
@@ -124,7 +121,6 @@ class _NflowsFlow(Method):
         "dropout": Float(0.0, 0.3),
     }
     reverse_between: ClassVar[bool] = False
-    arch_keys: ClassVar[tuple[str, ...]] = ("n_layers", "hidden", "n_blocks", "dropout", "batch_norm", "use_lu")
 
     # ----------------------------------------------------------- building
     def _step(self, i: int, d: int) -> Transform:
@@ -145,23 +141,10 @@ class _NflowsFlow(Method):
             parts += [RandomPermutation(d), LULinear(d, identity_init=True)]
         return CompositeTransform(parts)
 
-    def _check_params(self, d: int) -> TrainConfig:
-        missing = [k for k in (*self.arch_keys, *_TRAIN_KEYS) if k not in self.params]
-        if missing:
-            raise ValueError(
-                f"{self.name}: missing parameter(s) {', '.join(missing)}; build it with methods.create('{self.name}', profile=...)"
-            )
-        if d < 2:
-            raise ValueError(f"{self.name} needs data with at least 2 dimensions, got d={d}")
-        n_layers = self.params["n_layers"]
-        if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
-            raise ValueError(f"{self.name}: n_layers must be a positive integer, got {n_layers!r}")
-        return TrainConfig.from_params(self.params)
-
     # ----------------------------------------------------------- contract
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
         d = train.shape[1]
-        config = self._check_params(d)
+        config = TrainConfig.from_params(self.params)
         self.device_ = resolve_device(self.device)
         self.scaler_ = Standardiser(train)
         x_train = to_tensor(self.scaler_.forward(train), self.device_)
@@ -200,7 +183,7 @@ class _NflowsFlow(Method):
 
 
 def _profiles(arch: dict[str, dict[str, Any]], train: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {name: {**arch[name], **train[name]} for name in ("smoke", "quick", "paper")}
+    return {name: {**arch[name], **train[name]} for name in PROFILES}
 
 
 # Training settings. "paper" entries differ per family and are set per class.
@@ -298,12 +281,6 @@ class MAF(_NflowsFlow):
             dropout_probability=p["dropout"],
         )
 
-    def _check_params(self, d: int) -> TrainConfig:
-        config = super()._check_params(d)
-        if self.params["n_blocks"] < 1:
-            raise ValueError(f"maf: n_blocks (hidden layers per MADE) must be >= 1, got {self.params['n_blocks']}")
-        return config
-
 
 @register
 class RealNVP(_NflowsFlow):
@@ -364,7 +341,6 @@ class RealNVP(_NflowsFlow):
         )
 
 
-_NSF_ARCH_KEYS = (*_NflowsFlow.arch_keys, "bins", "tail_bound")
 _NSF_SPECS = {**_NflowsFlow.param_specs, "bins": Int(min=1), "tail_bound": Float(gt=0)}
 _NSF_SPACE = {**_NflowsFlow.search_space, "bins": Int(4, 16)}
 # NSF paper UCI script defaults (bayesiains/nsf experiments/uci.py): 10 steps of
@@ -429,7 +405,6 @@ class NSFAutoregressive(_NflowsFlow):
     name = "nsf_ar"
     plot_style = ("#2ca02c", "^")
     reverse_between = True
-    arch_keys = _NSF_ARCH_KEYS
     profiles = _NSF_PROFILES
     param_specs = _NSF_SPECS
     search_space = _NSF_SPACE
@@ -485,7 +460,6 @@ class NSFCoupling(_NflowsFlow):
 
     name = "nsf_c"
     plot_style = ("#bcbd22", "<")
-    arch_keys = _NSF_ARCH_KEYS
     profiles = _NSF_PROFILES
     param_specs = _NSF_SPECS
     search_space = _NSF_SPACE

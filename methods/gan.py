@@ -124,11 +124,6 @@ class WGANGP(Method):
 
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
         p = self.params
-        if p["activation"] not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {p['activation']!r}")
-        for key in ("n_critic", "steps"):
-            if int(p[key]) < 1:
-                raise ValueError(f"{key} must be a positive integer, got {p[key]!r}")
         self.device_ = resolve_device(self.device)
         self.latent_dim_ = int(p["latent_dim"] or max(self.dim_, 2))
         self.scaler_ = Standardiser(train)

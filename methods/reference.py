@@ -16,7 +16,7 @@ from harness.toolkit.gaussian import LOG_2PI
 from harness.toolkit.seeding import numpy_stream
 from harness.toolkit.standardise import Standardiser
 from methods import register
-from methods.base import Float, Int, Method, Seq
+from methods.base import PROFILES, Float, Int, Method, Seq
 
 __all__ = ["Gaussian", "KDE", "kde_log_prob"]
 
@@ -43,7 +43,7 @@ class Gaussian(Method):
     name = "gaussian"
     plot_style = ("#7f7f7f", ">")
     log_prob_kind = "exact"
-    profiles = {p: {"ridge": 1e-6} for p in ("smoke", "quick", "paper")}
+    profiles = {p: {"ridge": 1e-6} for p in PROFILES}
     param_specs = {"ridge": Float(min=0)}
 
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -157,15 +158,14 @@ class ScoreDiffusion(Method):
         "layers": Int(2, 5),
     }
 
+    @classmethod
+    def check_params(cls, params: dict[str, Any], dim: int | None) -> None:
+        if not params["beta_min"] < params["beta_max"]:
+            raise ValueError(f"beta_min = {params['beta_min']} must be below beta_max = {params['beta_max']}")
+
     # ------------------------------------------------------------------ fit
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
         p = self.params
-        if p["sampler"] not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {p['sampler']!r}")
-        if p["trace"] not in TRACES:
-            raise ValueError(f"trace must be one of {TRACES}, got {p['trace']!r}")
-        if not 0.0 < p["eps_t"] < 1.0:
-            raise ValueError(f"eps_t must lie in (0, 1), got {p['eps_t']}")
         self.device_ = resolve_device(self.device)
         self.sde_ = VPSDE(p["beta_min"], p["beta_max"])
         self.scaler_ = Standardiser(train)

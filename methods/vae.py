@@ -165,10 +165,6 @@ class VAE(Method):
 
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
         p = self.params
-        if p["activation"] not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {p['activation']!r}")
-        if int(p["k_eval"]) < 1:
-            raise ValueError(f"k_eval must be a positive integer, got {p['k_eval']!r}")
         self.device_ = resolve_device(self.device)
         self.latent_dim_ = int(p["latent_dim"] or self.dim_)
         self.scaler_ = Standardiser(train)

@@ -7,8 +7,10 @@ one JSON line per cell to ``--out``; prints a Markdown table at the end. The tea
 likelihood in the harness, but its density is the KDE p_0 = mean_j N(x_j, eps I) (standardised),
 so its rows carry that KDE's test log-likelihood (and KL where the density is known) in closed form.
 
-    PYTHONPATH=$PWD DENSITYBENCH_DATA=/work/shared/data nice -n 5 .venv/bin/python \\
+    PYTHONPATH=$PWD nice -n 5 .venv/bin/python \\
         scripts/flagship_eps_study.py --datasets 8gaussians,checkerboard,rings --out eps.jsonl [--generator]
+
+Real datasets are read from the data root (``$DENSITYBENCH_DATA``, else ``~/.cache/densitybench``).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,7 @@ from scipy.stats import multivariate_normal
 import methods
 from harness.sample_metrics import energy_distance
 from harness.toolkit.device import to_tensor
-from harness.toolkit.training_free_score import Schedule, flow_to_data
-from methods.supervised_diffusion import _teacher_settings
+from methods.supervised_diffusion import TrainingFreeTeacher
 
 SETTINGS = {
     "base": {},
@@ -79,20 +79,17 @@ class Mixture:
         return logsumexp(self.component_log_probs(x), axis=1)
 
 
+def fitted_teacher(model, train: np.ndarray) -> TrainingFreeTeacher:
+    """The probability flow that labelled ``model``'s pairs (its eps as chosen at fit)."""
+    data = to_tensor(model.scaler_.forward(train), "cpu")
+    return replace(TrainingFreeTeacher.from_params(model.params, data), eps=model.info_["eps"])
+
+
 def label_noise(model, train: np.ndarray, n: int = 2000) -> float:
     """0.5 E|x_a - x_b|^2 per coordinate for two labels of the same z under independent MC batches."""
-    teacher = _teacher_settings(model.params, train.shape[1])
-    schedule = Schedule(eps=model.info_["eps"])
-    data = to_tensor(model.scaler_.forward(train), "cpu")
+    teacher = fitted_teacher(model, train)
     z = torch.randn(n, train.shape[1], generator=torch.Generator().manual_seed(99))
-    kw = dict(
-        steps=teacher["steps"],
-        solver=teacher["solver"],
-        mode=teacher["mode"],
-        mc_batch=teacher["mc_batch"],
-        chunk=teacher["chunk"],
-    )
-    a, b = (flow_to_data(z, data, schedule, generator=torch.Generator().manual_seed(s), **kw) for s in (1, 2))
+    a, b = (teacher.label(z, torch.Generator().manual_seed(s)) for s in (1, 2))
     return float(0.5 * (a - b).square().mean())
 
 
@@ -128,20 +125,9 @@ def error_concentration(model, mix: Mixture, train: np.ndarray, test: np.ndarray
     Labels 2,000 fresh z as in training; returns the share of G's squared error carried by the 10%
     of pairs with the largest error, and the thin-region share of G(z) on those pairs and on the rest.
     """
-    teacher = _teacher_settings(model.params, train.shape[1])
-    data = to_tensor(model.scaler_.forward(train), "cpu")
+    teacher = fitted_teacher(model, train)
     z = torch.randn(n, train.shape[1], generator=torch.Generator().manual_seed(98))
-    x0 = flow_to_data(
-        z,
-        data,
-        Schedule(eps=model.info_["eps"]),
-        steps=teacher["steps"],
-        solver=teacher["solver"],
-        mode=teacher["mode"],
-        mc_batch=teacher["mc_batch"],
-        chunk=teacher["chunk"],
-        generator=torch.Generator().manual_seed(97),
-    )
+    x0 = teacher.label(z, torch.Generator().manual_seed(97))
     with torch.no_grad():
         g = model.net_(z)
     err = (g - x0).square().sum(1).numpy()

@@ -36,7 +36,7 @@ if multiprocessing.parent_process() is not None and os.environ.get(FAKE_GPU_ENV)
 class FakeGpuMean(Method):
     name = "fake_gpu_mean"
     log_prob_kind = "exact"
-    profiles = {p: {} for p in ("smoke", "quick", "paper")}
+    profiles = {p: {} for p in methods.PROFILES}
 
     def _fit(self, train, val):
         with self.phase("training"):

@@ -13,7 +13,7 @@ from methods.base import Method
 class CrashWorker(Method):
     name = "crash_worker"
     log_prob_kind = None
-    profiles = {p: {} for p in ("smoke", "quick", "paper")}
+    profiles = {p: {} for p in methods.PROFILES}
 
     def _fit(self, train, val):
         os._exit(7)
@@ -28,7 +28,7 @@ class HangWorker(Method):
 
     name = "hang_worker"
     log_prob_kind = None
-    profiles = {p: {} for p in ("smoke", "quick", "paper")}
+    profiles = {p: {} for p in methods.PROFILES}
 
     def _fit(self, train, val):
         import time

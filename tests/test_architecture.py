@@ -3,7 +3,6 @@ small synthetic trees, then on the project itself."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -11,19 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from scripts_as_modules import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "check_imports.py"
 
 
-def load_checker():
-    spec = importlib.util.spec_from_file_location("check_imports", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-check_imports = load_checker()
+check_imports = load_script("check_imports.py")
 
 #: A tree that keeps every rule: content -> contract and toolkit, engine -> packages and base modules.
 CLEAN = {

@@ -112,7 +112,7 @@ def case(id: str, argv_files, code: int, fragment: str, files: dict | None = Non
 LINE_3234 = not_utf8_at(3234)[:3233].count(b"\n") + 1
 
 CORPUS: list[Case] = [
-    # --- the issue's table (issue 16)
+    # --- option ranges, damaged files and unsafe names
     case(
         "time limit too large",
         run("--time-limit", "3000000"),

@@ -84,7 +84,7 @@ def test_resume_skips_finished_cells(tiny_run):
 class Exploding(Method):
     name = "exploding_test_method"
     log_prob_kind = "exact"
-    profiles = {p: {} for p in ("smoke", "quick", "paper")}
+    profiles = {p: {} for p in methods.PROFILES}
 
     def _fit(self, train, val):
         raise RuntimeError("boom in fit")
@@ -96,7 +96,7 @@ class Exploding(Method):
 class NaNDensity(Method):
     name = "nan_test_method"
     log_prob_kind = "exact"
-    profiles = {p: {} for p in ("smoke", "quick", "paper")}
+    profiles = {p: {} for p in methods.PROFILES}
 
     def _fit(self, train, val):
         with self.phase("training"):

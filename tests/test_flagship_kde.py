@@ -106,7 +106,7 @@ def test_auto_eps_is_recorded_and_used_by_both_methods():
             torch.as_tensor((val - train.mean(0)) / train.std(0), dtype=torch.float32),
         )[0]
     )
-    assert auto.teacher_["schedule"].eps == chosen and 0 < chosen < 1
+    assert auto.teacher_.eps == chosen and 0 < chosen < 1
     no_val = methods.create("training_free_ode", "smoke", seed=0, eps="auto").fit(train)  # 10% of train held out
     assert (
         0 < no_val.info_["eps"] < 1

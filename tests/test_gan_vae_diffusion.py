@@ -289,8 +289,8 @@ def test_gan_learns_gaussian_moments():
     m = methods.create("gan", "smoke", device="cpu", steps=200).fit(train)
     s = m.sample(4000, seed=1)
     sd = np.sqrt(np.diag(cov))
-    # A smoke GAN oscillates around the target: over 30 fits (seeds 0-5, 200-400 steps, the seed streams
-    # before and after issue 17) its sample mean was off by up to 0.29 sd in a coordinate.
+    # A smoke GAN oscillates around the target: over 30 fits (seeds 0-5, 200-400 steps, two seeding
+    # schemes) its sample mean was off by up to 0.29 sd in a coordinate.
     assert np.all(np.abs(s.mean(0) - mu) < 0.35 * sd)
     assert np.all(np.abs(s.std(0) / sd - 1) < 0.3)
     assert abs(np.corrcoef(s.T)[0, 1] - 0.6) < 0.25

@@ -322,7 +322,7 @@ def test_cache_notices_a_rewritten_file(tmp_path):
     assert datasets.get("miniboone").load(root=tmp_path).sizes() != first.sizes()
 
 
-# ---------------------------------------------------------------- robustness (issue 16)
+# ---------------------------------------------------------------- robustness: damaged and foreign files
 
 
 def test_normalise_pooled_refuses_constant_columns_and_non_finite_values():

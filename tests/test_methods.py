@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,7 +142,7 @@ def test_registry_lists_every_method_with_profiles():
         assert cls.name == name
         assert cls.log_prob_kind in ("exact", "bound", "estimate", None)
         assert isinstance(cls.min_dim, int) and cls.min_dim >= 1, name
-        assert set(cls.profiles) == {"smoke", "quick", "paper"}, name
+        assert set(cls.profiles) == set(methods.PROFILES), name
         keys = [set(p) for p in cls.profiles.values()]
         assert all(k == keys[0] for k in keys), f"{name}: profiles define different parameter keys"
 
@@ -165,6 +166,58 @@ def test_profiles_satisfy_their_specs(name):
         assert methods.resolve_params(name, profile) == cls.profiles[profile]
     profile_keys = set().union(*(p.keys() for p in cls.profiles.values()))
     assert set(cls.param_specs) <= profile_keys, f"{name}: specs for parameters no profile defines"
+
+
+def rejected_values(name: str) -> list[tuple[str, Any]]:
+    """(parameter, value) for every value generated from every parameter's spec (past a bound, another
+    type, a near miss of a choice...), as scikit-learn's estimator checks generate bad parameters."""
+    return [(key, value) for key, spec in methods.param_specs(name).items() for value in spec.rejected_examples()]
+
+
+@pytest.mark.parametrize("name", methods.names())
+def test_every_path_rejects_values_outside_the_specs(name):
+    """``methods.create``, direct construction and ``fit`` after the parameters were changed each refuse
+    every generated bad value with a one-line message naming the parameter."""
+    cls = methods.get(name)
+    data = box_data(20, max(cls.min_dim, 2), 0)
+    cases = rejected_values(name)
+    assert cases or not methods.param_specs(name), f"{name}: no rejected value generated"
+    for key, value in cases:
+        message = re.escape(f"method '{name}': parameter {key} = {value!r} is not valid")
+        with pytest.raises(UserError, match=message):
+            methods.create(name, "smoke", device="cpu", **{key: value})
+        with pytest.raises(ValueError, match=message):
+            cls(device="cpu", **{key: value}).fit(data)
+        changed = cls(device="cpu", **methods.profile_params(name, "smoke"))
+        changed.params[key] = value
+        with pytest.raises(ValueError, match=message):
+            changed.fit(data)
+
+
+@pytest.mark.parametrize("name", methods.names())
+def test_direct_construction_fills_the_default_profile_and_refuses_unknown_names(name):
+    cls = methods.get(name)
+    assert cls(device="cpu").params == cls.profiles[methods.DEFAULT_PROFILE]
+    with pytest.raises(ValueError, match=f"unknown parameter 'no_such_parameter' for method '{name}'"):
+        cls(device="cpu", no_such_parameter=1)
+
+
+@pytest.mark.parametrize(
+    "name, overrides, match",
+    [
+        ("score_diffusion", {"beta_min": 20.0, "beta_max": 0.1}, "beta_min = 20.0 must be below beta_max = 0.1"),
+        (
+            "supervised_diffusion",
+            {"student_steps": 0, "student_distill_steps": 0, "student_mle_steps": 0},
+            "the student needs training",
+        ),
+    ],
+)
+def test_joint_parameter_rules_are_checked_on_every_path(name, overrides, match):
+    with pytest.raises(UserError, match=f"method '{name}': {match}"):
+        methods.create(name, "smoke", **overrides)
+    with pytest.raises(ValueError, match=f"method '{name}': {match}"):
+        methods.get(name)(device="cpu", **overrides)
 
 
 # ----------------------------------------------------------------- fit, sample, log_prob

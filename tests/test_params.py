@@ -1,4 +1,4 @@
-"""The parameter vocabulary (methods.base specs) and the one check, methods.resolve_params."""
+"""The parameter vocabulary (methods.base specs) and the one check, ``Method.checked_params``, on every path."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 import methods
 from harness.errors import UserError
-from methods.base import Bool, Choice, Float, Int, Seq, Str, spec_from_values
+from methods.base import AnyOf, Bool, Choice, Float, Int, ParameterError, Seq, Str, spec_from_values
 
 
 @pytest.mark.parametrize(
@@ -33,6 +33,40 @@ def test_spec_accepts_exactly_its_values(spec, good, bad):
         assert not spec.accepts(v), (spec, v)
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        Int(min=1),
+        Int(min=0, max=3),
+        Int(),
+        Float(gt=0, lt=1),
+        Float(min=0, max=1),
+        Float(),
+        Choice("relu", "silu"),
+        Choice(None),
+        Choice(1),
+        Choice("auto") | Int(min=1),
+        Bool(),
+        Str(),
+        Seq(Float(min=0, lt=1), length=2),
+        Seq(Int(min=1)),
+    ],
+    ids=repr,
+)
+def test_rejected_examples_are_rejected(spec):
+    examples = spec.rejected_examples()
+    assert examples and not any(spec.accepts(v) for v in examples)
+
+
+def test_rejected_examples_reach_past_each_bound():
+    assert {0, 4} <= set(Int(min=1, max=3).rejected_examples())
+    assert {0, 1} <= set(Float(gt=0, lt=1).rejected_examples())
+    assert {-1, 2} <= set(Float(min=0, max=1).rejected_examples())
+    assert "relu_x" in Choice("relu", "silu").rejected_examples()
+    either = AnyOf(Choice("auto"), Int(min=1))
+    assert 0 in either.rejected_examples() and "auto_x" in either.rejected_examples()
+
+
 def test_fallback_spec_follows_profile_types():
     assert isinstance(spec_from_values([3, 5]), Int)
     assert spec_from_values([3, 0.5]).accepts(2.5)  # an int and a float in the profiles: any number
@@ -50,7 +84,7 @@ def test_undeclared_parameter_checked_by_profile_type():
         {
             "name": "_typed_test",
             "param_specs": {},
-            "profiles": {p: {"width": 8, "act": "relu"} for p in ("smoke", "quick", "paper")},
+            "profiles": {p: {"width": 8, "act": "relu"} for p in methods.PROFILES},
         },
     )
     methods.register(cls)
@@ -78,3 +112,27 @@ def test_undeclared_parameter_checked_by_profile_type():
 def test_create_rejects_bad_values_with_the_valid_range(name, overrides, match):
     with pytest.raises(UserError, match=match):
         methods.create(name, "smoke", **overrides)
+
+
+def test_check_params_sees_the_data_dimension_at_fit():
+    """A joint rule on a parameter and the data's dimension: passed at construction (dim None), refused
+    at ``fit`` with a ParameterError naming the method."""
+
+    def check_params(cls, params, dim):
+        if dim is not None and params["width"] < dim:
+            raise ValueError(f"width = {params['width']} must be at least the data's dimension {dim}")
+
+    cls = type(
+        "Wide",
+        (methods.get("gaussian"),),
+        {
+            "name": "_wide_test",
+            "param_specs": {"width": Int(min=1)},
+            "profiles": {p: {"width": 2, "ridge": 0.0} for p in methods.PROFILES},
+            "check_params": classmethod(check_params),
+        },
+    )
+    model = cls(device="cpu")
+    model.fit(np.random.default_rng(0).standard_normal((50, 2)))
+    with pytest.raises(ParameterError, match="method '_wide_test': width = 2 must be at least the data's dimension 3"):
+        model.fit(np.random.default_rng(0).standard_normal((50, 3)))

@@ -16,14 +16,9 @@ from scipy.stats import multivariate_normal
 
 import methods
 from harness.toolkit.seeding import torch_stream
+from methods._flagship_fit import build_student, fit_student_likelihood, fit_student_regression, paper_lr_factor
 from methods.base import NotSupported
-from methods.supervised_diffusion import (
-    build_student,
-    fit_student_likelihood,
-    fit_student_regression,
-    paper_hidden,
-    paper_lr_factor,
-)
+from methods.supervised_diffusion import paper_hidden
 
 MU = np.array([1.0, -2.0])
 COV = np.array([[2.0, 1.2], [1.2, 1.5]])
