@@ -32,10 +32,11 @@ class TuningProbe(Method):
         p = self.params
         self.mean_ = train.mean(axis=0)
         final = float(np.exp(p["log_scale"]))
-        for k in range(1, p["steps"] + 1):
-            self.scale_ = final * (1.0 + (p["steps"] - k) / p["steps"])
-            time.sleep(p["delay"])
-            self.checkpoint("training", k, p["steps"], val_loglik=self._log_prob)
+        with self.phase("training"):
+            for k in range(1, p["steps"] + 1):
+                self.scale_ = final * (1.0 + (p["steps"] - k) / p["steps"])
+                time.sleep(p["delay"])
+                self.checkpoint("training", k, p["steps"], val_loglik=self._log_prob)
         self.scale_ = final
 
     def _sample(self, n, seed):

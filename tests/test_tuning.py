@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import datasets
 import methods
-import plugins_tuning  # noqa: F401 - registers tuning_probe and guarded_test
 from harness import config as config_mod
 from harness.cells import Cell
 from harness.runner import run_grid
@@ -26,6 +26,18 @@ from harness.tuning import TuneSettings, _Driver, space_problems, tune
 from methods.base import Choice, Float, Int, Method
 
 TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True, scope="module")
+def probe_plugin():
+    """tuning_probe and guarded_test registered for this module's tests only (other modules run "all")."""
+    import importlib
+
+    module = importlib.import_module("plugins_tuning")
+    yield module
+    methods.unregister("tuning_probe")
+    datasets.unregister("guarded_test")
+    sys.modules.pop("plugins_tuning", None)
 
 
 def probe_config(**raw) -> config_mod.Config:
