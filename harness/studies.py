@@ -46,7 +46,7 @@ def open_storage(run_dir: Path | str, *, create: bool = True):
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         return optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
-    except Exception as e:  # noqa: BLE001 - a damaged or foreign file: one line
+    except Exception as e:  # a damaged or foreign file: one line
         raise UserError(f"{path} is not a readable tuning database: {type(e).__name__}: {e}") from None
 
 

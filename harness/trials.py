@@ -178,7 +178,7 @@ def run_trial(tcell: TrialCell, splits_cache: dict) -> dict[str, Any]:
         if not math.isfinite(value):
             raise ValueError(f"the validation {tcell.objective} is not finite ({value})")
         return _result("ok", pruning, cpu0, value=value, fit_s=fit_s)
-    except BaseException as e:  # noqa: BLE001 - a failed trial is recorded, the study goes on
+    except BaseException as e:  # a failed trial is recorded, the study goes on
         if isinstance(e, KeyboardInterrupt):
             raise
         return {
