@@ -81,7 +81,7 @@ def _init_ray(address: str | None):
     with stderr_held() as held:  # Ray's core logs a line a second while it retries a refused connection
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        except Exception as e:  # noqa: BLE001 - every way of not connecting gets its one line
+        except Exception as e:  # every way of not connecting gets its one line
             held.drop()
             raise UserError(connection_failure(address, e)) from None
     return ray
@@ -200,7 +200,7 @@ def run_ray(
             cell = refs.pop(ref)
             try:
                 result = ray.get(ref)
-            except Exception as e:  # noqa: BLE001 - lost worker (after one retry), task error
+            except Exception as e:  # lost worker (after one retry), task error
                 result = failed_result(_ray_error(e))
             yield cell, result
     finally:  # interrupted, or the caller stopped early

@@ -87,7 +87,7 @@ def base_row(cell: Cell, cfg_hash: str, version: str, device: str | None = None)
     """The row fields the parent knows; ``device`` is the planned one (the worker reports the real one)."""
     try:
         params = cell.params()
-    except Exception:  # noqa: BLE001
+    except Exception:
         params = cell.method_params()
     return {
         "cell_key": cell.key,
@@ -139,7 +139,7 @@ def load_splits(cells: Iterable[Cell]) -> tuple[dict, dict[tuple[str, int], str]
             continue
         try:
             cache[key] = datasets.get(cell.dataset).load(seed=cell.seed, root=cell.data_root)
-        except Exception as e:  # noqa: BLE001 - the cells of this dataset fail, the grid goes on
+        except Exception as e:  # the cells of this dataset fail, the grid goes on
             errors[key] = one_line(e)
     return cache, errors
 
