@@ -146,6 +146,15 @@ def _proc_stat(pid: int) -> list[str] | None:
         return None
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, seconds) a live process has used so far; None where /proc cannot tell."""
+    stat = _proc_stat(pid)
+    try:
+        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK") if stat else None
+    except (IndexError, ValueError, OSError):
+        return None
+
+
 def _alive(pid: int) -> bool:
     """Is ``pid`` a running process (a zombie counts as dead)?"""
     stat = _proc_stat(pid)
@@ -271,13 +280,13 @@ def _finish(w: _Worker, timed_out: bool) -> dict[str, Any]:
             result = w.conn.recv()
         except EOFError:  # the child died before sending
             pass
+    cpu_s = _cpu_seconds(w.proc.pid) if timed_out else None
     _reap(w)
     if result is not None:
         return result
     if timed_out:
-        return failed_result(
-            f"TimeLimit: cell exceeded its time limit of {w.time_limit:g} s", timings={"time_limit_s": w.time_limit}
-        )
+        timings = {"time_limit_s": w.time_limit, **({"cpu_s": cpu_s} if cpu_s is not None else {})}
+        return failed_result(f"TimeLimit: cell exceeded its time limit of {w.time_limit:g} s", timings=timings)
     code = w.proc.exitcode
     why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
     return failed_result(f"WorkerDied: the worker process died ({why})")

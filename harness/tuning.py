@@ -353,7 +353,7 @@ class _Driver:
         )
         for step, value in sorted((result.get("intermediate") or {}).items()):
             trial.report(float(value), int(step))
-        cpu_s = result.get("cpu_s")
+        cpu_s = result.get("cpu_s", (result.get("timings") or {}).get("cpu_s"))
         attrs = {
             "cpu_s": cpu_s if cpu_s is not None else wall_s,
             "cpu_estimated": cpu_s is None,

@@ -367,3 +367,18 @@ def test_a_fit_time_budget_stops_each_study_at_the_first_round_past_it(tmp_path)
     (frozen,) = storage.get_all_studies()
     fits = [t.user_attrs["fit_s"] for t in optuna.load_study(study_name=frozen.study_name, storage=storage).trials]
     assert len(fits) % 2 == 0 and sum(fits[:-2]) < 0.5 <= sum(fits)
+
+
+def spin(cell):
+    """A cell function that keeps a core busy until it is killed."""
+    while True:
+        pass
+
+
+def test_a_timed_out_worker_reports_the_cpu_time_it_used():
+    from harness.pool import run_pool
+
+    cell = Cell("gaussian", "8gaussians", 0, "smoke")
+    ((_, result),) = list(run_pool([cell], spin, time_limit=1.5, jobs=1))
+    assert result["status"] == "failed" and result["error"].startswith("TimeLimit")
+    assert 0 < result["timings"]["cpu_s"] <= 1.5 + 0.5
