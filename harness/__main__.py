@@ -313,13 +313,15 @@ def cmd_list(args: argparse.Namespace) -> int:
                 name,
                 cls.log_prob_kind or "none",
                 ", ".join(cls.profiles),
+                ", ".join(cls.search_space) or "–",
                 "yes" if name not in unavailable else f"no: {unavailable[name]}",
             ]
         )
     for name, why in unavailable.items():
         if name not in methods.names():
-            rows.append([name, "?", "", f"no: {why}"])
-    print("Methods\n" + tabulate(rows, headers=["method", "likelihood", "profiles", "available"], tablefmt="simple"))
+            rows.append([name, "?", "", "", f"no: {why}"])
+    headers = ["method", "likelihood", "profiles", "search space (tune)", "available"]
+    print("Methods\n" + tabulate(rows, headers=headers, tablefmt="simple"))
     drows = []
     for name in datasets.names():
         ds = datasets.get(name)
