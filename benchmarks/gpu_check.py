@@ -101,7 +101,7 @@ def summary(run_dir: Path, ratio_file: Path | None, expect: int | None, tests_fi
     bad = [r for r in rows if r["status"] != "ok"]
     total = max(len(rows), expect or 0)
     passed = not bad and (expect is None or len(ok) == expect)
-    rat = json.loads(ratio_file.read_text()) if ratio_file is not None and ratio_file.exists() else {}
+    rat = json.loads(ratio_file.read_text(encoding="utf-8")) if ratio_file is not None and ratio_file.exists() else {}
     renv = rat.get("environment", {})
     lines = [
         f"# GPU check: {'PASSED' if passed else 'FAILED'}",
@@ -113,7 +113,7 @@ def summary(run_dir: Path, ratio_file: Path | None, expect: int | None, tests_fi
         + ("" if expect is None or len(rows) == expect else f" ({len(rows)} rows, {expect} expected)"),
     ]
     if tests_file is not None and tests_file.exists():
-        tail = [line for line in tests_file.read_text().splitlines() if line.strip()]
+        tail = [line for line in tests_file.read_text(encoding="utf-8").splitlines() if line.strip()]
         lines.append(f"- GPU tests: {tail[-1].strip('= ') if tail else 'no output'}")
     for r in bad:
         lines.append(f"  - FAILED {r['method']}/{r['dataset']}/s{r['seed']} ({r['profile']}): {r['error']}")
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.command == "ratios":
         result = ratios(args.device, args.tiny)
-        Path(args.out).write_text(json.dumps(result, indent=1, default=str) + "\n")
+        Path(args.out).write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
         print(json.dumps({k: v for k, v in result.items() if k.startswith(("over_", "kernel_"))}, indent=1))
         return 0
     text, passed = summary(
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         args.expect,
         Path(args.tests) if args.tests else None,
     )
-    Path(args.out).write_text(text)
+    Path(args.out).write_text(text, encoding="utf-8")
     print(text)
     return 0 if passed else 1
 

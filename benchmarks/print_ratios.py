@@ -22,7 +22,7 @@ def newest_results() -> Path:
 
 def rows(path: Path):
     """(benchmark, parameter combination, value) for every track_ result."""
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     cols = data.get("result_columns", ["result", "params"])
     i_res, i_par = cols.index("result"), cols.index("params")
     for name, entry in sorted(data["results"].items()):

@@ -17,6 +17,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from harness.errors import UserError
+
 
 class DataUnavailable(FileNotFoundError):
     """The dataset's files are absent; the message says how to get them."""
@@ -36,6 +38,27 @@ class Splits:
 
     def sizes(self) -> tuple[int, int, int]:
         return (len(self.train), len(self.val), len(self.test))
+
+    def check(self, source: str, *, min_test_rows: int = 1, parts: tuple[str, ...] = ("train", "val", "test")) -> None:
+        """Raise a one-line UserError naming ``source`` unless the splits can be fitted and evaluated:
+        2-D, finite, one width, at least 2 training rows and ``min_test_rows`` test rows. ``parts`` are
+        the splits to look at (tuning never reads the test split)."""
+        for name in parts:
+            part = getattr(self, name)
+            if not isinstance(part, np.ndarray) or part.ndim != 2:
+                raise UserError(f"{source}: its {name} split is not a 2-D array")
+            if part.shape[1] != self.train.shape[1]:
+                raise UserError(f"{source}: its {name} split has {part.shape[1]} columns, train {self.train.shape[1]}")
+            bad = np.flatnonzero(~np.isfinite(part).all(axis=0))
+            if len(bad):
+                raise UserError(f"{source}: column {bad[0] + 1} of its {name} split holds NaN or inf")
+        if len(self.train) < 2:
+            raise UserError(f"{source}: its training split holds {len(self.train)} row(s); at least 2 are needed")
+        if "test" in parts and len(self.test) < min_test_rows:
+            raise UserError(
+                f"{source}: its test split holds {len(self.test)} row(s); the metrics need at least {min_test_rows} "
+                "(use a larger table)"
+            )
 
 
 @dataclass(frozen=True)
@@ -104,6 +127,11 @@ class Dataset(ABC):
 
     def sizes(self) -> tuple[int, int, int] | None:
         """Expected (train, val, test) sizes when known without loading."""
+        return None
+
+    def fingerprint(self) -> str | None:
+        """A hash of the data's content when it lives in a file the user may replace (``file:``
+        datasets), checked when a run resumes; None for the built-in sets."""
         return None
 
     @classmethod

@@ -2,7 +2,10 @@
 
 ``clean_table`` drops constant columns, dequantises discrete ones, splits with a
 seed (80/10/10) and standardises with training statistics; the rules are in
-docs/datasets.md. Malformed input raises ``UserError`` naming the file and line.
+docs/datasets.md. Malformed input raises ``UserError`` naming the file and line; a
+file is checked for being a regular file of plausible size and shape before it is read
+(``harness.toolkit.files``), and a table that cannot be fitted (fewer than two varying
+columns) is refused naming the reason.
 
 Example::
 
@@ -14,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import codecs
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +27,7 @@ import numpy as np
 
 from datasets.base import Dataset, Splits
 from harness.errors import UserError
+from harness.toolkit.files import regular_file, sha256_of
 
 #: A column with at most this fraction of n distinct values counts as discrete.
 DISCRETE_MAX_UNIQUE_FRACTION = 0.5
@@ -32,6 +37,11 @@ MIN_ROWS = 10
 MIN_COLUMNS = 2
 #: Suffixes read as comma-separated; others are sniffed (a comma on the first line).
 CSV_SUFFIXES = (".csv",)
+#: Longest line of a text table (bytes): about a million columns; longer is not a table.
+MAX_LINE_BYTES = 1 << 24
+#: Columns whose largest magnitude lies outside [2^-SAFE_EXPONENT, 2^SAFE_EXPONENT] are scaled by a
+#: power of two (exact) before their statistics are computed, so squares neither overflow nor underflow.
+SAFE_EXPONENT = 400
 
 
 @dataclass
@@ -57,17 +67,20 @@ class Cleaning:
 def read_table(path: str | Path) -> np.ndarray:
     """The table in ``path`` as an (n, d) float64 array, checked for shape and finiteness.
 
-    ``.npy`` files are loaded (no pickles); anything else is text: comma
-    separated when the suffix is ``.csv`` or the first non-blank line holds a
-    comma, else whitespace separated. The first non-blank line is a header
-    when any of its cells is not a number. Blank lines are skipped.
+    ``.npy`` files are memory-mapped after their header is checked against the file's size (no
+    pickles); anything else is text: comma separated when the suffix is ``.csv`` or the first
+    non-blank line holds a comma, else whitespace separated. The first non-blank line is a header
+    when any of its cells is not a number. Blank lines are skipped. Anything but a regular file is
+    refused before it is opened.
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"{path}: no such file")
-    if not path.is_file():
-        raise UserError(f"{path}: not a file")
-    x = _read_npy(path) if path.suffix.lower() == ".npy" else _read_text(path)
+    regular_file(path, "data file")
+    try:
+        x = _read_npy(path) if path.suffix.lower() == ".npy" else _read_text(path)
+    except MemoryError:
+        raise UserError(f"{path}: the table does not fit in memory") from None
     check_table_shape(x, str(path))
     return x
 
@@ -82,20 +95,52 @@ def check_table_shape(x: np.ndarray, source: str) -> None:
         raise UserError(f"{source}: only {x.shape[0]} rows; at least {MIN_ROWS} are needed")
 
 
+def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int] | None:
+    """(shape, dtype, bytes of the header) of a .npy file of format 1.0 or 2.0, read without the data;
+    None for other versions (``np.load`` checks those). A header that is not .npy is a UserError."""
+    import numpy.lib.format as npy_format
+
+    with path.open("rb") as f:
+        if f.read(2) == b"PK":
+            raise UserError(f"{path}: a .npz (zip) archive, not a .npy array (save one array with numpy.save)")
+        f.seek(0)
+        try:
+            version = npy_format.read_magic(f)
+            reader = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+            if version not in reader:
+                return None
+            shape, _, dtype = reader[version](f)
+        except ValueError as e:
+            raise UserError(f"{path}: not a .npy array ({e})") from None
+        return shape, dtype, f.tell()
+
+
 def _read_npy(path: Path) -> np.ndarray:
+    header = npy_header(path)
+    if header is not None:
+        shape, dtype, offset = header
+        need = offset + dtype.itemsize * math.prod(shape)
+        size = path.stat().st_size
+        if need > size:
+            raise UserError(
+                f"{path}: its header claims an array of shape {shape} ({need:,} bytes) but the file holds "
+                f"{size:,} bytes"
+            )
     try:
-        x = np.load(path, allow_pickle=False)
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as e:
         raise UserError(f"{path}: not a plain numeric .npy array ({e})") from None
     except (OSError, EOFError) as e:
         raise UserError(f"{path}: not a valid .npy file ({e})") from None
+    if not isinstance(x, np.ndarray):
+        raise UserError(f"{path}: a .npz (zip) archive, not a .npy array (save one array with numpy.save)")
     if x.dtype.kind not in "biuf":
         raise UserError(f"{path}: array of dtype {x.dtype}; a numeric array is needed")
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2:
         raise UserError(f"{path}: array of shape {x.shape}; a 2-D (rows, columns) array is needed")
-    x = np.asarray(x, dtype=np.float64)
+    x = np.array(x, dtype=np.float64)  # a copy in memory: the file may change after it is read
     bad = np.argwhere(~np.isfinite(x))
     if len(bad):
         r, c = bad[0]
@@ -104,9 +149,11 @@ def _read_npy(path: Path) -> np.ndarray:
 
 
 def check_utf8(path: Path, chunk: int = 1 << 20) -> None:
-    """Raise a UserError naming the line and byte of the first invalid UTF-8 sequence in the whole file."""
+    """Raise a UserError naming the line and byte of the first invalid UTF-8 sequence, NUL byte, or
+    line longer than ``MAX_LINE_BYTES`` in the whole file (read in chunks: constant memory)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = newlines = 0
+    line_bytes = 0  # bytes of the current line read so far
     with path.open("rb") as f:
         while True:
             block = f.read(chunk)
@@ -122,7 +169,18 @@ def check_utf8(path: Path, chunk: int = 1 << 20) -> None:
                 ) from None
             if not block:
                 return
-            newlines += block.count(b"\n")
+            nul = block.find(b"\0")
+            if nul >= 0:
+                line = newlines + block[:nul].count(b"\n") + 1
+                raise UserError(f"{path}: line {line} (byte {offset + nul + 1}) is a NUL byte: not a text table")
+            ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n"))
+            lengths = np.diff(ends, prepend=-1 - line_bytes) - 1  # bytes of each line ending in this block
+            long = np.flatnonzero(lengths > MAX_LINE_BYTES)
+            line_bytes = len(block) - 1 - int(ends[-1]) if len(ends) else line_bytes + len(block)
+            if len(long) or line_bytes > MAX_LINE_BYTES:
+                line = newlines + (int(long[0]) if len(long) else len(ends)) + 1
+                raise UserError(f"{path}: line {line} is longer than {MAX_LINE_BYTES:,} bytes: not a text table")
+            newlines += len(ends)
             offset += len(block)
 
 
@@ -240,6 +298,27 @@ def discrete_quanta(x: np.ndarray) -> dict[int, float]:
     return quanta
 
 
+def check_varying_columns(kept: np.ndarray, width: int, source: str) -> None:
+    """Raise a UserError unless at least MIN_COLUMNS of the ``width`` columns vary (``kept``: their indices)."""
+    if len(kept) >= MIN_COLUMNS:
+        return
+    if len(kept) == 0:
+        raise UserError(f"{source}: every column is constant (all rows are the same); there is no density to fit")
+    raise UserError(
+        f"{source}: only 1 non-constant column (column {kept[0] + 1}; the other {width - 1} hold a single value "
+        f"each); a density needs at least {MIN_COLUMNS}"
+    )
+
+
+def safe_exponents(x: np.ndarray) -> np.ndarray:
+    """Per column of ``x`` (n, d): 0, or the power of two whose removal brings a column with a largest
+    magnitude beyond 2^±SAFE_EXPONENT near 1 (so means and variances neither overflow nor underflow)."""
+    top = np.abs(x).max(axis=0)
+    exponent = np.frexp(top)[1]
+    extreme = (top > 2.0**SAFE_EXPONENT) | ((top > 0) & (top < 2.0**-SAFE_EXPONENT))
+    return np.where(extreme, exponent, 0)
+
+
 def clean_table(
     x: np.ndarray,
     seed: int = 0,
@@ -262,23 +341,33 @@ def clean_table(
         raise UserError(f"{source}: contains NaN or inf")
     constant = constant_columns(x) if drop_constant else np.zeros(x.shape[1], bool)
     kept = np.flatnonzero(~constant)
-    if len(kept) < MIN_COLUMNS:
-        raise UserError(
-            f"{source}: only {len(kept)} non-constant column(s) remain; a density needs at least {MIN_COLUMNS}"
-        )
+    check_varying_columns(kept, x.shape[1], source)
     x = x[:, kept]
-    rng = np.random.default_rng(seed)
-    quanta = discrete_quanta(x) if dequantize else {}
-    for j, q in quanta.items():
-        x[:, j] += q * rng.random(len(x))
-    n_train, n_val, _ = split_sizes(len(x))
-    order = rng.permutation(len(x))
-    train, val, test = x[order[:n_train]], x[order[n_train : n_train + n_val]], x[order[n_train + n_val :]]
-    mean, std = np.zeros(x.shape[1]), np.ones(x.shape[1])
-    if standardize:
-        mean, std = train.mean(axis=0), train.std(axis=0)
-        std[std == 0] = 1.0  # constant within the training rows only: leave it unscaled
-        train, val, test = ((s - mean) / std for s in (train, val, test))
+    with np.errstate(all="ignore"):  # checked below: a warning per overflow would say less
+        shift = safe_exponents(x)
+        x = np.ldexp(x, -shift)  # exact (a power of two): statistics of huge or tiny columns stay finite
+        rng = np.random.default_rng(seed)
+        quanta = discrete_quanta(x) if dequantize else {}
+        for j, q in quanta.items():
+            x[:, j] += q * rng.random(len(x))
+        n_train, n_val, _ = split_sizes(len(x))
+        order = rng.permutation(len(x))
+        train, val, test = x[order[:n_train]], x[order[n_train : n_train + n_val]], x[order[n_train + n_val :]]
+        mean, std = np.zeros(x.shape[1]), np.ones(x.shape[1])
+        if standardize:
+            mean, std = train.mean(axis=0), train.std(axis=0)
+            std[std == 0] = 1.0  # constant within the training rows only: leave it unscaled
+            train, val, test = ((s - mean) / std for s in (train, val, test))
+        else:
+            train, val, test = (np.ldexp(s, shift) for s in (train, val, test))
+        mean, std = np.ldexp(mean, shift), np.ldexp(std, shift) if standardize else std
+        quanta = {j: float(np.ldexp(q, shift[j])) for j, q in quanta.items()}
+    for part in (train, val, test):
+        bad = np.flatnonzero(~np.isfinite(part).all(axis=0))
+        if len(bad):
+            raise UserError(
+                f"{source}: column {kept[bad[0]] + 1} overflows when standardised (values near the float limit)"
+            )
     cleaning = Cleaning(
         kept=tuple(int(k) for k in kept),
         dropped=tuple(int(k) for k in np.flatnonzero(constant)),
@@ -337,6 +426,10 @@ class FileDataset(Dataset):
 
     def sizes(self) -> tuple[int, int, int] | None:
         return split_sizes(len(self.table()))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the file's content."""
+        return sha256_of(regular_file(self.path, "data file"))
 
     def load(self, seed: int = 0, root: Path | None = None) -> Splits:
         splits, self.cleaning_ = clean_table(self.table(), seed, source=str(self.path), **self.options)

@@ -1,18 +1,23 @@
 """Command line: ``python -m harness {run,tune,report,merge,list,data}``.
 
-Exit status: 0 done; 2 bad input (one line on stderr; ``--debug`` shows the traceback);
-3 (``run``) some cell of the grid failed, unless ``--allow-failures``; 130 interrupted
-(Ctrl-C or SIGTERM; finished cells are kept and the same command resumes).
+Exit status: 0 done; 2 bad input (one line on stderr; ``--debug`` shows the traceback), including
+input that exhausts memory or recursion or cannot be decoded; 3 (``run``) some cell of the grid
+failed, unless ``--allow-failures``; 130 interrupted (Ctrl-C, SIGTERM or SIGHUP, wherever it arrives:
+finished cells are kept, a report of them is written, and the same command resumes; see
+harness/signals.py); 141 stdout was closed (``| head``).
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
+import os
 import sys
 from pathlib import Path
 
 from harness import PROJECT_ROOT, check_datasets_package, set_process_defaults
 from harness.errors import UserError
+from harness.signals import deferred_interrupts, interrupt_on_signals
 
 set_process_defaults()  # before anything imports torch
 
@@ -20,6 +25,9 @@ set_process_defaults()  # before anything imports torch
 #: ``harness run`` exit status when a cell of the grid has a failed row (without --allow-failures).
 EXIT_FAILED_CELLS = 3
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+#: Files ``report`` writes in a run directory (each must be a regular file when it exists).
+REPORT_FILES = ("results.csv", "report.md", "report.html", "report.tex")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -141,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the method variants this spec expands to, e.g. "
         "'supervised_diffusion[teacher=training_free,score_model]', with their parameters",
     )
-    lst.add_argument("--profile", default="quick", help="profile whose parameters --methods shows (default quick)")
+    lst.add_argument("--profile", help="profile whose parameters --methods shows (default quick)")
 
     data = sub.add_parser("data", help="manage the data root")
     dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -202,21 +210,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_and_report(cfg, run_dir: Path, args: argparse.Namespace) -> int:
     """Run ``cfg``'s grid into ``run_dir``, write the report, print the outcome; the exit status."""
-    from harness.report import print_verdict, write_report
+    from harness.report import print_verdict
     from harness.runner import run_grid
 
     summary = run_grid(cfg, run_dir, progress=not args.no_progress, retry_failed=getattr(args, "retry_failed", False))
     for m, why in summary.method_skips.items():
         print(f"skipped method {m}: {why}", file=sys.stderr)
-    paths = write_report(run_dir)
+    paths, deferred = write_report_safely(run_dir)
     print_verdict(run_dir)
-    state = "interrupted" if summary.interrupted else "done"
+    state = "interrupted" if summary.interrupted or deferred.signal is not None else "done"
     share = f" (shard {cfg.shard} of a {summary.grid_cells}-cell grid)" if cfg.shard else ""
     print(
         f"{state}: {summary.ok} ok, {summary.failed} failed, {summary.skipped_done} already done "
         f"of {summary.total} cells{share} in {summary.seconds:.0f} s; report: {paths[-1] if paths else run_dir}"
     )
-    if summary.interrupted:
+    if state == "interrupted":
         return EXIT_INTERRUPTED
     if summary.failed_in_grid and not args.allow_failures:
         print(
@@ -252,39 +260,95 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if summary.interrupted:
         return EXIT_INTERRUPTED
     if args.no_test:
-        from harness.report import write_report
-
-        write_report(run_dir)
+        write_report_safely(run_dir)
         return 0
     return _run_and_report(replace(cfg, params_from=str(run_dir)), run_dir, args)
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def write_report_safely(run_dir: Path | str, formats: tuple[str, ...] | None = None, **options):
+    """Write the report as a critical section (an interrupt signal waits until it is complete): the
+    report files must be regular files, and an export holding more rows than the database is moved
+    aside first. ``options`` go to ``write_report``. Returns (paths written, the ``Deferred`` signal
+    state)."""
     from harness.report import write_report
+    from harness.store import ARTIFACT_DIR, ResultsStore, protect_export
+    from harness.toolkit.files import regular_file
 
+    with deferred_interrupts("writing the report") as deferred:
+        store = ResultsStore(run_dir, create=False)  # a database that is not ours is refused here
+        try:
+            rows = len(store.rows())
+        finally:
+            store.close()
+        for name in REPORT_FILES:
+            if os.path.lexists(Path(run_dir) / name):
+                regular_file(Path(run_dir) / name, "report file")
+        for folder, what in ((ARTIFACT_DIR, "artefact"), ("figures", "figure")):  # a FIFO would block its reader
+            for entry in sorted(Path(run_dir, folder).glob("*")) if Path(run_dir, folder).is_dir() else []:
+                regular_file(entry, what)
+        if formats is None or "csv" in formats:
+            protect_export(run_dir, rows)
+        paths = write_report(run_dir, **({} if formats is None else {"formats": formats}), **options)
+    return paths, deferred
+
+
+def cmd_report(args: argparse.Namespace) -> int:
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     valid = ("md", "html", "latex", "csv")
+    if not formats:
+        raise UserError(f"--format names no format; valid: {', '.join(valid)} (comma-separated)")
     for f in formats:
         if f not in valid:
             raise UserError(f"unknown report format '{f}'; valid: {', '.join(valid)}")
+    if not args.run_dir.strip():
+        raise UserError("the run directory is empty; give the folder a run wrote")
     if args.salvage:
         from harness.store import salvage
 
-        kept, aside = salvage(args.run_dir)
+        with deferred_interrupts("salvaging the database") as deferred:
+            kept, aside = salvage(args.run_dir)
         print(f"kept {kept} readable rows in a new database; the damaged one is now {aside}", file=sys.stderr)
-    for path in write_report(args.run_dir, formats=formats, quality_metric=args.quality_metric):
+        if deferred.signal is not None:
+            return EXIT_INTERRUPTED
+    warn_changed_data(args.run_dir)
+    paths, deferred = write_report_safely(args.run_dir, formats, quality_metric=args.quality_metric)
+    for path in paths:
         print(path)
-    return 0
+    return EXIT_INTERRUPTED if deferred.signal is not None else 0
+
+
+def warn_changed_data(run_dir: str) -> None:
+    """A warning for each ``file:`` dataset whose content changed since the run (its figures then show
+    the current content beside the recorded rows)."""
+    from harness.runner import FINGERPRINTS, changed_data, data_fingerprints
+    from harness.store import ResultsStore, warn
+
+    store = ResultsStore(run_dir, create=False)
+    try:
+        recorded = store.meta().get(FINGERPRINTS, {})
+    finally:
+        store.close()
+    for name in recorded:
+        try:
+            now = data_fingerprints([name])
+        except UserError:  # the file is gone: its figure panels stay blank
+            continue
+        for changed in changed_data(recorded, now):
+            warn(f"{changed} has changed since its rows were computed; figures show its current content")
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from harness.merge import merge_runs
-    from harness.report import write_report
     from harness.report.writer import check_formats
 
     formats = check_formats(args.format)
-    summary = merge_runs(args.out, args.inputs, prefer=args.prefer)
-    paths = write_report(args.out, formats=formats)
+    with deferred_interrupts("merging the run directories") as deferred:
+        summary = merge_runs(args.out, args.inputs, prefer=args.prefer)
+    if deferred.signal is not None:
+        return EXIT_INTERRUPTED
+    paths, deferred = write_report_safely(args.out, formats)
+    if deferred.signal is not None:
+        return EXIT_INTERRUPTED
     dupes = f"; {summary.agreed} duplicate(s) agreed" if summary.agreed else ""
     if summary.preferred:
         dupes += f", {summary.preferred} differing cell(s) decided by --prefer {args.prefer}"
@@ -300,9 +364,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     import datasets
     import methods
+    from harness import config as config_mod
 
-    if getattr(args, "methods", None):
-        return list_variants(args.methods, args.profile)
+    if args.profile is not None:
+        config_mod.validate({"profile": args.profile})  # an unknown profile names the valid ones
+    if args.methods is not None:
+        if not args.methods.strip():
+            raise UserError("list --methods is empty; give a method spec, e.g. 'gan[lr=1e-3,1e-4]'")
+        return list_variants(args.methods, args.profile or "quick")
+    if args.profile is not None:
+        raise UserError("list --profile shows a profile's parameters of --methods SPEC; give --methods too")
 
     unavailable = methods.unavailable()
     rows = []
@@ -374,13 +445,63 @@ def cmd_data(args: argparse.Namespace) -> int:
     from datasets.base import resolve_root
     from harness.download import fetch
 
+    if args.data_root is not None and not args.data_root.strip():
+        raise UserError("--data-root is empty; give a folder")
     root = resolve_root(args.data_root)
     for path in fetch(args.bundle, root):
         print(path)
     return 0
 
 
+def _console_errors(error: UnicodeError) -> tuple[bytes, int]:
+    """Encoding errors on the console: undecodable bytes of file names (surrogates) go out as they came
+    in, other characters the console's encoding lacks as backslash escapes (never a traceback)."""
+    text = error.object[error.start : error.end]
+    out = b"".join(
+        bytes([ord(c) - 0xDC00]) if "\udc80" <= c <= "\udcff" else c.encode("ascii", "backslashreplace") for c in text
+    )
+    return out, error.end
+
+
+codecs.register_error("densitybench.console", _console_errors)
+
+
+def _say(message: str) -> None:
+    """One line on stderr, even when the terminal is gone."""
+    try:
+        print(message, file=sys.stderr)
+    except (OSError, ValueError):
+        pass
+
+
+#: What a resource error while reading input means, in one line.
+RESOURCE_ERRORS = {
+    MemoryError: "ran out of memory reading the input (a file or value far larger than it should be?)",
+    RecursionError: "the input is nested too deeply (hundreds of levels of brackets in a config, variant or file)",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="densitybench.console")
+        except (AttributeError, ValueError):  # not a text stream (captured by a test, say)
+            pass
+    with interrupt_on_signals():  # the one signal policy, from the first line on (harness/signals.py)
+        try:
+            return _main(argv)
+        except KeyboardInterrupt:
+            _say("interrupted")
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:  # stdout closed early (| head): stop quietly
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     check_datasets_package()
     handlers = {
@@ -396,16 +517,25 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        _say(f"error: {e}")
         return 2
+    except BrokenPipeError:
+        raise
     except OSError as e:  # a storage fault outside the results database (report files, figures)
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        _say(f"error: {e}")
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except (MemoryError, RecursionError) as e:
+        if args.debug:
+            raise
+        _say(f"error: {RESOURCE_ERRORS[type(e)]}")
+        return 2
+    except UnicodeError as e:  # a name the locale cannot encode, or bytes that are not text
+        if args.debug:
+            raise
+        _say(f"error: text that cannot be encoded or decoded ({e}); use UTF-8 names and a UTF-8 locale")
+        return 2
 
 
 if __name__ == "__main__":

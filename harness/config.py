@@ -41,6 +41,7 @@ from typing import Any
 
 from harness.errors import UserError, suggest, unknown
 from harness.shards import parse_shard
+from harness.toolkit.files import MAX_CONFIG_BYTES, read_utf8
 from harness.variants import Variant, expand_all
 from methods import PROFILES
 
@@ -164,7 +165,7 @@ def _name_list(value: Any, key: str) -> list[str] | str:
         raise UserError(f"{key} must be a list of names or a comma-separated string, got {value!r}")
     if not items:
         raise UserError(f"{key} is empty")
-    return items
+    return [check_text(item, key) for item in items]
 
 
 def _dataset_groups() -> list[str]:
@@ -229,6 +230,8 @@ def run_directory(cfg: Config, out: str | Path | None, reports_root: Path) -> Pa
     """The run directory: ``out`` when given (the user's choice), else ``reports_root/<name>``, which
     must stay inside ``reports_root``."""
     if out is not None:
+        if not str(out).strip():
+            raise UserError("--out is empty; give a run directory")
         return Path(out)
     run_dir = reports_root / check_name(cfg.name)
     if run_dir.resolve().parent != reports_root.resolve():
@@ -289,8 +292,8 @@ def validate(raw: dict[str, Any], source: str = "config") -> Config:
         cfg.jobs = raw["jobs"] if raw["jobs"] == "auto" else _positive(_whole(raw["jobs"], "jobs"), "jobs")
     for key in ("data_root", "address", "params_from"):
         if raw.get(key) is not None:
-            if not isinstance(raw[key], str):
-                raise UserError(f"{key} must be a string, got {raw[key]!r}")
+            if not isinstance(raw[key], str) or not raw[key].strip():
+                raise UserError(f"{key} must be a non-empty string, got {raw[key]!r}")
             setattr(cfg, key, raw[key])
     if "params" in raw:
         params = raw["params"]
@@ -300,29 +303,54 @@ def validate(raw: dict[str, Any], source: str = "config") -> Config:
     return cfg
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file; unreadable or malformed files give one-line errors."""
-    p = Path(path)
+def check_executor_options(cfg: Config, raw: dict[str, Any]) -> None:
+    """Refuse options the chosen executor would ignore: ``address`` is Ray's, ``jobs`` the local one's."""
+    if cfg.address is not None and cfg.executor != "ray":
+        raise UserError("address is the Ray cluster's (executor ray); the local executor would ignore it")
+    if cfg.executor == "ray" and raw.get("jobs") not in (None, "auto"):
+        raise UserError(
+            "jobs sets the local executor's parallelism; Ray schedules cells on its cluster's CPUs and GPUs"
+        )
+
+
+def check_text(value: str, key: str) -> str:
+    """``value`` when it is Unicode text; a name holding undecodable bytes (a file name that is not UTF-8,
+    as Python passes it on) cannot be stored in the results database."""
     try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise UserError(f"config file {p} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"config file {p} is unreadable: {e}") from None
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = value.encode("utf-8", "backslashreplace").decode()
+        raise UserError(
+            f"{key} '{shown}' holds bytes that are not UTF-8 text; rename the file (or use a UTF-8 locale)"
+        ) from None
+    return value
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file (a regular file of at most MAX_CONFIG_BYTES, UTF-8 whatever the locale);
+    unreadable, malformed or absurdly nested files give one-line errors."""
+    if not str(path).strip():
+        raise UserError("--config is empty; give a TOML file")
+    p = Path(path)
+    text = read_utf8(p, "config file", max_bytes=MAX_CONFIG_BYTES)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"config file {p} is not valid TOML: {e}") from None
+    except RecursionError:
+        raise UserError(f"config file {p} nests arrays or tables too deeply to be a config") from None
     raw.setdefault("name", p.stem)
     return raw
 
 
 def build(config_file: str | None, overrides: dict[str, Any]) -> Config:
     """File values (if any), then command-line ``overrides`` (None values ignored)."""
-    raw = load_toml(config_file) if config_file else {}
-    cfg = validate(raw, source=f"config file {config_file}" if config_file else "config")
+    raw = load_toml(config_file) if config_file is not None else {}
+    cfg = validate(raw, source=f"config file {config_file}" if config_file is not None else "config")
     merged = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
-    return validate(merged, source="config") if overrides else cfg
+    cfg = validate(merged, source="config") if overrides else cfg
+    check_executor_options(cfg, merged)
+    return cfg
 
 
 def resolve_names(cfg: Config) -> tuple[list[Variant], list[str], dict[str, str]]:

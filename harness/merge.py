@@ -26,12 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.store import ARTIFACT_DIR, COLUMNS, DB_NAME, JSON_COLUMNS, LOCK_NAME, ResultsStore
+from harness.store import (
+    ARTIFACT_DIR,
+    COLUMNS,
+    DB_NAME,
+    LOCK_NAME,
+    REQUIRED_COLUMNS,
+    ResultsStore,
+    decode_row,
+    warn,
+)
 
-#: The columns a row cannot do without; the others of ``store.COLUMNS`` read as empty when an older
-#: store lacks them.
-REQUIRED_COLUMNS = ("cell_key", "method", "dataset", "seed", "profile", "status")
-STATUSES = ("ok", "failed", "skipped")
 #: How ``--prefer`` picks between copies of a cell that differ in config hash or code version.
 PREFER = ("first", "last", "newest")
 #: Where a merged row records its origin.
@@ -157,19 +162,14 @@ def _read(conn: sqlite3.Connection, db: Path) -> tuple[list[dict[str, Any]], dic
 
 
 def _decode(raw: dict[str, Any], db: Path) -> dict[str, Any]:
-    """A stored row as ``ResultsStore.rows`` gives it (absent columns empty), or a UserError naming the flaw."""
-    row = {c: raw.get(c) for c in COLUMNS}
-    if not isinstance(row["cell_key"], str) or row["status"] not in STATUSES:
-        raise UserError(f"{db} is damaged: a row has cell key {row['cell_key']!r} and status {row['status']!r}")
-    for c in JSON_COLUMNS:
-        try:
-            row[c] = json.loads(row[c]) if row[c] else {}
-        except (TypeError, ValueError):
-            raise UserError(f"{db} is damaged: cell {row['cell_key']}'s {c} is not valid JSON") from None
+    """A stored row as ``ResultsStore.rows`` gives it (``store.decode_row``, the one decoder), or a
+    UserError naming the flaw: a merge carries no damaged row."""
+    row, problem, bad = decode_row(raw)
+    if problem is not None:
+        raise UserError(f"{db} is damaged: cell {raw.get('cell_key')}'s {problem}")
+    if bad:
+        warn(f"{db}: metric(s) {', '.join(bad)} of cell {row['cell_key']} are not numbers and are left out")
     return row
-
-
-# ------------------------------------------------------------------ combining
 
 
 def _label(row: dict[str, Any]) -> str:

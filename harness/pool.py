@@ -34,6 +34,7 @@ from typing import Any
 
 from harness import set_process_defaults
 from harness.cells import Cell, failed_result, one_line
+from harness.signals import ignore_interrupts
 
 #: Longest single wait on the workers (s): a far deadline is reached in slices (select's limit is ~24 days).
 WAIT_SLICE = 3600.0
@@ -93,8 +94,7 @@ def _child(
 ) -> None:
     """Body of a cell worker (any start method): everything it needs arrives as arguments."""
     _die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    ignore_interrupts()  # the parent handles Ctrl-C, SIGTERM and SIGHUP, and stops this worker (harness/signals.py)
     try:
         from tqdm import tqdm
 
@@ -140,7 +140,7 @@ def _watch_parent(pid: int, every: float = 0.5) -> None:
 def _proc_stat(pid: int) -> list[str] | None:
     """Fields of /proc/PID/stat after the command name (state first), or None (no such process, no /proc)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
             return f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
@@ -180,7 +180,7 @@ def _register_worker(run_dir: Path | None, pid: int) -> None:
         return
     folder = Path(run_dir) / WORKERS_DIR
     folder.mkdir(exist_ok=True)
-    (folder / str(pid)).write_text(f"{pid} {_start_time(pid)} {os.getpid()}\n")
+    (folder / str(pid)).write_text(f"{pid} {_start_time(pid)} {os.getpid()}\n", encoding="utf-8")
 
 
 def _unregister_worker(run_dir: Path | None, pid: int | None) -> None:
@@ -197,8 +197,10 @@ def reap_stale_workers(run_dir: Path) -> list[int]:
     folder = Path(run_dir) / WORKERS_DIR
     killed = []
     for entry in sorted(folder.glob("*")) if folder.is_dir() else []:
+        if not entry.is_file():  # not one of ours (a FIFO would block the read)
+            continue
         try:
-            pid_text, started, *_ = entry.read_text().split() + [""]
+            pid_text, started, *_ = entry.read_text(encoding="utf-8").split() + [""]
             pid = int(pid_text)
         except (OSError, ValueError):
             entry.unlink(missing_ok=True)

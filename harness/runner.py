@@ -7,6 +7,11 @@ yield ``(cell, result)``; an exception, a crash of the worker or an exceeded tim
 limit becomes a failed row while the grid goes on. The runner is the only writer
 to the results store and commits each row as it arrives. Running again skips
 finished cells (resume).
+
+Planning comes first and writes nothing when it refuses: it loads every pending
+(dataset, seed) once and checks it can be fitted (missing files and unfittable data
+are exit 2, not failed cells), and it refuses to resume onto rows of a ``file:``
+dataset whose content has changed since (its SHA-256 is kept in the run's meta).
 """
 
 from __future__ import annotations
@@ -24,30 +29,35 @@ from pathlib import Path
 from typing import Any
 
 from harness import gpu
-from harness.cells import Cell, CellTask, failed_result, one_line, preload_optimiser_imports
+from harness.cells import Cell, CellTask, one_line, preload_optimiser_imports
 from harness.config import Config, resolve_names
 from harness.errors import UserError
 from harness.gpu import resolve_device
 from harness.pool import cell_threads, reap_stale_workers, run_pool
 from harness.shards import Shard, check_run_directory, parse_shard
-from harness.store import ResultsStore, dumps
+from harness.signals import INTERRUPTS, interrupt_on_signals
+from harness.store import DB_NAME, ResultsStore, dumps
 
 
 def code_version() -> str:
-    """The package version plus the git commit (and '+dirty') when available."""
+    """The package version plus the git commit (and '+dirty') when available; read without writing to
+    the repository (``git --no-optional-locks``: ``git status`` would otherwise refresh its index)."""
     from harness import PROJECT_ROOT, __version__
 
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "--no-optional-locks", *args],
             cwd=PROJECT_ROOT,
             capture_output=True,
-            text=True,
+            encoding="utf-8",
+            errors="replace",
             timeout=5,
+            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
         ).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         sha, dirty = "", ""
     return f"{__version__}+{sha}{'.dirty' if dirty else ''}" if sha else __version__
@@ -128,20 +138,77 @@ class RunSummary:
     grid_cells: int = 0  # runnable cells of the whole grid (``total`` counts this shard's)
 
 
-def load_splits(cells: Iterable[Cell]) -> tuple[dict, dict[tuple[str, int], str]]:
-    """Load each (dataset, seed) once; returns the cache and the load errors."""
+def load_splits(cells: Iterable[Cell], parts: tuple[str, ...] = ("train", "val", "test")) -> dict:
+    """Planning: load each (dataset, seed) of ``cells`` once and check it can be fitted and evaluated
+    (``Splits.check`` of ``parts``; tuning leaves the test split out). A dataset whose files are missing
+    or whose data cannot be fitted is a one-line UserError (exit 2) before any cell runs; returns the
+    splits by (dataset, seed)."""
     import datasets
+    from harness.sample_metrics import min_sample_size
 
-    cache, errors = {}, {}
+    cache = {}
     for cell in cells:
         key = (cell.dataset, cell.seed)
-        if key in cache or key in errors:
+        if key in cache:
             continue
         try:
-            cache[key] = datasets.get(cell.dataset).load(seed=cell.seed, root=cell.data_root)
-        except Exception as e:  # the cells of this dataset fail, the grid goes on
-            errors[key] = one_line(e)
-    return cache, errors
+            splits = datasets.get(cell.dataset).load(seed=cell.seed, root=cell.data_root)
+        except UserError:
+            raise
+        except MemoryError:
+            raise UserError(f"dataset {cell.dataset} does not fit in memory") from None
+        except datasets.DataUnavailable as e:
+            raise UserError(f"dataset {cell.dataset}: {e}") from None
+        except Exception as e:  # whatever a loader raises is the dataset's fault, named here
+            raise UserError(f"dataset {cell.dataset} (seed {cell.seed}) cannot be loaded: {one_line(e)}") from None
+        splits.check(f"dataset {cell.dataset}", min_test_rows=min_sample_size(), parts=parts)
+        cache[key] = splits
+    return cache
+
+
+#: Meta entry of a run directory: dataset name -> SHA-256 of its file's content (``file:`` datasets).
+FINGERPRINTS = "data_fingerprints"
+
+
+def data_fingerprints(names: Iterable[str]) -> dict[str, str]:
+    """The content hash of each dataset of ``names`` whose data a user may replace (``Dataset.fingerprint``)."""
+    import datasets
+
+    out = {}
+    for name in dict.fromkeys(names):
+        fingerprint = datasets.get(name).fingerprint()
+        if fingerprint is not None:
+            out[name] = fingerprint
+    return out
+
+
+def changed_data(recorded: dict[str, str], now: dict[str, str]) -> list[str]:
+    """The datasets whose content hash differs from the one recorded when their rows were computed."""
+    return [name for name, sha in now.items() if recorded.get(name, sha) != sha]
+
+
+def check_fingerprints(store: ResultsStore, now: dict[str, str]) -> None:
+    """Refuse to resume onto rows computed from other data: a ``file:`` dataset replaced since."""
+    recorded = store.meta().get(FINGERPRINTS, {})
+    for name in changed_data(recorded, now):
+        raise UserError(
+            f"{name} has changed since rows of it were computed in {store.run_dir} (content sha256 "
+            f"{recorded[name][:12]}... then, {now[name][:12]}... now): use another --out for the new data, "
+            "or restore the file"
+        )
+
+
+def open_existing_store(run_dir: Path) -> ResultsStore | None:
+    """The run directory's store, checked and locked, when it has one (None otherwise: nothing is made)."""
+    if not os.path.lexists(Path(run_dir) / DB_NAME):
+        return None
+    store = ResultsStore(run_dir, create=False)
+    try:
+        store.acquire_run_lock()
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def run_grid(
@@ -167,14 +234,29 @@ def run_grid(
     skipped_cells = [c for c in cells if c.name in skipped]
     cells = [c for c in cells if c.name not in skipped]
     device = resolve_device(cfg.device)
-    with sigterm_as_interrupt():
-        store = ResultsStore(run_dir)
-        store.acquire_run_lock()
-        check_shard_directory(store, shard)
+    finished = {"ok"} if retry_failed else {"ok", "failed"}  # a "skipped" cell runs once it can
+    with interrupt_on_signals():
+        fingerprints = data_fingerprints(c.dataset for c in cells)
+        store = open_existing_store(run_dir)
+        try:  # planning: a refusal here writes nothing
+            if store is not None:
+                check_shard_directory(store, shard)
+                check_fingerprints(store, fingerprints)
+            done = store.statuses() if store is not None else {}
+            rechosen = rechosen_cells(store, cells) if store is not None else set()
+            splits = load_splits(c for c in cells if done.get(c.key) not in finished or c.key in rechosen)
+            if store is None:
+                store = ResultsStore(run_dir)
+                store.acquire_run_lock()
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
         reap_stale_workers(run_dir)
         summary = RunSummary(total=len(cells), method_skips=skipped, grid_cells=grid_cells)
         t_start = time.perf_counter()
         try:
+            store.set_meta(FINGERPRINTS, {**store.meta().get(FINGERPRINTS, {}), **fingerprints})
             _run_pending(
                 cfg,
                 cells,
@@ -187,7 +269,9 @@ def run_grid(
                 isolate,
                 progress,
                 on_row,
-                retry_failed,
+                finished,
+                rechosen,
+                splits,
             )
         except KeyboardInterrupt:
             summary.interrupted = True
@@ -202,43 +286,20 @@ def run_grid(
 
 
 def check_shard_directory(store: ResultsStore, shard: Shard | None) -> None:
-    """Refuse (UserError) when ``store`` already holds another share of the grid than ``shard``; the
-    store is closed first."""
-    try:
-        check_run_directory(store.meta().get("config"), bool(store.statuses()), shard, str(store.run_dir))
-    except UserError:
-        store.close()
-        raise
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Handle SIGTERM like Ctrl-C (KeyboardInterrupt) inside the block: finished cells are kept,
-    workers stopped, the run lock released. Only in the main thread (where signals arrive)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    """Refuse (UserError) when ``store`` already holds another share of the grid than ``shard``."""
+    check_run_directory(store.meta().get("config"), bool(store.statuses()), shard, str(store.run_dir))
 
 
 @contextmanager
 def signals_for_the_main_thread() -> Iterator[None]:
-    """Threads started inside the block (tqdm's monitor) block SIGINT and SIGTERM, so the kernel delivers
+    """Threads started inside the block (tqdm's monitor) block the interrupt signals, so the kernel delivers
     them to the main thread, which runs Python's handlers. A signal that lands on another thread can stay
     unhandled while the main thread waits on its workers (seen with CPython 3.11: SIGTERM ignored for
     minutes)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, set(INTERRUPTS))
     try:
         yield
     finally:
@@ -257,7 +318,9 @@ def _run_pending(
     isolate: bool,
     progress: bool,
     on_row: Callable[[dict], None] | None,
-    retry_failed: bool,
+    finished: set[str],
+    rechosen: set[str],
+    splits: dict,
 ) -> None:
     from tqdm.auto import tqdm
 
@@ -268,8 +331,6 @@ def _run_pending(
         env = {**{k: v for k, v in old.items() if k.startswith("gpu") or k == "cuda_version"}, **env}
     store.set_meta("environment", env)
     done = store.statuses()
-    finished = {"ok"} if retry_failed else {"ok", "failed"}  # a "skipped" cell runs once it can
-    rechosen = rechosen_cells(store, cells)
     pending = [c for c in cells if done.get(c.key) not in finished or c.key in rechosen]
     summary.skipped_done = len(cells) - len(pending)
     cfg_hash, version = cfg.hash(), code_version()
@@ -304,7 +365,7 @@ def _run_pending(
 
             results = run_ray(pending, CellTask(run_dir), time_limit=cfg.cell_time_limit(), address=cfg.address)
         else:
-            results = _local_results(cfg, pending, run_dir, device, isolate, bar, record_result)
+            results = _local_results(cfg, pending, splits, run_dir, device, isolate, bar)
         try:
             for cell, result in results:
                 record_result(cell, result)
@@ -333,29 +394,21 @@ def rechosen_cells(store: ResultsStore, cells: list[Cell]) -> set[str]:
 def _local_results(
     cfg: Config,
     pending: list[Cell],
+    splits: dict,
     run_dir: Path,
     device: str,
     isolate: bool,
     bar: Any,
-    record_result: Callable[[Cell, dict[str, Any]], None],
 ) -> Iterator[tuple[Cell, dict[str, Any]]]:
-    """The local executor's results: splits loaded here once (a dataset that fails to load fails its cells
-    at once), then every cell in a worker process (``isolate``) or in this one."""
-    splits_cache, load_errors = load_splits(pending)
-    runnable = []
-    for cell in pending:
-        if (cell.dataset, cell.seed) in load_errors:
-            record_result(cell, failed_result(load_errors[(cell.dataset, cell.seed)]))
-            bar.update()
-        else:
-            runnable.append(cell)
-    if runnable:  # once here rather than in every forked worker (it initialises no CUDA)
+    """The local executor's results: every cell, with the splits loaded while planning, in a worker
+    process (``isolate``) or in this one."""
+    if pending:  # once here rather than in every forked worker (it initialises no CUDA)
         preload_optimiser_imports()
-    task = CellTask(run_dir, splits_cache)
+    task = CellTask(run_dir, splits)
     if isolate:
         jobs = cfg.cell_jobs()
         return run_pool(
-            runnable,
+            pending,
             task,
             time_limit=cfg.cell_time_limit(),
             jobs=jobs,
@@ -364,7 +417,7 @@ def _local_results(
             device=device,
             run_dir=run_dir,
         )
-    return ((c, task(c)) for c in runnable)
+    return ((c, task(c)) for c in pending)
 
 
 def record(store: ResultsStore, summary: RunSummary, row: dict, on_row: Callable[[dict], None] | None) -> None:

@@ -178,20 +178,34 @@ def tune(
     cfg: Config, settings: TuneSettings, run_dir: Path, *, progress: bool = True, isolate: bool = True
 ) -> TuneSummary:
     """Run every study of ``cfg``'s grid to its share of trials in ``run_dir`` (resuming what is there)."""
-    from harness.runner import make_cells, sigterm_as_interrupt
+    from harness import runner
+    from harness.signals import interrupt_on_signals
     from harness.store import ResultsStore
 
-    cells, _ = make_cells(cfg)
+    cells, _ = runner.make_cells(cfg)
     plans, untuned = plan_studies(cells)
     summary = TuneSummary(studies=len(plans), untuned=untuned)
     run_dir = Path(run_dir)
-    with sigterm_as_interrupt():
-        store = ResultsStore(run_dir)
-        store.acquire_run_lock()
+    with interrupt_on_signals():
+        # planning, before anything is written: the trials' splits (never the test split) and the data's hashes
+        splits = runner.load_splits([p.cell for p in plans], parts=("train", "val"))
+        fingerprints = runner.data_fingerprints(p.cell.dataset for p in plans)
+        store = runner.open_existing_store(run_dir)
+        try:
+            if store is not None:
+                runner.check_fingerprints(store, fingerprints)
+            else:
+                store = ResultsStore(run_dir)
+                store.acquire_run_lock()
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
         t_start = time.perf_counter()
         try:
+            store.set_meta(runner.FINGERPRINTS, {**store.meta().get(runner.FINGERPRINTS, {}), **fingerprints})
             store.set_meta("tuning", settings.to_dict())
-            driver = _Driver(cfg, settings, open_storage(run_dir), run_dir, isolate)
+            driver = _Driver(cfg, settings, open_storage(run_dir), run_dir, isolate, splits)
             driver.run(plans, summary, progress)
         except KeyboardInterrupt:
             summary.interrupted = True
@@ -204,9 +218,12 @@ def tune(
 class _Driver:
     """Proposes, runs and records the trials of a grid's studies (the only writer of ``tuning.sqlite``)."""
 
-    def __init__(self, cfg: Config, settings: TuneSettings, storage, run_dir: Path, isolate: bool) -> None:
+    def __init__(
+        self, cfg: Config, settings: TuneSettings, storage, run_dir: Path, isolate: bool, splits: dict | None = None
+    ) -> None:
         self.optuna = quiet_optuna()
         self.cfg, self.settings, self.storage, self.run_dir, self.isolate = cfg, settings, storage, run_dir, isolate
+        self.splits = splits if splits is not None else {}
 
     def run(self, plans: list[StudyPlan], summary: TuneSummary, progress: bool) -> None:
         from tqdm.auto import tqdm
@@ -305,7 +322,7 @@ class _Driver:
     def execute(self, batch: list[TrialCell], bar) -> Iterator[tuple[TrialCell, dict[str, Any], float]]:
         """Run ``batch`` through the grid's executor; yields (trial cell, result, wall seconds)."""
         from harness.pool import cell_threads, reap_stale_workers, run_pool
-        from harness.runner import load_splits, resolve_device
+        from harness.runner import resolve_device
 
         cfg, started, t0 = self.cfg, {}, time.monotonic()
 
@@ -319,10 +336,7 @@ class _Driver:
             results = run_ray(batch, TrialTask(), time_limit=cfg.cell_time_limit(), address=cfg.address)
         else:
             reap_stale_workers(self.run_dir)
-            splits, errors = load_splits(batch)
-            if errors:
-                raise UserError(f"a dataset of the grid does not load: {next(iter(errors.values()))}")
-            task = TrialTask(splits)
+            task = TrialTask(self.splits)
             if self.isolate:
                 jobs = cfg.cell_jobs()
                 results = run_pool(

@@ -71,13 +71,13 @@ def run(dataset: str, out: Path, profile: str, cells) -> None:
             "metrics": metrics,
             "info": info,
         }
-        with out.open("a") as f:
+        with out.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
 
 
 def table(out: Path) -> str:
-    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line.strip()]
     head = ["dataset", "method", "eps"] + list(COLUMNS) + ["fit+eval s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:

@@ -189,7 +189,7 @@ def main() -> None:
     train, val, test = mix.sample(20_000, 1), mix.sample(5_000, 2), mix.sample(5_000, 3)
     for name in args.settings:
         row = (measure_teacher if name in TEACHERS else measure)(name, mix, train, val, test)
-        with args.out.open("a") as f:
+        with args.out.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
 

@@ -10,7 +10,7 @@ import numpy as np
 
 import datasets
 import methods
-from datasets.base import Dataset
+from datasets.base import Dataset, Splits
 from methods.base import Float, Int, Method
 
 LOG_2PI = float(np.log(2 * np.pi))
@@ -47,19 +47,16 @@ class TuningProbe(Method):
         return -0.5 * (z**2).sum(1) - self.dim_ * (np.log(self.scale_) + 0.5 * LOG_2PI)
 
 
-class GuardedSplits:
-    """Train and validation arrays; reading ``test`` raises."""
-
-    def __init__(self, train: np.ndarray, val: np.ndarray, test: np.ndarray) -> None:
-        self.train, self.val, self._test = train, val, test
+class GuardedSplits(Splits):
+    """Splits whose test split raises when it is read."""
 
     @property
     def test(self) -> np.ndarray:
         raise RuntimeError("the test split was read")
 
-    @property
-    def dim(self) -> int:
-        return self.train.shape[1]
+    @test.setter
+    def test(self, value: np.ndarray) -> None:
+        self._test = value
 
 
 @datasets.register

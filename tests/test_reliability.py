@@ -1,5 +1,7 @@
-"""Fault injection: exceptions, NaNs, time limits, OOM, dead workers, SIGKILL and
-resume, concurrent runs and determinism (bad inputs: tests/test_bad_inputs.py)."""
+"""Fault injection: exceptions, NaNs, time limits, OOM, dead workers, SIGKILL and resume, concurrent
+runs and determinism; the signal policy outside the cells (planning, report writing, SIGHUP, a closed
+pipe), a damaged row in a real run, a replaced data file on resume, and a run that writes nothing
+outside its run directory (bad inputs: tests/test_bad_inputs.py)."""
 
 from __future__ import annotations
 
@@ -353,6 +355,173 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     store.acquire_run_lock()  # free again
     assert [(r["method"], r["status"]) for r in store.rows()] == [("gaussian", "ok")]
     store.close()
+
+
+def _patched_main(patch: str, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """``harness.__main__.main(argv)`` in a fresh process after running the Python code ``patch``."""
+    code = f"import os, signal, sys\n{patch}\nfrom harness.__main__ import main\nsys.exit(main({argv!r}))\n"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, **kwargs)
+
+
+#: Replaces ``module.name`` by a wrapper that sends this process SIGTERM, then calls the original.
+SIGTERM_IN = """
+import {module} as target
+real = target.{name}
+def with_sigterm(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(*args, **kwargs)
+target.{name} = with_sigterm
+"""
+
+
+def test_sigterm_while_planning_exits_130_and_writes_nothing(tmp_path):
+    """Planning loads every split before anything is written: SIGTERM there is Ctrl-C (exit 130)."""
+    out = tmp_path / "run"
+    argv = ["run", *GRID, "--out", str(out)]
+    done = _patched_main(SIGTERM_IN.format(module="harness.runner", name="load_splits"), argv)
+    assert done.returncode == 130 and done.stderr.strip().splitlines()[-1] == "interrupted", done.stderr
+    assert not out.exists()
+
+
+def test_sigterm_while_the_report_is_written_finishes_it_and_exits_130(tmp_path):
+    """The report is a critical section: SIGTERM during it is acted on once every file is complete."""
+    out = tmp_path / "run"
+    argv = ["run", *GRID[:3], "8gaussians", "--seeds", "1", *GRID[6:], "--out", str(out)]
+    done = _patched_main(SIGTERM_IN.format(module="harness.report.writer", name="render_markdown"), argv)
+    assert done.returncode == 130, done.stderr
+    assert "finishing writing the report" in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout.splitlines()[-1].startswith("interrupted: 2 ok")
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "gaussian" in markdown and "kde" in markdown and "Traceback" not in markdown
+    assert len((out / "results.csv").read_text(encoding="utf-8").splitlines()) == 3  # header and both rows
+    again = subprocess.run(
+        [sys.executable, "-m", "harness", "run", *argv[1:]], capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0 and "2 already done" in again.stdout, again.stderr
+
+
+def test_sighup_is_handled_like_ctrl_c(tmp_path):
+    """A closed terminal (SIGHUP) stops the run as Ctrl-C does: exit 130, worker stopped, row kept."""
+    from harness.pool import _alive
+
+    out = tmp_path / "run"
+    proc = _hang_cli(out)
+    worker = _wait_for_hanging_worker(proc, out)
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(timeout=600) == 130, proc.stderr.read()
+    assert not _alive(worker)
+    assert [(r["method"], r["status"]) for r in ResultsStore(out, create=False).rows()] == [("gaussian", "ok")]
+    assert (out / "report.md").is_file()
+
+
+def test_a_closed_stdout_ends_quietly():
+    """``python -m harness list | head -1``: status 141 (SIGPIPE's), no traceback, no error line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
+    )
+    proc.stdout.read(1)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141 and err == "", err
+
+
+def test_report_of_a_run_with_a_damaged_row_keeps_every_other_row_and_run_recomputes_it(tmp_path, capsys):
+    import sqlite3
+
+    out = tmp_path / "run"
+    grid = ["run", *GRID[:3], "8gaussians", "--seeds", "2", *GRID[6:], "--out", str(out)]
+    assert main(grid) == 0
+    before = _table(out)
+    damaged = next(r["cell_key"] for r in ResultsStore(out, create=False).rows() if r["method"] == "kde")
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        conn.execute("UPDATE results SET metrics = '{x' WHERE cell_key = ?", (damaged,))
+    conn.close()
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"warning: {out / 'results.sqlite'}: row '{damaged}' is damaged (metrics is not valid JSON ('{{x')); "
+        "shown as failed"
+    ]
+    html = (out / "report.html").read_text(encoding="utf-8")  # says which row was skipped, and why
+    assert "row damaged in results.sqlite (metrics is not valid JSON" in html
+    assert "(1/2 seeds ok)" in (out / "report.md").read_text(encoding="utf-8")
+    import pandas as pd
+
+    csv = pd.read_csv(out / "results.csv")
+    assert len(csv) == 4 and (csv.status == "ok").sum() == 3
+    for key, (_, loglik, *_) in before.items():  # every other row is reported with its values
+        rows = csv[(csv.method == key[0]) & (csv.seed == key[2])]
+        if rows.cell_key.iloc[0] != damaged:
+            assert rows["metrics.test_loglik"].iloc[0] == pytest.approx(loglik, rel=1e-12)
+    assert main(grid) == 0  # the damaged cell is not finished: it runs again, to the same values
+    assert _table(out) == before
+
+
+def test_a_replaced_data_file_is_refused_on_resume(tmp_path, capsys):
+    """The content hash of a file: dataset is kept with its rows: a resume onto other content is exit 2,
+    the original content resumes, and a report of changed data says so."""
+    data = tmp_path / "d.csv"
+    rng = np.random.default_rng(0)
+    np.savetxt(data, rng.standard_normal((200, 3)), delimiter=",")
+    original = data.read_bytes()
+    grid = ["run", "--methods", "gaussian", "--datasets", f"file:{data}", "--seeds", "1", *GRID[6:]]
+    assert main([*grid, "--out", str(tmp_path / "run")]) == 0
+    np.savetxt(data, rng.standard_normal((200, 3)), delimiter=",")
+    capsys.readouterr()
+    assert main([*grid, "--out", str(tmp_path / "run")]) == 2
+    assert f"file:{data} has changed since rows of it were computed" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "run")]) == 0
+    assert f"file:{data} has changed since its rows were computed" in capsys.readouterr().err
+    data.write_bytes(original)
+    assert main([*grid, "--out", str(tmp_path / "run")]) == 0
+    assert "1 already done" in capsys.readouterr().out
+
+
+def test_figure_names_are_unique_per_dataset():
+    from harness.report.figures import slug
+
+    names = ["file:/data/a/b.csv", "file:/data/a_b.csv", "file:/data/a b.csv", "8gaussians", "miniboone-small"]
+    assert len({slug(n) for n in names}) == len(names)
+    assert slug("8gaussians") == "8gaussians" and slug("miniboone-small") == "miniboone-small"
+
+
+def _tree(root: Path) -> dict[str, int]:
+    """Every path under ``root`` (itself included) with its modification time (ns)."""
+    out = {".": root.stat().st_mtime_ns}
+    for path in root.rglob("*"):
+        out[str(path.relative_to(root))] = path.lstat().st_mtime_ns
+    return out
+
+
+def _git_state() -> dict[str, int]:
+    """Modification times (ns) of the checkout's git directory and its index (a worktree's own, not the
+    common directory other checkouts share); empty outside a git checkout."""
+    from harness import PROJECT_ROOT
+
+    found = subprocess.run(["git", "rev-parse", "--absolute-git-dir"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    folder = Path(found.stdout.strip()) if found.returncode == 0 else None
+    return {str(p): p.stat().st_mtime_ns for p in (folder, folder / "index") if p.exists()} if folder else {}
+
+
+def test_a_run_writes_nothing_outside_its_run_directory(tmp_path):
+    """A smoke run (a flow: nflows imports matplotlib, training imports torch's compiler) changes neither
+    the repository's git directories nor the home directory, and leaves nothing in the temporary one."""
+    home, scratch, out = tmp_path / "home", tmp_path / "tmp", tmp_path / "run"
+    home.mkdir()
+    scratch.mkdir()
+    caches = ("DENSITYBENCH_CACHE", "MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "XDG_CACHE_HOME")
+    env = {**{k: v for k, v in os.environ.items() if k not in caches}, "HOME": str(home), "TMPDIR": str(scratch)}
+    git_before, home_before = _git_state(), _tree(home)
+    cmd = [sys.executable, "-m", "harness", "run", "--methods", "gaussian,maf", "--datasets", "8gaussians"]
+    done = subprocess.run(
+        [*cmd, "--seeds", "1", *GRID[6:], "--out", str(out)], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert done.returncode == 0, done.stderr
+    assert (out / "report.md").is_file()
+    assert _tree(home) == home_before
+    assert list(scratch.iterdir()) == []
+    assert _git_state() == git_before
 
 
 def test_second_run_on_same_directory_refuses(tmp_path, capsys):

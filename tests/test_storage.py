@@ -1,6 +1,8 @@
 """Storage faults and the rows a run writes: a failed write (disk full, read-only) keeps the finished
-rows and exits 2; a damaged database is salvaged and the run resumes; unavailable methods get
-``skipped`` rows; the largest accepted time limit and seed run."""
+rows and exits 2; a damaged database is salvaged and the run resumes; a database being created or
+salvaged is never left half made; an export is never replaced by one with fewer rows unsaid; a store
+with columns added by a later version still reads; unavailable methods get ``skipped`` rows; the
+largest accepted time limit and seed run."""
 
 from __future__ import annotations
 
@@ -113,6 +115,73 @@ def test_salvage_keeps_exactly_the_readable_rows(tmp_path, capsys):
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
     assert main(["report", str(run)]) == 0
+
+
+def test_an_interrupted_creation_leaves_no_database(tmp_path, monkeypatch):
+    """A new database is built beside its name and renamed into place: a run stopped while creating it
+    leaves no (empty) results.sqlite, which the next store would refuse as not ours."""
+    real = sqlite3.connect
+
+    def connect_then_stop(*args, **kwargs):
+        conn = real(*args, **kwargs)
+        conn.execute("CREATE TABLE half (x)")  # the file now exists
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sqlite3, "connect", connect_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        ResultsStore(tmp_path / "run")
+    monkeypatch.undo()
+    assert not (tmp_path / "run").exists()  # nor the directory it made
+    ResultsStore(tmp_path / "run").close()
+    assert ResultsStore(tmp_path / "run", create=False).rows() == []
+
+
+def test_salvage_interrupted_by_sigterm_completes_then_exits_130(tmp_path):
+    """Salvage is a critical section: SIGTERM while it copies rows waits until the new database is whole."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    damaged_database(run)
+    patch = (
+        "import os, signal, sys\nimport harness.store as store\nreal = store.readable_rows\n"
+        "sent = []\ndef rows_then_term(path):\n    found = real(path)\n    if not sent:\n        sent.append(1)\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n    return found\n"
+        f"store.readable_rows = rows_then_term\nfrom harness.__main__ import main\nsys.exit(main(['report', {str(run)!r}, '--salvage']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", patch], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 130, done.stderr
+    assert "kept" in done.stderr and (run / (DB_NAME + ".damaged")).exists()
+    rows = ResultsStore(run, create=False).rows()
+    assert 0 < len(rows) < 60
+
+
+def test_a_report_with_fewer_rows_keeps_the_older_export(tmp_path, capsys):
+    """After a salvage lost rows, the next report moves the fuller results.csv aside and says so."""
+    run = tmp_path / "run"
+    damaged_database(run)
+    assert main(["report", str(run), "--salvage", "--format", "csv"]) == 0
+    kept = len(ResultsStore(run, create=False).rows())
+    full = "method,dataset,seed,status\n" + "gaussian,8gaussians,0,failed\n" * 60
+    (run / "results.csv").write_text(full, encoding="utf-8")
+    capsys.readouterr()
+    assert main(["report", str(run), "--format", "csv"]) == 0
+    assert f"results.csv held 60 rows, the results database {kept}" in capsys.readouterr().err
+    assert (run / "results.older.csv").read_text(encoding="utf-8") == full
+    assert len((run / "results.csv").read_text(encoding="utf-8").splitlines()) == kept + 1
+    assert main(["report", str(run), "--format", "csv"]) == 0  # as many rows now: replaced, nothing said
+    assert capsys.readouterr().err == "" and not (run / "results.older-2.csv").exists()
+
+
+def test_a_store_with_added_columns_still_reads_and_resumes(tmp_path):
+    """The schema check asks for our table and columns, not an exact schema: a column added later (a
+    shard's provenance, say) is ignored, and the run resumes."""
+    assert main([*GRID, "--seeds", "1", "--out", str(tmp_path)]) == 0
+    with sqlite3.connect(tmp_path / DB_NAME) as conn:
+        conn.execute("ALTER TABLE results ADD COLUMN shard TEXT")
+    conn.close()
+    assert main([*GRID, "--seeds", "1", "--out", str(tmp_path)]) == 0
+    assert [r["status"] for r in ResultsStore(tmp_path, create=False).rows()] == ["ok"]
 
 
 class Unavailable(Method):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,9 @@ QUALITY_METRICS = (
 
 
 def slug(name: str) -> str:
-    """``name`` safe as part of a file name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "dataset"
+    """``name`` safe as part of a file name, one per name (a changed name gets a hash of it)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "dataset"
+    return safe if safe == name else f"{safe}-{zlib.crc32(name.encode('utf-8', 'surrogateescape')):08x}"
 
 
 # ------------------------------------------------------------------ speed versus quality

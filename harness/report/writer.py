@@ -78,7 +78,7 @@ def write_report(
         written += figures
     if "csv" in formats:
         path = run_dir / "results.csv"
-        rows_frame(rows).to_csv(path, index=False)
+        rows_frame(rows).to_csv(path, index=False, encoding="utf-8")
         written.append(path)
     if "latex" in formats:
         path = run_dir / "report.tex"

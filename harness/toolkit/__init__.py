@@ -5,11 +5,12 @@ Modules: ``device`` (devices, batching, threads, progress), ``seeding`` (seed st
 ``standardise``, ``gaussian``, ``distances`` (energy distance), ``nets``, ``mle`` (maximum-likelihood
 loop), ``sde`` (VP-SDE), ``training_free_score``, ``compat`` (third-party quirks). They import only
 the standard library, numpy, scipy, torch (with torchdiffeq in ``sde`` and tqdm for progress bars)
-and ``harness.errors``.
+and ``harness.errors``. ``files``: the checked opening of files a user names.
 """
 
 __all__ = [
     "device",
+    "files",
     "seeding",
     "training",
     "checkpoint",
