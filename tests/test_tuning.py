@@ -145,7 +145,7 @@ def test_tuning_never_reads_the_test_split_and_the_test_phase_does(tmp_path):
     cfg = probe_config(datasets=["guarded_test"])
     summary = tune(cfg, TuneSettings(trials=4, round_size=2), tmp_path, progress=False)
     assert summary.ok == 4 and summary.failed == 0
-    with pytest.raises(UserError, match="the test split was read"):  # the test phase's planning reads it
+    with pytest.raises(RuntimeError, match="the test split was read"):  # the test phase reads it at planning
         run_grid(replace(cfg, params_from=str(tmp_path)), tmp_path, progress=False)
 
 
