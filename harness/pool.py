@@ -36,8 +36,10 @@ from harness import set_process_defaults
 from harness.cells import Cell, failed_result, one_line
 from harness.signals import ignore_interrupts
 
-#: Longest single wait on the workers (s): a far deadline is reached in slices (select's limit is ~24 days).
-WAIT_SLICE = 3600.0
+#: Longest single wait on the workers (s). Short, because a signal that arrives after Python last checked
+#: for signals but before the wait's select() starts is not seen until select() returns: on a loaded
+#: machine SIGTERM to a run then went unanswered until its worker's deadline (minutes to hours).
+WAIT_SLICE = 0.5
 
 
 #: Run-directory folder holding one file per live worker (pid and start time) for start-up reaping.
