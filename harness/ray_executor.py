@@ -28,8 +28,8 @@ from typing import Any
 
 from harness import set_process_defaults
 from harness.cells import Cell, failed_result, one_line
-from harness.pool import WAIT_SLICE
 from harness.errors import UserError
+from harness.pool import WAIT_SLICE
 
 
 class CellTimeout(Exception):
