@@ -152,6 +152,11 @@ class ScoreDiffusion(Method):
         "em_steps": Int(min=1),
         "eval_batch": Int(min=1),
     }
+    search_space = {
+        "lr": Float(1e-4, 1e-2, log=True),
+        "hidden": Int(32, 512, log=True),
+        "layers": Int(2, 5),
+    }
 
     @classmethod
     def check_params(cls, params: dict[str, Any], dim: int | None) -> None:
