@@ -39,11 +39,12 @@ class Splits:
     def sizes(self) -> tuple[int, int, int]:
         return (len(self.train), len(self.val), len(self.test))
 
-    def check(self, source: str, *, min_test_rows: int = 1) -> None:
+    def check(self, source: str, *, min_test_rows: int = 1, parts: tuple[str, ...] = ("train", "val", "test")) -> None:
         """Raise a one-line UserError naming ``source`` unless the splits can be fitted and evaluated:
-        2-D, finite, one width, at least 2 training rows and ``min_test_rows`` test rows."""
-        parts = {"train": self.train, "val": self.val, "test": self.test}
-        for name, part in parts.items():
+        2-D, finite, one width, at least 2 training rows and ``min_test_rows`` test rows. ``parts`` are
+        the splits to look at (tuning never reads the test split)."""
+        for name in parts:
+            part = getattr(self, name)
             if not isinstance(part, np.ndarray) or part.ndim != 2:
                 raise UserError(f"{source}: its {name} split is not a 2-D array")
             if part.shape[1] != self.train.shape[1]:
@@ -53,7 +54,7 @@ class Splits:
                 raise UserError(f"{source}: column {bad[0] + 1} of its {name} split holds NaN or inf")
         if len(self.train) < 2:
             raise UserError(f"{source}: its training split holds {len(self.train)} row(s); at least 2 are needed")
-        if len(self.test) < min_test_rows:
+        if "test" in parts and len(self.test) < min_test_rows:
             raise UserError(
                 f"{source}: its test split holds {len(self.test)} row(s); the metrics need at least {min_test_rows} "
                 "(use a larger table)"
@@ -93,7 +94,9 @@ class Dataset(ABC):
     ``group`` names the family a user can select at once (``--datasets 2d``) and
     fetch at once (``data fetch maf``); ``published`` holds other papers' test
     log-likelihoods on the set, which reports show beside ours (with
-    ``published_note`` as a caveat).
+    ``published_note`` as a caveat). ``reshuffled_splits`` is True when the splits of different
+    seeds partition the same rows differently (a row tested under one seed trains under another):
+    tuning then selects parameters per seed, so that no seed's test rows guided the choice.
     """
 
     name: ClassVar[str]
@@ -104,6 +107,7 @@ class Dataset(ABC):
     group: ClassVar[str] = ""
     published: ClassVar[tuple[Published, ...]] = ()
     published_note: ClassVar[str] = ""
+    reshuffled_splits: ClassVar[bool] = False
 
     @abstractmethod
     def load(self, seed: int = 0, root: Path | None = None) -> Splits:

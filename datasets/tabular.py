@@ -393,6 +393,7 @@ class FileDataset(Dataset):
 
     name: ClassVar[str] = "file"
     description: ClassVar[str] = "a user's table (CSV, whitespace text or .npy)"
+    reshuffled_splits: ClassVar[bool] = True  # one table split 80/10/10 anew for each seed
 
     def __init__(
         self, path: str | Path, *, drop_constant: bool = True, dequantize: bool = True, standardize: bool = True

@@ -28,6 +28,7 @@ class UCIDataset(Dataset):
     rows: ClassVar[int]
     columns: ClassVar[int]
     group: ClassVar[str] = "uci"
+    reshuffled_splits: ClassVar[bool] = True  # one table split 80/10/10 anew for each seed
     cleaning_: Cleaning | None = None  # set by load
 
     @classmethod

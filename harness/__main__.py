@@ -1,4 +1,4 @@
-"""Command line: ``python -m harness {run,report,merge,list,data}``.
+"""Command line: ``python -m harness {run,tune,report,merge,list,data}``.
 
 Exit status: 0 done; 2 bad input (one line on stderr; ``--debug`` shows the traceback), including
 input that exhausts memory or recursion or cannot be decoded; 3 (``run``) some cell of the grid
@@ -35,6 +35,39 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _grid_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that define a grid, shared by ``run`` and ``tune``."""
+    p.add_argument("--config", metavar="FILE.toml", help="TOML config file (see harness/config.py)")
+    p.add_argument("--methods", help="comma list of methods, or 'all' (default: every available method)")
+    p.add_argument(
+        "--datasets",
+        help="comma list of datasets, a group ('2d': the eight 2-D sets; `list` shows the "
+        "groups) or 'all'; file:PATH for your own table (default: 8gaussians,checkerboard,circles)",
+    )
+    p.add_argument("--seeds", help="N for seeds 0..N-1 (default 3), or a comma list such as 0,3,7")
+    p.add_argument("--profile", help="smoke | quick | paper (default quick)")
+    p.add_argument("--device", help="auto | cpu | cuda (default auto)")
+    p.add_argument(
+        "--out", metavar="DIR", help="run directory (default reports/<config name or 'default'>); reusing it resumes"
+    )
+    p.add_argument("--data-root", help="data root (default $DENSITYBENCH_DATA or ~/.cache/densitybench)")
+    p.add_argument("--time-limit", type=float, help="seconds per cell before it is recorded as failed")
+    p.add_argument("--sample-size", type=int, help="samples per cell for the sample-quality metrics (default 5000)")
+    p.add_argument("--executor", help="local (default) | ray")
+    p.add_argument("--address", help="Ray cluster address (with --executor ray)")
+    p.add_argument(
+        "--jobs",
+        help="cells run at a time by the local executor: 'auto' (default: one per CPU core up to 8, one on a GPU) or N",
+    )
+    p.add_argument(
+        "--budget",
+        metavar="SECONDS",
+        help="the same wall-clock training budget for every trainable "
+        "method: each training loop stops at its first checkpoint past it (see README)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m harness", description="densitybench: benchmark generative models as density estimators."
@@ -43,33 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a benchmark grid and write its report")
-    run.add_argument("--config", metavar="FILE.toml", help="TOML config file (see harness/config.py)")
-    run.add_argument("--methods", help="comma list of methods, or 'all' (default: every available method)")
+    _grid_arguments(run)
     run.add_argument(
-        "--datasets",
-        help="comma list of datasets, a group ('2d': the eight 2-D sets; `list` shows the "
-        "groups) or 'all'; file:PATH for your own table (default: 8gaussians,checkerboard,circles)",
-    )
-    run.add_argument("--seeds", help="N for seeds 0..N-1 (default 3), or a comma list such as 0,3,7")
-    run.add_argument("--profile", help="smoke | quick | paper (default quick)")
-    run.add_argument("--device", help="auto | cpu | cuda (default auto)")
-    run.add_argument(
-        "--out", metavar="DIR", help="run directory (default reports/<config name or 'default'>); reusing it resumes"
-    )
-    run.add_argument("--data-root", help="data root (default $DENSITYBENCH_DATA or ~/.cache/densitybench)")
-    run.add_argument("--time-limit", type=float, help="seconds per cell before it is recorded as failed")
-    run.add_argument("--sample-size", type=int, help="samples per cell for the sample-quality metrics (default 5000)")
-    run.add_argument("--executor", help="local (default) | ray")
-    run.add_argument("--address", help="Ray cluster address (with --executor ray)")
-    run.add_argument(
-        "--jobs",
-        help="cells run at a time by the local executor: 'auto' (default: one per CPU core up to 8, one on a GPU) or N",
-    )
-    run.add_argument(
-        "--budget",
-        metavar="SECONDS",
-        help="the same wall-clock training budget for every trainable "
-        "method: each training loop stops at its first checkpoint past it (see README)",
+        "--params-from",
+        metavar="RUN_DIR",
+        help="run the parameters the tuning studies of RUN_DIR chose for each method and dataset (see tune)",
     )
     run.add_argument(
         "--shard",
@@ -83,7 +94,29 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"exit 0 even when cells failed (default: exit {EXIT_FAILED_CELLS})",
     )
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    tune = sub.add_parser(
+        "tune",
+        help="tune every method with the same budget on validation data, then run the chosen parameters on test",
+    )
+    _grid_arguments(tune)
+    budget = tune.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--trials", type=int, help="trials per (method, dataset) study, the same for every method")
+    budget.add_argument(
+        "--tune-budget", type=float, metavar="SECONDS", help="fit seconds per (method, dataset) study instead"
+    )
+    tune.add_argument("--pruner", default="median", help="median (default) | halving | none")
+    tune.add_argument(
+        "--trials-per-round",
+        type=int,
+        help="trials proposed together per study (default 4); the same command gives the same trials",
+    )
+    tune.add_argument("--no-test", action="store_true", help="tune only: leave out the test cells of the choices")
+    tune.add_argument(
+        "--allow-failures",
+        action="store_true",
+        help=f"exit 0 even when test cells failed (default: exit {EXIT_FAILED_CELLS})",
+    )
 
     rep = sub.add_parser("report", help="regenerate a run directory's report from its results database")
     rep.add_argument("run_dir")
@@ -128,10 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _grid_config(args: argparse.Namespace):
+    """The Config of ``run``'s and ``tune``'s grid options, checked (data root, device, executor)."""
     from harness import config as config_mod
-    from harness.report import print_verdict
-    from harness.runner import run_grid
 
     overrides = {
         "methods": args.methods,
@@ -146,7 +178,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "address": args.address,
         "jobs": args.jobs,
         "budget": args.budget,
-        "shard": args.shard,
+        "params_from": getattr(args, "params_from", None),
+        "shard": getattr(args, "shard", None),
     }
     cfg = config_mod.build(args.config, overrides)
     if cfg.data_root is not None and not Path(cfg.data_root).expanduser().is_dir():
@@ -165,8 +198,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             from harness.ray_executor import check_reachable
 
             check_reachable(cfg.address)
-    run_dir = config_mod.run_directory(cfg, args.out, PROJECT_ROOT / "reports")
-    summary = run_grid(cfg, run_dir, progress=not args.no_progress, retry_failed=args.retry_failed)
+    return cfg, config_mod.run_directory(cfg, args.out, PROJECT_ROOT / "reports")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg, run_dir = _grid_config(args)
+    if cfg.params_from is not None and not Path(cfg.params_from).is_dir():
+        raise UserError(f"--params-from {cfg.params_from}: no such run directory")
+    return _run_and_report(cfg, run_dir, args)
+
+
+def _run_and_report(cfg, run_dir: Path, args: argparse.Namespace) -> int:
+    """Run ``cfg``'s grid into ``run_dir``, write the report, print the outcome; the exit status."""
+    from harness.report import print_verdict
+    from harness.runner import run_grid
+
+    summary = run_grid(cfg, run_dir, progress=not args.no_progress, retry_failed=getattr(args, "retry_failed", False))
     for m, why in summary.method_skips.items():
         print(f"skipped method {m}: {why}", file=sys.stderr)
     paths, deferred = write_report_safely(run_dir)
@@ -187,6 +234,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED_CELLS
     return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Tune every method of the grid on validation data, then run the chosen parameters' test cells."""
+    from dataclasses import replace
+
+    from harness.tuning import ROUND_SIZE, TuneSettings, tune
+
+    cfg, run_dir = _grid_config(args)
+    settings = TuneSettings(
+        trials=args.trials,
+        budget_s=args.tune_budget,
+        pruner=args.pruner,
+        round_size=ROUND_SIZE if args.trials_per_round is None else args.trials_per_round,
+    )
+    summary = tune(cfg, settings, run_dir, progress=not args.no_progress)
+    for row, why in summary.untuned.items():
+        print(f"not tuned: {row}: {why}", file=sys.stderr)
+    print(
+        f"{'interrupted' if summary.interrupted else 'tuned'}: {summary.studies} studies, {summary.trials_run} trials "
+        f"run now ({summary.ok} ok, {summary.pruned} pruned, {summary.failed} failed) in {summary.seconds:.0f} s; "
+        f"studies: {run_dir / 'tuning.sqlite'}"
+    )
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    if args.no_test:
+        write_report_safely(run_dir)
+        return 0
+    return _run_and_report(replace(cfg, params_from=str(run_dir)), run_dir, args)
 
 
 def write_report_safely(run_dir: Path | str, formats: tuple[str, ...] | None = None, **options):
@@ -308,13 +384,15 @@ def cmd_list(args: argparse.Namespace) -> int:
                 name,
                 cls.log_prob_kind or "none",
                 ", ".join(cls.profiles),
+                ", ".join(cls.search_space) or "–",
                 "yes" if name not in unavailable else f"no: {unavailable[name]}",
             ]
         )
     for name, why in unavailable.items():
         if name not in methods.names():
-            rows.append([name, "?", "", f"no: {why}"])
-    print("Methods\n" + tabulate(rows, headers=["method", "likelihood", "profiles", "available"], tablefmt="simple"))
+            rows.append([name, "?", "", "", f"no: {why}"])
+    headers = ["method", "likelihood", "profiles", "search space (tune)", "available"]
+    print("Methods\n" + tabulate(rows, headers=headers, tablefmt="simple"))
     drows = []
     for name in datasets.names():
         ds = datasets.get(name)
@@ -426,7 +504,14 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     check_datasets_package()
-    handlers = {"run": cmd_run, "report": cmd_report, "merge": cmd_merge, "list": cmd_list, "data": cmd_data}
+    handlers = {
+        "run": cmd_run,
+        "tune": cmd_tune,
+        "report": cmd_report,
+        "merge": cmd_merge,
+        "list": cmd_list,
+        "data": cmd_data,
+    }
     try:
         return handlers[args.command](args)
     except UserError as e:

@@ -22,6 +22,9 @@ from harness import gpu
 from harness.store import ARTIFACT_DIR
 from harness.variants import Variant
 
+#: Appended to the row name of a cell that runs tuned parameters: ``maf (tuned)``.
+TUNED_SUFFIX = "(tuned)"
+
 #: Splits loaded by this process for the cells it ran (worker processes that load their own).
 _PROCESS_SPLITS: dict = {}
 
@@ -44,6 +47,10 @@ class Cell:
     data_root: str | None = None
     budget: float | None = None  # training seconds (``run --budget``); None: train to the planned steps
     variant: tuple[tuple[str, Any], ...] = ()
+    #: Parameters chosen by tuning (harness/tuning.py), applied over the variant's; ``tuning`` is the
+    #: study's summary as JSON (trials, pruned, best validation value...) for the row's ``info``.
+    tuned: tuple[tuple[str, Any], ...] = ()
+    tuning: str = ""
 
     @property
     def key(self) -> str:
@@ -52,19 +59,23 @@ class Cell:
             spec.append({"budget": self.budget})
         if self.variant:  # plain methods keep the keys of earlier run directories
             spec.append(list(self.variant))
+        if self.tuned:  # one cell whatever was chosen: a changed choice reruns it (harness/runner.py)
+            spec.append("tuned")
         return hashlib.sha1(json.dumps(spec, default=str).encode()).hexdigest()[:16]
 
     @property
     def name(self) -> str:
-        return Variant(self.method, self.variant).name
+        name = Variant(self.method, self.variant).name
+        return f"{name} {TUNED_SUFFIX}" if self.tuned else name
 
     @property
     def label(self) -> str:
         return f"{self.name}/{self.dataset}/s{self.seed}"
 
     def method_params(self) -> dict[str, Any]:
-        """The overrides of this cell: the config's ``[params.<method>]``, then the variant's."""
-        return {**dict(self.overrides), **dict(self.variant)}
+        """The overrides of this cell: the config's ``[params.<method>]``, then the variant's, then the
+        tuned ones."""
+        return {**dict(self.overrides), **dict(self.variant), **dict(self.tuned)}
 
     def params(self) -> dict[str, Any]:
         return methods.resolve_params(self.method, self.profile, self.method_params())

@@ -20,6 +20,8 @@ A config file is TOML with these top-level keys (all optional)::
                                     # checkpoint past it; default: none)
     shard = "0/4"                   # run only shard I of N of the grid (harness/shards.py; default:
                                     # the whole grid); usually given per job: run --shard I/N
+    params_from = "reports/tuned"   # run the parameters the tuning studies of this run directory
+                                    # chose (harness/tuning.py; default: the profile's)
     [params.supervised_diffusion]   # per-method parameter overrides
     steps = 200
 
@@ -81,6 +83,9 @@ class Config:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     budget: float | None = None
     shard: str | None = None  # "I/N": this run holds shard I of the grid's N (harness/shards.py)
+    #: A run directory whose tuning studies choose the parameters (``run --params-from``, the test phase
+    #: of ``tune``); None: the profile's parameters.
+    params_from: str | None = None
 
     def cell_time_limit(self) -> float:
         return float(self.time_limit if self.time_limit is not None else DEFAULT_TIME_LIMIT[self.profile])
@@ -100,8 +105,9 @@ class Config:
         return asdict(self)
 
     def hash(self) -> str:
-        """The config's hash; the shards of one grid share it (and a run without a shard keeps its old hash)."""
-        spec = {k: v for k, v in self.to_dict().items() if k != "shard"}
+        """The config's hash; the shards of one grid share it, and a run without ``params_from`` keeps the
+        hash it had before that key existed."""
+        spec = {k: v for k, v in self.to_dict().items() if k != "shard" and not (k == "params_from" and v is None)}
         return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -284,7 +290,7 @@ def validate(raw: dict[str, Any], source: str = "config") -> Config:
         cfg.shard = str(parse_shard(raw["shard"]))
     if raw.get("jobs") is not None:
         cfg.jobs = raw["jobs"] if raw["jobs"] == "auto" else _positive(_whole(raw["jobs"], "jobs"), "jobs")
-    for key in ("data_root", "address"):
+    for key in ("data_root", "address", "params_from"):
         if raw.get(key) is not None:
             if not isinstance(raw[key], str) or not raw[key].strip():
                 raise UserError(f"{key} must be a non-empty string, got {raw[key]!r}")

@@ -36,8 +36,10 @@ from harness import set_process_defaults
 from harness.cells import Cell, failed_result, one_line
 from harness.signals import ignore_interrupts
 
-#: Longest single wait on the workers (s): a far deadline is reached in slices (select's limit is ~24 days).
-WAIT_SLICE = 3600.0
+#: Longest single wait on the workers (s). Short, because a signal that arrives after Python last checked
+#: for signals but before the wait's select() starts is not seen until select() returns: on a loaded
+#: machine SIGTERM to a run then went unanswered until its worker's deadline (minutes to hours).
+WAIT_SLICE = 0.5
 
 
 #: Run-directory folder holding one file per live worker (pid and start time) for start-up reaping.
@@ -143,6 +145,15 @@ def _proc_stat(pid: int) -> list[str] | None:
         with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
             return f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
+        return None
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, seconds) a live process has used so far; None where /proc cannot tell."""
+    stat = _proc_stat(pid)
+    try:
+        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK") if stat else None
+    except (IndexError, ValueError, OSError):
         return None
 
 
@@ -273,13 +284,13 @@ def _finish(w: _Worker, timed_out: bool) -> dict[str, Any]:
             result = w.conn.recv()
         except EOFError:  # the child died before sending
             pass
+    cpu_s = _cpu_seconds(w.proc.pid) if timed_out else None
     _reap(w)
     if result is not None:
         return result
     if timed_out:
-        return failed_result(
-            f"TimeLimit: cell exceeded its time limit of {w.time_limit:g} s", timings={"time_limit_s": w.time_limit}
-        )
+        timings = {"time_limit_s": w.time_limit, **({"cpu_s": cpu_s} if cpu_s is not None else {})}
+        return failed_result(f"TimeLimit: cell exceeded its time limit of {w.time_limit:g} s", timings=timings)
     code = w.proc.exitcode
     why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
     return failed_result(f"WorkerDied: the worker process died ({why})")

@@ -29,6 +29,7 @@ from typing import Any
 from harness import set_process_defaults
 from harness.cells import Cell, failed_result, one_line
 from harness.errors import UserError
+from harness.pool import WAIT_SLICE
 
 
 class CellTimeout(Exception):
@@ -195,7 +196,9 @@ def run_ray(
         refs[task.options(**opts).remote(cell_fn, cell, time_limit)] = cell
     try:
         while refs:
-            done, _ = ray.wait(list(refs), num_returns=1)
+            done, _ = ray.wait(list(refs), num_returns=1, timeout=WAIT_SLICE)  # short: see harness.pool.WAIT_SLICE
+            if not done:
+                continue
             ref = done[0]
             cell = refs.pop(ref)
             try:

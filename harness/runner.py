@@ -16,6 +16,7 @@ dataset whose content has changed since (its SHA-256 is kept in the run's meta).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -35,7 +36,7 @@ from harness.gpu import resolve_device
 from harness.pool import cell_threads, reap_stale_workers, run_pool
 from harness.shards import Shard, check_run_directory, parse_shard
 from harness.signals import INTERRUPTS, interrupt_on_signals
-from harness.store import DB_NAME, ResultsStore
+from harness.store import DB_NAME, ResultsStore, dumps
 
 
 def code_version() -> str:
@@ -84,6 +85,11 @@ def make_cells(cfg: Config, *, include_skipped: bool = False) -> tuple[list[Cell
         if include_skipped or v.name not in skipped
         for s in cfg.seeds
     ]
+    if cfg.params_from is not None:  # the parameters tuning chose, as cells of their own (named "X (tuned)")
+        from harness.studies import apply_choices
+
+        runnable = apply_choices([c for c in cells if c.name not in skipped], cfg.params_from)
+        cells = runnable + [c for c in cells if c.name in skipped]
     return cells, skipped
 
 
@@ -114,6 +120,8 @@ def cell_row(
     row = {**base_row(cell, cfg_hash, version, device), **result}
     if cell.variant:
         row["info"] = {**(row.get("info") or {}), "variant": {"method": cell.method, "params": dict(cell.variant)}}
+    if cell.tuning:
+        row["info"] = {**(row.get("info") or {}), "tuning": json.loads(cell.tuning)}
     return row
 
 
@@ -130,10 +138,11 @@ class RunSummary:
     grid_cells: int = 0  # runnable cells of the whole grid (``total`` counts this shard's)
 
 
-def load_splits(cells: Iterable[Cell]) -> dict:
+def load_splits(cells: Iterable[Cell], parts: tuple[str, ...] = ("train", "val", "test")) -> dict:
     """Planning: load each (dataset, seed) of ``cells`` once and check it can be fitted and evaluated
-    (``Splits.check``). A dataset whose files are missing or whose data cannot be fitted is a one-line
-    UserError (exit 2) before any cell runs; returns the splits by (dataset, seed)."""
+    (``Splits.check`` of ``parts``; tuning leaves the test split out). A dataset whose files are missing
+    or whose data cannot be fitted is a one-line UserError (exit 2) before any cell runs; returns the
+    splits by (dataset, seed)."""
     import datasets
     from harness.sample_metrics import min_sample_size
 
@@ -152,7 +161,7 @@ def load_splits(cells: Iterable[Cell]) -> dict:
             raise UserError(f"dataset {cell.dataset}: {e}") from None
         except Exception as e:  # whatever a loader raises is the dataset's fault, named here
             raise UserError(f"dataset {cell.dataset} (seed {cell.seed}) cannot be loaded: {one_line(e)}") from None
-        splits.check(f"dataset {cell.dataset}", min_test_rows=min_sample_size())
+        splits.check(f"dataset {cell.dataset}", min_test_rows=min_sample_size(), parts=parts)
         cache[key] = splits
     return cache
 
@@ -234,7 +243,8 @@ def run_grid(
                 check_shard_directory(store, shard)
                 check_fingerprints(store, fingerprints)
             done = store.statuses() if store is not None else {}
-            splits = load_splits(c for c in cells if done.get(c.key) not in finished)
+            rechosen = rechosen_cells(store, cells) if store is not None else set()
+            splits = load_splits(c for c in cells if done.get(c.key) not in finished or c.key in rechosen)
             if store is None:
                 store = ResultsStore(run_dir)
                 store.acquire_run_lock()
@@ -260,6 +270,7 @@ def run_grid(
                 progress,
                 on_row,
                 finished,
+                rechosen,
                 splits,
             )
         except KeyboardInterrupt:
@@ -308,6 +319,7 @@ def _run_pending(
     progress: bool,
     on_row: Callable[[dict], None] | None,
     finished: set[str],
+    rechosen: set[str],
     splits: dict,
 ) -> None:
     from tqdm.auto import tqdm
@@ -319,7 +331,7 @@ def _run_pending(
         env = {**{k: v for k, v in old.items() if k.startswith("gpu") or k == "cuda_version"}, **env}
     store.set_meta("environment", env)
     done = store.statuses()
-    pending = [c for c in cells if done.get(c.key) not in finished]
+    pending = [c for c in cells if done.get(c.key) not in finished or c.key in rechosen]
     summary.skipped_done = len(cells) - len(pending)
     cfg_hash, version = cfg.hash(), code_version()
 
@@ -364,6 +376,19 @@ def _run_pending(
             results.close()  # stops the workers still running when the loop ends early
     finally:
         bar.close()
+
+
+def rechosen_cells(store: ResultsStore, cells: list[Cell]) -> set[str]:
+    """Keys of tuned cells whose stored row ran other parameters than tuning chooses now (a study that
+    got more trials since): they run again and their rows are replaced."""
+    tuned = {c.key: c for c in cells if c.tuned}
+    if not tuned:
+        return set()
+    return {
+        r["cell_key"]
+        for r in store.rows()
+        if r["cell_key"] in tuned and r.get("params") != json.loads(dumps(tuned[r["cell_key"]].params()))
+    }
 
 
 def _local_results(

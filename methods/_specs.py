@@ -91,10 +91,11 @@ class Choice(Spec):
 
 
 class Int(Spec):
-    """An integer (not a bool) in [min, max]; None leaves that side open."""
+    """An integer (not a bool) in [min, max]; None leaves that side open. ``log``: searched on a log
+    scale when the spec is an entry of a ``search_space``."""
 
-    def __init__(self, min: int | None = None, max: int | None = None) -> None:
-        self.min, self.max = min, max
+    def __init__(self, min: int | None = None, max: int | None = None, *, log: bool = False) -> None:
+        self.min, self.max, self.log = min, max, log
 
     def accepts(self, value: Any) -> bool:
         return _is_int(value) and (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
@@ -110,7 +111,8 @@ class Int(Spec):
 
 
 class Float(Spec):
-    """A finite real number (ints allowed) within [min, max]; ``gt``/``lt`` give open bounds instead."""
+    """A finite real number (ints allowed) within [min, max]; ``gt``/``lt`` give open bounds instead.
+    ``log``: searched on a log scale when the spec is an entry of a ``search_space``."""
 
     def __init__(
         self,
@@ -119,9 +121,11 @@ class Float(Spec):
         *,
         gt: float | None = None,
         lt: float | None = None,
+        log: bool = False,
     ) -> None:
         self.low, self.low_open = (gt, True) if gt is not None else (min, False)
         self.high, self.high_open = (lt, True) if lt is not None else (max, False)
+        self.log = log
 
     def accepts(self, value: Any) -> bool:
         if not _is_real(value):

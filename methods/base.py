@@ -111,6 +111,9 @@ class Method(ABC):
         the one parameter check (``checked_params``), made when a method is constructed, by
         ``methods.create``, directly or by grid planning, and again at ``fit``. A profile parameter
         without an entry is checked against the types of its profile values.
+    search_space : parameter name -> bounded ``Float(min, max, log=...)``, ``Int(min, max, log=...)`` or
+        ``Choice(...)``: the parameters ``python -m harness tune`` searches (equal trials for every
+        method; docs/tuning.md). Empty: nothing to tune (the method runs its profile).
     min_dim : the smallest data dimension the method supports (``fit`` refuses fewer columns).
     plot_style : (colour, matplotlib marker) of the method in figures; None: the report picks one.
     """
@@ -119,6 +122,7 @@ class Method(ABC):
     log_prob_kind: ClassVar[str | None] = None
     profiles: ClassVar[dict[str, dict]] = {p: {} for p in PROFILES}
     param_specs: ClassVar[dict[str, Spec]] = {}
+    search_space: ClassVar[dict[str, Spec]] = {}
     min_dim: ClassVar[int] = 1
     plot_style: ClassVar[tuple[str, str] | None] = None
     #: Wall-clock training budget in seconds (None: none), set before ``fit`` (``run --budget``):
@@ -126,6 +130,9 @@ class Method(ABC):
     budget_s: float | None = None
     #: The clock of fit phases and checkpoints (seconds); tests set a deterministic one.
     clock: Callable[[], float] = staticmethod(time.perf_counter)
+    #: Called with each checkpoint's record (a dict, see ``checkpoint``) as it is made; it may raise to
+    #: abandon the fit (a tuning trial's pruner does). Set before ``fit``; None: no observer.
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None
 
     def __init__(self, *, device: str = "auto", seed: int = 0, **params: Any) -> None:
         """Store the device, seed and ``params``: the ``DEFAULT_PROFILE``'s values updated by ``params``,
@@ -313,6 +320,8 @@ class Method(ABC):
         record["eval_s"] = self.clock() - now
         self.checkpoint_s_ += record["eval_s"]
         self.checkpoints_.append(record)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(record)
         spent = self.budget_s is not None and elapsed >= self.budget_s
         self.budget_spent_ = self.budget_spent_ or spent
         return spent

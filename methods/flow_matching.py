@@ -191,6 +191,12 @@ class FlowMatching(ProbabilityFlowMethod):
         "anneal": Bool(),
         "ot": Bool(),
     }
+    search_space: ClassVar[dict[str, Spec]] = {
+        "lr": Float(1e-4, 1e-2, log=True),
+        "hidden": Int(32, 512, log=True),
+        "layers": Int(2, 5),
+        "ot": Choice(False, True),
+    }
 
     # ------------------------------------------------------------------ fit
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:

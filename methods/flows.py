@@ -112,6 +112,14 @@ class _NflowsFlow(Method):
         "weight_decay": Float(min=0),
         "anneal": Bool(),
     }
+    #: Architecture and optimiser; training length stays the profile's (docs/tuning.md).
+    search_space: ClassVar[dict[str, Spec]] = {
+        "lr": Float(1e-5, 1e-2, log=True),
+        "hidden": Int(16, 1024, log=True),
+        "n_layers": Int(2, 12),
+        "n_blocks": Int(1, 3),
+        "dropout": Float(0.0, 0.3),
+    }
     reverse_between: ClassVar[bool] = False
 
     # ----------------------------------------------------------- building
@@ -334,6 +342,7 @@ class RealNVP(_NflowsFlow):
 
 
 _NSF_SPECS = {**_NflowsFlow.param_specs, "bins": Int(min=1), "tail_bound": Float(gt=0)}
+_NSF_SPACE = {**_NflowsFlow.search_space, "bins": Int(4, 16)}
 # NSF paper UCI script defaults (bayesiains/nsf experiments/uci.py): 10 steps of
 # [random permutation + LU linear, RQ transform] plus a final linear layer, 256 hidden
 # units, 2 residual blocks, 8 bins, linear tails outside [-3, 3], dropout 0.25, no batch norm.
@@ -398,6 +407,7 @@ class NSFAutoregressive(_NflowsFlow):
     reverse_between = True
     profiles = _NSF_PROFILES
     param_specs = _NSF_SPECS
+    search_space = _NSF_SPACE
 
     def _step(self, i: int, d: int) -> Transform:
         p = self.params
@@ -452,6 +462,7 @@ class NSFCoupling(_NflowsFlow):
     plot_style = ("#bcbd22", "<")
     profiles = _NSF_PROFILES
     param_specs = _NSF_SPECS
+    search_space = _NSF_SPACE
 
     def _step(self, i: int, d: int) -> Transform:
         p = self.params

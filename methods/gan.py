@@ -115,6 +115,12 @@ class WGANGP(Method):
         "betas": Seq(Float(min=0, lt=1), length=2),
         "gp_weight": Float(min=0),
     }
+    search_space = {
+        "lr": Float(1e-5, 3e-3, log=True),
+        "hidden": Int(16, 1024, log=True),
+        "layers": Int(2, 4),
+        "gp_weight": Float(0.01, 100.0, log=True),
+    }
 
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
         p = self.params

@@ -178,6 +178,11 @@ class ScoreDiffusion(ProbabilityFlowMethod):
         "eps_t": Float(gt=0, lt=1),
         "em_steps": Int(min=1),
     }
+    search_space = {
+        "lr": Float(1e-4, 1e-2, log=True),
+        "hidden": Int(32, 512, log=True),
+        "layers": Int(2, 5),
+    }
 
     @classmethod
     def check_params(cls, params: dict[str, Any], dim: int | None) -> None:

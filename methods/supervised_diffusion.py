@@ -261,6 +261,15 @@ class SupervisedDiffusion(Method):
         "batch_size": Choice(None) | Int(min=1),
         **STUDENT_SPECS,
     }
+    #: The teacher's bandwidth eps (the KDE the labels sample, docs/flagship.md), G's width and lr, the
+    #: student's width and lr; the label count and step counts stay the profile's (docs/tuning.md).
+    search_space: ClassVar[dict[str, Spec]] = {
+        "eps": Float(1e-3, 0.3, log=True),
+        "hidden": Int(32, 2048, log=True),
+        "lr": Float(3e-4, 1e-2, log=True),
+        "student_hidden": Int(16, 256, log=True),
+        "student_lr": Float(3e-4, 1e-2, log=True),
+    }
 
     @classmethod
     def check_params(cls, params: dict[str, Any], dim: int | None) -> None:

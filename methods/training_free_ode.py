@@ -13,7 +13,7 @@ from harness.toolkit.device import resolve_device, to_tensor
 from harness.toolkit.seeding import numpy_stream, torch_stream
 from harness.toolkit.standardise import Standardiser
 from methods import register
-from methods.base import Method, Spec
+from methods.base import Float, Method, Spec
 from methods.supervised_diffusion import TEACHER_PROFILES, TEACHER_SPECS, TrainingFreeTeacher
 
 
@@ -57,6 +57,7 @@ class TrainingFreeODE(Method):
     plot_style: ClassVar[tuple[str, str]] = ("#e377c2", "v")
     profiles: ClassVar[dict[str, dict]] = TEACHER_PROFILES
     param_specs: ClassVar[dict[str, Spec]] = TEACHER_SPECS
+    search_space: ClassVar[dict[str, Spec]] = {"eps": Float(1e-3, 0.3, log=True)}
 
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
         self.device_ = resolve_device(self.device)

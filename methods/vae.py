@@ -159,6 +159,12 @@ class VAE(Method):
         "k_eval": Int(min=1),
         "eval_batch": Int(min=1),
     }
+    search_space = {
+        "lr": Float(1e-4, 1e-2, log=True),
+        "hidden": Int(16, 512, log=True),
+        "layers": Int(1, 4),
+        "kl_warmup": Float(0.0, 0.3),
+    }
 
     def _fit(self, train: np.ndarray, val: np.ndarray | None) -> None:
         p = self.params

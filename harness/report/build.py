@@ -30,10 +30,12 @@ from harness.report.published import published_table
 from harness.report.styles import method_styles
 from harness.report.tables import TABLES, metric_entries
 from harness.report.time_section import section as time_section
+from harness.report.tuning_section import section as tuning_section
+from harness.report.tuning_section import study_records
 from harness.report.verdict import DEFAULT_QUALITY, quantities, verdict
 
 #: The report's extra sections, in order: ``section(data) -> list[Block]`` each (``blocks``).
-SECTIONS: tuple[Callable[[ReportData], list[Block]], ...] = (error_bars, time_section)
+SECTIONS: tuple[Callable[[ReportData], list[Block]], ...] = (error_bars, time_section, tuning_section)
 
 
 def build(
@@ -78,6 +80,7 @@ def build(
     )
     loglik = data.table("test_loglik")
     data.published = published_table(dsets, loglik)
+    data.studies = study_records(data.run_dir, meta)
     data.sections = [blocks for section in SECTIONS if (blocks := section(data))]
     data.verdict = verdict(tables, methods, kinds, quality_metric)
     return data

@@ -55,6 +55,7 @@ class ReportData:
     styles: dict[str, tuple[str, str]] = field(default_factory=dict)  # method -> (colour, marker)
     sections: list[list[Block]] = field(default_factory=list)
     verdict: list[VerdictLine] = field(default_factory=list)  # one answer per quantity, first in every report
+    studies: list[dict[str, Any]] = field(default_factory=list)  # tuning studies (harness.studies.summaries_as_dicts)
     run_dir: Path | None = None
 
     def table(self, key: str) -> MetricTable | None:

@@ -28,6 +28,7 @@ from matplotlib.ticker import NullLocator
 from harness.report.curves import METRICS, all_curves, reference
 from harness.report.data import ReportData
 from harness.report.figures_samples import DPI, fig_density_2d, fig_samples_2d, fig_tabular, new_figure
+from harness.report.figures_tuning import fig_tuning
 from harness.report.summary import p_text, ranked_tables
 
 #: Sample metrics for the lower speed/quality panels, first available wins: (key, label).
@@ -392,6 +393,7 @@ def draw_all(data: ReportData, out_dir: Path | str) -> list[Path]:
         )
     )
     jobs.append(("fig_training_curves", lambda p: fig_training_curves(data.rows, dsets, methods, styles, p)))
+    jobs.append(("fig_tuning", lambda p: fig_tuning(data.studies, styles, p)))
     written = []
     for stem, draw in jobs:
         try:

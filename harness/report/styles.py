@@ -42,6 +42,12 @@ CAPTIONS = {
         "(CD, drawn above the axis; α = 0.05): the test cannot tell them apart. The title "
         "gives the number of datasets and the Friedman (Iman-Davenport) p-value."
     ),
+    "fig_tuning": (
+        "Tuning: the best validation score so far of each study against its trials (top of each pair) "
+        "and against the CPU seconds its trials used (bottom, log scale), one line per method (one per "
+        "seed where a dataset is tuned per seed); methods without a likelihood are scored by the "
+        "validation energy distance, in panels of their own."
+    ),
     "fig_training_curves": (
         "Quality against training time: one column per dataset, one curve per method (lowest "
         "seed), one point per checkpoint; training seconds on a log scale, checkpoint "
