@@ -19,6 +19,7 @@ import methods
 from harness.__main__ import EXIT_FAILED_CELLS, main
 from harness.store import ResultsStore
 from methods.base import DivergenceError, Method
+from sqlite_reads import count_readonly
 
 PROFILES = ("smoke", "quick", "paper")
 
@@ -246,16 +247,7 @@ def test_a_hung_cell_does_not_hold_up_the_others_with_two_jobs(tmp_path):
 
 def _rows_in(run_dir: Path) -> int:
     """Committed rows, read without writing (0 before the database exists)."""
-    import sqlite3
-
-    db = run_dir / "results.sqlite"
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-            return conn.execute("SELECT count(*) FROM results").fetchone()[0]
-    except sqlite3.OperationalError:  # created but no table yet
-        return 0
+    return count_readonly(run_dir / "results.sqlite", "SELECT count(*) FROM results")
 
 
 def _children(pid: int) -> list[int]:

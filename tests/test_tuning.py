@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from harness.studies import StudyPlan, open_storage, study_summaries
 from harness.trials import TrialCell, run_trial
 from harness.tuning import TuneSettings, _Driver, space_problems, tune
 from methods.base import Choice, Float, Int, Method
+from sqlite_reads import count_readonly
 
 TESTS = Path(__file__).resolve().parent
 
@@ -239,14 +239,7 @@ def tune_cli(out: Path, *extra: str) -> subprocess.Popen:
 
 
 def completed_trials(run_dir: Path) -> int:
-    db = run_dir / "tuning.sqlite"
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            return conn.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
-    except sqlite3.Error:
-        return 0
+    return count_readonly(run_dir / "tuning.sqlite", "SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'", timeout=1)
 
 
 def final_table(run_dir: Path) -> dict:
