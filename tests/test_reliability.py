@@ -287,7 +287,9 @@ def _hang_cli(out: Path) -> subprocess.Popen:
         "--out",
         str(out),
     ]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    # SIGHUP back to its default in the child: under nohup the harness keeps SIGHUP ignored, as it should
+    hup = lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL)  # noqa: E731
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, preexec_fn=hup)
 
 
 def _wait_for_hanging_worker(proc: subprocess.Popen, out: Path) -> int:
