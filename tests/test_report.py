@@ -28,14 +28,15 @@ NO_LIKELIHOOD = {"gan", "training_free_ode"}
 
 
 class _Gaussian:
-    """Just enough of a method for ``grid_log_density``: a Gaussian fitted to data."""
+    """Just enough of a method for ``grid_log_density`` (which scores the grid by ``figure_log_prob``): a
+    Gaussian fitted to data."""
 
     log_prob_kind = "exact"
 
     def __init__(self, x: np.ndarray) -> None:
         self.dist = multivariate_normal(x.mean(0), np.cov(x, rowvar=False))
 
-    def log_prob(self, x: np.ndarray) -> np.ndarray:
+    def figure_log_prob(self, x: np.ndarray) -> np.ndarray:
         return self.dist.logpdf(x)
 
 
