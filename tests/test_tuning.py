@@ -373,3 +373,22 @@ def test_a_timed_out_worker_reports_the_cpu_time_it_used():
     ((_, result),) = list(run_pool([cell], spin, time_limit=1.5, jobs=1))
     assert result["status"] == "failed" and result["error"].startswith("TimeLimit")
     assert 0 < result["timings"]["cpu_s"] <= 1.5 + 0.5
+
+
+def test_a_dataset_whose_studies_have_no_finished_trial_gets_no_empty_panel(tmp_path):
+    from matplotlib.image import imread
+
+    from harness.report.figures_tuning import fig_tuning
+
+    def study(dataset: str, history: list[dict]) -> dict:
+        return {"dataset": dataset, "objective": "val_loglik", "row": "maf", "history": history}
+
+    finished = [{"number": 0, "cpu_s": 2.0, "best": -3.1}, {"number": 1, "cpu_s": 3.0, "best": -3.0}]
+    alone = fig_tuning([study("8gaussians", finished)], {}, tmp_path / "alone.png")
+    beside = fig_tuning(
+        [study("8gaussians", finished), study("kin8nm", [{"number": 0, "cpu_s": 9.0, "best": None}])],
+        {},
+        tmp_path / "beside.png",
+    )
+    assert imread(alone).shape == imread(beside).shape  # one dataset column in both
+    assert fig_tuning([study("kin8nm", [])], {}, tmp_path / "none.png") is None

@@ -31,7 +31,9 @@ def _style(row: str, styles: dict[str, tuple[str, str]]) -> tuple[str, str]:
 
 def fig_tuning(studies: list[dict[str, Any]], styles: dict[str, tuple[str, str]], path: Path) -> Path | None:
     """Best-so-far validation objective per study against trial number (top) and cumulative CPU-seconds
-    (bottom, log scale), a pair of rows per objective; None without studies."""
+    (bottom, log scale), a pair of rows per objective; a study without a finished trial has nothing to
+    draw and gets no panel; None without any."""
+    studies = [s for s in studies if any(h.get("best") is not None for h in s["history"])]
     if not studies:
         return None
     dsets = list(dict.fromkeys(s["dataset"] for s in studies))
