@@ -346,3 +346,18 @@ def test_every_report_module_stays_under_550_lines():
     folder = Path(__file__).resolve().parents[1] / "harness" / "report"
     lengths = {p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in folder.glob("*.py")}
     assert max(lengths.values()) < 550, lengths
+
+
+def test_a_damaged_artefact_is_passed_over_for_the_next_seeds(tmp_path):
+    from harness.report.artefacts import RunData
+    from harness.store import ARTIFACT_DIR
+
+    folder = tmp_path / ARTIFACT_DIR
+    folder.mkdir()
+    (folder / "seed0.npz").write_bytes(b"PK\x03\x04" + bytes(200))  # a zip header, then nothing
+    np.savez(folder / "seed1.npz", samples=np.ones((3, 2)))
+    rows = [
+        {"method": "maf", "dataset": "8gaussians", "seed": s, "status": "ok", "cell_key": f"seed{s}"} for s in (0, 1)
+    ]
+    art = RunData(tmp_path, rows, {}).artifact("maf", "8gaussians")
+    assert art is not None and art["samples"].shape == (3, 2)

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,8 @@ class RunData:
         return min(r["seed"] for r in rows)
 
     def artifact(self, method: str, dataset: str) -> dict[str, np.ndarray] | None:
-        """The artefact arrays of the dataset's figure seed, else of the method's lowest ok seed (None
-        without a run directory)."""
+        """The artefact arrays of the dataset's figure seed, else of the method's lowest ok seed whose file
+        reads (a missing or damaged one is passed over; None without any, or without a run directory)."""
         rows = self.ok_rows(method, dataset) if self.run_dir is not None else []
         preferred = self.seed(dataset)
         for r in sorted(rows, key=lambda r: (r["seed"] != preferred, r["seed"])):
@@ -62,7 +63,7 @@ class RunData:
             try:
                 with np.load(path) as z:
                     return {k: z[k] for k in z.files}
-            except (OSError, ValueError):
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile):
                 continue
         return None
 
